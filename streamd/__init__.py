@@ -1,0 +1,3 @@
+"""streamd: streaming video inference daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,33 @@
+"""What the HTTP handlers reach through the application: one typed AppKey holding the services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from streamd.networks.deployment import Deployer
+from streamd.networks.public import PublicNetwork
+from streamd.settings import Settings
+from streamd.store.db import Database
+from streamd.store.networks import NetworkRepository
+from streamd.store.tasks import TaskRepository
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    db: Database
+    networks: NetworkRepository
+    tasks: TaskRepository
+    deployer: Deployer
+    public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
+    tensorflow_version: str | None = None
+    ready: bool = False
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]

@@ -1,0 +1,110 @@
+"""Small HTTP helpers shared by the handlers: JSON responses, JSON bodies, ids and pagination."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from streamd.errors import InvalidRequestError, NotFoundError, UnsupportedMediaTypeError
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204, content_type="application/json")
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type not in ("application/json", "application/octet-stream"):
+        raise UnsupportedMediaTypeError(
+            f"this endpoint takes a JSON body, got Content-Type {request.content_type!r}; "
+            "send it with 'Content-Type: application/json'"
+        )
+    body = await request.read()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def validate(model: type[BaseModel], data: Any, what: str) -> Any:
+    """Validate `data` with a pydantic model; errors name every offending field and its value."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(
+            f"invalid {what}: {describe_validation(exc)}", code="invalid_field"
+        ) from None
+
+
+def describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "literal_error":
+            message = f"{message}, got {error.get('input')!r}"
+        parts.append(f"{where.lstrip('.') or 'body'}: {message}")
+    return "; ".join(parts)
+
+
+def int_id(request: web.Request, name: str, what: str) -> int:
+    raw = request.match_info[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise NotFoundError(f"{what} {raw!r} does not exist: {what} ids are integers") from None
+    if value < 1 or value > 2**63 - 1:
+        raise NotFoundError(f"{what} {raw!r} does not exist")
+    return value
+
+
+def page_params(request: web.Request) -> tuple[int, int]:
+    return (
+        _query_int(request, "offset", 0, 0, 2**62),
+        _query_int(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+    )
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise InvalidRequestError(
+            f"query parameter {name}={raw!r} must be an integer from {low} to {high}", code="invalid_query"
+        )
+    return value
+
+
+def paginated(
+    request: web.Request, count: int, offset: int, limit: int, results: Sequence[Any]
+) -> web.Response:
+    """DRF LimitOffset page; `next`/`previous` are absolute URLs (the official client follows them as is)."""
+    next_url = previous_url = None
+    if offset + limit < count:
+        next_url = str(request.url.update_query(offset=offset + limit, limit=limit))
+    if offset > 0:
+        previous_url = str(request.url.update_query(offset=max(0, offset - limit), limit=limit))
+    return json_response(
+        {"count": count, "next": next_url, "previous": previous_url, "results": list(results)}
+    )

@@ -1,0 +1,120 @@
+"""Request middleware: request ids and access logs, errors as JSON, API-key auth, media-type checks.
+
+The error middleware is the only place that turns exceptions into responses; handlers never catch
+to build error bodies themselves. Runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from streamd.api.context import services
+from streamd.api.http import json_response
+from streamd.errors import StreamdError, UnauthorizedError, UnsupportedMediaTypeError
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("streamd.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Probes and scrapers must work without a key; everything else is the API.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return json_response({"error": message, "code": code}, status=status)
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
+    started = time.monotonic()
+    response = await handler(request)
+    response.headers["X-Request-ID"] = request_id
+    access_logger.info(
+        "%s %s %d %.1fms request_id=%s",
+        request.method,
+        request.rel_url.path,
+        response.status,
+        (time.monotonic() - started) * 1000,
+        request_id,
+    )
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StreamdError as exc:
+        return error_response(exc.http_status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(
+            exc.status, _HTTP_CODES.get(exc.status, "http_error"), _http_message(request, exc)
+        )
+    except Exception:  # supervision boundary: one broken request must never take the daemon down
+        logger.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+        return error_response(500, "internal_error", "internal error; the daemon log has the details")
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no such endpoint: {request.method} {request.rel_url.path}; GET /openapi.json lists them"
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return f"{request.method} is not allowed on {request.rel_url.path}; allowed: {allowed}"
+    if exc.status == 413:
+        return (
+            "the request body is larger than server.json_max_bytes; send files as multipart uploads "
+            "or raise the limit"
+        )
+    return exc.reason
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    keys = services(request).settings.auth.api_keys
+    if keys and request.path not in OPEN_PATHS:
+        given = request.headers.get("X-API-KEY")
+        if not given:
+            raise UnauthorizedError("authentication required: send your key in the X-API-KEY header")
+        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+            raise UnauthorizedError("the X-API-KEY header holds an unknown key; check the key you were given")
+    return await handler(request)
+
+
+@web.middleware
+async def media_type_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if (
+        request.method in BODY_METHODS
+        and request.content_type == "application/x-www-form-urlencoded"
+        and (request.can_read_body or request.content_length)
+    ):
+        raise UnsupportedMediaTypeError(
+            "application/x-www-form-urlencoded bodies are not accepted: send JSON with "
+            "'Content-Type: application/json' (curl: -H 'Content-Type: application/json'), "
+            "or multipart/form-data for file uploads (curl -F)"
+        )
+    return await handler(request)
+
+
+MIDDLEWARES = (access_middleware, error_middleware, auth_middleware, media_type_middleware)

@@ -1,0 +1,43 @@
+"""Operational endpoints: liveness, readiness, daemon information."""
+
+from __future__ import annotations
+
+import platform
+
+from aiohttp import web
+
+from streamd import __version__
+from streamd.api.context import services
+from streamd.api.http import json_response
+from streamd.errors import UnavailableError
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not services(request).ready:
+        raise UnavailableError(
+            "streamd is still starting (opening the store, resuming deployments)", code="not_ready"
+        )
+    return json_response({"status": "ready"})
+
+
+async def info(request: web.Request) -> web.Response:
+    svc = services(request)
+    return json_response(
+        {
+            "name": "streamd",
+            "version": __version__,
+            "python_version": platform.python_version(),
+            "tensorflow_version": svc.tensorflow_version,
+            "api_version": "v0.7",
+            "auth": "api_key" if svc.settings.auth.api_keys else "none (loopback only)",
+            "counts": {
+                "networks": await svc.networks.count(),
+                "public_networks": len(svc.public_networks),
+                "pending_tasks": await svc.tasks.count_pending(),
+            },
+        }
+    )

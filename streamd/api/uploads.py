@@ -1,0 +1,105 @@
+"""Streaming multipart reader for network uploads: form fields into memory, files onto disk.
+
+File parts are written chunk by chunk into a staging directory by a worker thread, so the loop
+never blocks on disk and memory stays flat whatever the model size. The whole upload is bounded by
+`server.upload_max_bytes`; the fields together by `server.json_max_bytes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import BodyPartReader, web
+
+from streamd.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from streamd.networks.files import stored_path
+
+CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Upload:
+    fields: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    total_bytes: int = 0
+
+
+async def read_upload(
+    request: web.Request,
+    staging_dir: Path,
+    is_field: Callable[[str], bool],
+    max_bytes: int,
+    max_field_bytes: int,
+) -> Upload:
+    """Read a multipart/form-data request; files go to `staging_dir` at their stored paths."""
+    if request.content_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            "this endpoint takes multipart/form-data (fields and files, curl -F), "
+            f"got {request.content_type!r}"
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise _too_large(max_bytes)
+    upload = Upload()
+    field_bytes = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise InvalidRequestError("nested multipart bodies are not supported", code="invalid_multipart")
+        name = part.name
+        if not name:
+            raise InvalidRequestError("every multipart part needs a name", code="invalid_multipart")
+        if part.filename is None or is_field(name):
+            if name in upload.fields:
+                raise InvalidRequestError(f"form field {name!r} is given twice", code="invalid_field")
+            data = await part.read(decode=True)
+            field_bytes += len(data)
+            if field_bytes > max_field_bytes:
+                raise PayloadTooLargeError(
+                    f"form fields exceed server.json_max_bytes={max_field_bytes}; keep files in file parts"
+                )
+            upload.fields[name] = data.decode(part.get_charset(default="utf-8"), errors="strict")
+            continue
+        if name in upload.files:
+            raise InvalidRequestError(
+                f"file {name!r} is uploaded twice; send each file once", code="invalid_file"
+            )
+        target = staging_dir / stored_path(name)
+        upload.total_bytes = await _save(part, target, upload.total_bytes, max_bytes)
+        upload.files.append(name)
+    return upload
+
+
+async def _save(part: BodyPartReader, target: Path, total: int, max_bytes: int) -> int:
+    loop = asyncio.get_running_loop()
+    fh: BinaryIO = await loop.run_in_executor(None, _open, target)
+    try:
+        buffer = bytearray()
+        while chunk := await part.read_chunk(CHUNK_BYTES):
+            total += len(chunk)
+            if total > max_bytes:
+                raise _too_large(max_bytes)
+            buffer += chunk
+            if len(buffer) >= CHUNK_BYTES:
+                await loop.run_in_executor(None, fh.write, bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await loop.run_in_executor(None, fh.write, bytes(buffer))
+    finally:
+        await loop.run_in_executor(None, fh.close)
+    return total
+
+
+def _open(target: Path) -> BinaryIO:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.open("xb")
+
+
+def _too_large(max_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the upload is larger than server.upload_max_bytes={max_bytes} bytes; "
+        "raise that setting to register bigger models"
+    )

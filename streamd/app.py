@@ -1,0 +1,66 @@
+"""`build_app(settings)`: the one way to assemble the daemon, used by `streamd serve` and by the tests.
+
+Objects are built here without I/O; `cleanup_ctx` opens them at start-up and closes them in reverse
+order at shutdown, only what was opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from streamd.api.context import SERVICES, Services
+from streamd.api.middleware import MIDDLEWARES
+from streamd.api.routes import setup_routes
+from streamd.networks.deployment import Deployer
+from streamd.networks.public import load_public_networks
+from streamd.networks.savedmodel import tensorflow_version
+from streamd.settings import Settings
+from streamd.store.db import Database
+from streamd.store.networks import NetworkRepository
+from streamd.store.tasks import TaskRepository
+
+logger = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings) -> web.Application:
+    db = Database(settings.database_path)
+    networks = NetworkRepository(db, settings.storage.data_dir)
+    tasks = TaskRepository(db)
+    svc = Services(
+        settings=settings,
+        db=db,
+        networks=networks,
+        tasks=tasks,
+        deployer=Deployer(networks, tasks, settings.networks),
+    )
+    app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
+    app[SERVICES] = svc
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_deployer_ctx)
+    setup_routes(app)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICES]
+    await svc.db.open()
+    await svc.networks.sweep()
+    svc.public_networks = await asyncio.to_thread(load_public_networks, svc.settings.networks.public_dir)
+    svc.tensorflow_version = await asyncio.to_thread(tensorflow_version)
+    yield
+    await svc.db.close()
+
+
+async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICES]
+    resumed = await svc.deployer.resume_pending()
+    if resumed:
+        logger.info("resumed %d interrupted deployment(s)", resumed)
+    svc.ready = True
+    yield
+    svc.ready = False
+    await svc.deployer.close()

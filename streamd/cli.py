@@ -1,0 +1,89 @@
+"""Command line: `streamd serve` runs the daemon, `streamd check-config` validates a configuration."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamd.errors import ConfigError
+from streamd.settings import Settings, is_loopback, load
+
+logger = logging.getLogger("streamd")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = load(args.config, os.environ, _overrides(args))
+        if args.command == "check-config":
+            return _check_config(settings)
+        return _serve(settings)
+    except ConfigError as exc:
+        print(f"streamd: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamd", description="Streaming video inference daemon.")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the daemon")
+    check = commands.add_parser("check-config", help="validate the configuration and print it")
+    for sub in (serve, check):
+        sub.add_argument("--config", type=Path, help="TOML file (default: config/streamd.toml if present)")
+        sub.add_argument("--host", help="bind address (server.host)")
+        sub.add_argument("--port", type=int, help="port (server.port)")
+        sub.add_argument("--data-dir", type=Path, help="data directory (storage.data_dir)")
+        sub.add_argument("--log-format", choices=("text", "json"), help="log line format (logging.format)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    return {
+        "server": {"host": args.host, "port": args.port},
+        "storage": {"data_dir": args.data_dir},
+        "logging": {"format": args.log_format},
+    }
+
+
+def _check_config(settings: Settings) -> int:
+    settings.check_bind_allowed()
+    print(settings.model_dump_json(indent=2))
+    print("configuration is valid", file=sys.stderr)
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from streamd.app import build_app
+    from streamd.logs import setup_logging
+
+    settings.check_bind_allowed()
+    setup_logging(settings.logging)
+    if not settings.auth.api_keys:
+        logger.warning(
+            "no API key configured: authentication is off, so streamd only binds to loopback (%s). "
+            "Set auth.api_keys or STREAMD_AUTH__API_KEYS to serve other hosts.",
+            settings.server.host,
+        )
+    assert settings.auth.api_keys or is_loopback(settings.server.host)
+    logger.info("data directory: %s", settings.storage.data_dir)
+    web.run_app(
+        build_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        access_log=None,
+        shutdown_timeout=settings.server.shutdown_timeout_s,
+        print=lambda _msg: logger.info(
+            "streamd listening on http://%s:%d/", settings.server.host, settings.server.port
+        ),
+    )
+    return 0

@@ -1,0 +1,96 @@
+"""Deployment tasks: each new network is loaded once off the event loop and checked against its
+preprocessing; the task ends `success`, or `error` with a message a person can act on.
+
+A network that fails to deploy is removed (row and files): only loadable networks stay registered.
+The coroutines run on the loop; loading runs on the single "streamd-deploy" thread, so two large
+models never load at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from streamd.errors import NotFoundError, StreamdError
+from streamd.networks.savedmodel import check_against_preprocessing, load_savedmodel
+from streamd.networks.spec import Preprocessing
+from streamd.settings import NetworksConfig
+from streamd.store.networks import NetworkRecord, NetworkRepository
+from streamd.store.tasks import TaskRepository
+
+logger = logging.getLogger(__name__)
+
+
+def validate_network(export_dir: Path, preprocessing: Preprocessing) -> dict[str, Any]:
+    """Load the SavedModel and check it; blocking, runs on the deploy thread."""
+    model = load_savedmodel(export_dir)
+    try:
+        inputs = check_against_preprocessing(model, export_dir, preprocessing)
+    finally:
+        model.close()
+    return {"inputs": inputs, "tags": list(model.tags), "load_time_s": round(model.load_time_s, 3)}
+
+
+class Deployer:
+    def __init__(self, networks: NetworkRepository, tasks: TaskRepository, config: NetworksConfig) -> None:
+        self._networks = networks
+        self._tasks = tasks
+        self._config = config
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamd-deploy")
+        self._running: set[asyncio.Task[None]] = set()
+
+    def start(self, network: NetworkRecord) -> None:
+        task = asyncio.create_task(self._deploy(network), name=f"deploy-network-{network.network_id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def resume_pending(self) -> int:
+        """Restart deployments that a stop or crash interrupted; their tasks are still pending."""
+        pending = await self._networks.undeployed()
+        for network in pending:
+            logger.info("resuming deployment of network %d (task %d)", network.network_id, network.task_id)
+            self.start(network)
+        return len(pending)
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _deploy(self, network: NetworkRecord) -> None:
+        export_dir = self._networks.network_dir(network.network_id)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._executor, validate_network, export_dir, network.preprocessing_spec)
+        try:
+            report = await asyncio.wait_for(job, self._config.deploy_timeout_s)
+        except StreamdError as exc:
+            await self._fail(network, exc.message)
+        except TimeoutError:
+            await self._fail(
+                network,
+                f"loading took longer than networks.deploy_timeout_s={self._config.deploy_timeout_s:g} s; "
+                "raise the setting for very large models",
+            )
+        except Exception as exc:  # supervision boundary: a broken model must not break the daemon
+            logger.exception("deployment of network %d failed unexpectedly", network.network_id)
+            await self._fail(
+                network, f"unexpected error while loading the model: {type(exc).__name__}: {exc}"
+            )
+        else:
+            await self._networks.mark_deployed(network.network_id)
+            await self._tasks.finish(
+                network.task_id, "success", data={"network_id": network.network_id, **report}
+            )
+            logger.info("network %d deployed in %.2f s", network.network_id, report["load_time_s"])
+
+    async def _fail(self, network: NetworkRecord, reason: str) -> None:
+        message = f"network {network.network_id} was not deployed and has been removed: {reason}"
+        logger.warning("%s", message)
+        await self._tasks.finish(network.task_id, "error", error=message)
+        with contextlib.suppress(NotFoundError):  # deleted by the user while it loaded
+            await self._networks.delete(network.network_id)

@@ -1,0 +1,197 @@
+"""Configuration: frozen pydantic models, loaded once from defaults, a TOML file and the environment.
+
+Order of sources: model defaults → `config/streamd.toml` (or `--config`) → `STREAMD_<SECTION>__<FIELD>`
+environment variables → command-line overrides. `load()` receives the environment as an argument so tests
+never touch `os.environ`. Runs before the event loop starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from streamd.errors import ConfigError
+
+ENV_PREFIX = "STREAMD_"
+DEFAULT_CONFIG_PATH = Path("config/streamd.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the HTTP API (0 picks a free port).")
+    upload_max_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        description="Largest multipart upload accepted (network files); larger requests get 413.",
+    )
+    json_max_bytes: int = Field(
+        64 * 1024**2,
+        ge=1024,
+        description="Largest JSON or non-file request body accepted; larger requests get 413.",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="How long graceful shutdown waits for in-flight requests."
+    )
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Field(
+        Path("data"),
+        description="Directory holding the SQLite database, network files and temporary uploads.",
+    )
+
+
+class AuthConfig(_Section):
+    api_keys: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Accepted values of the X-API-KEY header. Empty means no authentication, which is only "
+            "allowed when the server binds to a loopback address."
+        ),
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for key in keys:
+            if not key.strip():
+                raise ValueError("an API key must not be blank")
+        return keys
+
+
+class NetworksConfig(_Section):
+    public_dir: Path | None = Field(
+        None,
+        description=(
+            "Directory of operator-installed public networks, one sub-directory per slug holding "
+            "network.json and the model files; served read-only under /v0.7/networks/public."
+        ),
+    )
+    deploy_timeout_s: float = Field(
+        600.0, gt=0, description="A deployment task still loading after this long ends in error."
+    )
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["text", "json"] = Field("text", description="Log line format.")
+
+
+class Settings(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig, description="HTTP API.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Files and database.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API key authentication.")
+    networks: NetworksConfig = Field(default_factory=NetworksConfig, description="Neural networks.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+
+    @property
+    def database_path(self) -> Path:
+        return self.storage.data_dir / "streamd.sqlite3"
+
+    def check_bind_allowed(self) -> None:
+        """Refuse to expose an unauthenticated API beyond loopback."""
+        if not self.auth.api_keys and not is_loopback(self.server.host):
+            raise ConfigError(
+                f"server.host={self.server.host!r} is not a loopback address and no API key is "
+                "configured: set auth.api_keys in the config file or STREAMD_AUTH__API_KEYS=key1,key2 "
+                "in the environment, or bind to 127.0.0.1."
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load(
+    config_path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings; every problem raises ConfigError with the source and the field named."""
+    raw: dict[str, dict[str, Any]] = {}
+    path = config_path
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        raw = _read_toml(path)
+    for section, fields in _env_overrides(environ).items():
+        raw.setdefault(section, {}).update(fields)
+    for section, fields in (overrides or {}).items():
+        raw.setdefault(section, {}).update({k: v for k, v in fields.items() if v is not None})
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        source = f"{path} and the environment" if path else "the environment"
+        raise ConfigError(f"invalid configuration (from {source}):\n{_describe(exc)}") from None
+    data_dir = settings.storage.data_dir.expanduser().resolve()
+    return settings.model_copy(update={"storage": StorageConfig(data_dir=data_dir)})
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing file to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"config file {path}: top-level key {section!r} must be a [section] table")
+    return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    sections = Settings.model_fields
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, field = name[len(ENV_PREFIX) :].lower().partition("__")
+        model = _section_model(section)
+        if model is None or field not in model.model_fields:
+            known = ", ".join(sorted(sections))
+            raise ConfigError(
+                f"environment variable {name} names no setting; use STREAMD_<SECTION>__<FIELD> "
+                f"with a section among {known} (see config/streamd.toml)"
+            )
+        if _is_sequence(model.model_fields[field].annotation):
+            out.setdefault(section, {})[field] = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            out.setdefault(section, {})[field] = value
+    return out
+
+
+def _section_model(section: str) -> type[BaseModel] | None:
+    field = Settings.model_fields.get(section)
+    if field is None:
+        return None
+    annotation = field.annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_sequence(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (tuple, list)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {where}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)

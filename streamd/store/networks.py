@@ -1,0 +1,212 @@
+"""Networks: rows in SQLite and files under `<data_dir>/networks/<id>/`, kept consistent with each other.
+
+Uploads land in `<data_dir>/tmp/`; `create()` inserts the row and renames the staged directory into
+place inside one transaction, so a crash leaves either both or (after `sweep()`) neither.
+SQL and file operations run on the database thread; methods are coroutines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamd.errors import NotFoundError
+from streamd.networks.spec import NetworkPatch, NetworkSpec, Preprocessing
+from streamd.store.db import Database, utc_now_iso
+from streamd.store.tasks import insert_task
+
+logger = logging.getLogger(__name__)
+
+DEPLOY_TASK = "network_deployment"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    network_id: int
+    name: str
+    description: str
+    metadata: dict[str, Any]
+    framework: str
+    preprocessing: dict[str, Any]
+    postprocessings: list[dict[str, Any]]
+    files: list[str]
+    task_id: int
+    deployed: bool
+    create_date: str
+    update_date: str
+
+    @property
+    def preprocessing_spec(self) -> Preprocessing:
+        return Preprocessing.model_validate(self.preprocessing)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.network_id,
+            "name": self.name,
+            "description": self.description,
+            "metadata": self.metadata,
+            "framework": self.framework,
+            "preprocessing": self.preprocessing,
+            "postprocessings": self.postprocessings,
+            "task_id": self.task_id,
+            "create_date": self.create_date,
+            "update_date": self.update_date,
+        }
+
+
+def _record(row: sqlite3.Row) -> NetworkRecord:
+    return NetworkRecord(
+        network_id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        metadata=orjson.loads(row["metadata"]),
+        framework=row["framework"],
+        preprocessing=orjson.loads(row["preprocessing"]),
+        postprocessings=orjson.loads(row["postprocessings"]),
+        files=orjson.loads(row["files"]),
+        task_id=row["task_id"],
+        deployed=bool(row["deployed"]),
+        create_date=row["create_date"],
+        update_date=row["update_date"],
+    )
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class NetworkRepository:
+    def __init__(self, db: Database, data_dir: Path) -> None:
+        self._db = db
+        self.root = data_dir / "networks"
+        self.staging_root = data_dir / "tmp"
+
+    def network_dir(self, network_id: int) -> Path:
+        return self.root / str(network_id)
+
+    def new_staging_dir(self) -> Path:
+        """Create an empty upload directory (blocking: call from a worker thread)."""
+        path = self.staging_root / f"upload-{uuid.uuid4().hex}"
+        path.mkdir(parents=True)
+        return path
+
+    async def create(self, spec: NetworkSpec, files: list[str], staged: Path) -> NetworkRecord:
+        """Insert the network and its pending deployment task, and move the staged files into place."""
+
+        def insert(conn: sqlite3.Connection) -> int:
+            now = utc_now_iso()
+            task_id = insert_task(conn, DEPLOY_TASK)
+            cursor = conn.execute(
+                "INSERT INTO networks (name, description, metadata, framework, preprocessing, "
+                "postprocessings, files, task_id, create_date, update_date) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    spec.name,
+                    spec.description,
+                    _dumps(spec.metadata),
+                    spec.framework,
+                    _dumps(spec.preprocessing.model_dump()),
+                    _dumps(list(spec.postprocessings)),
+                    _dumps(sorted(files)),
+                    task_id,
+                    now,
+                    now,
+                ),
+            )
+            network_id = cursor.lastrowid
+            assert network_id is not None
+            conn.execute("UPDATE tasks SET subject_id = ? WHERE id = ?", (network_id, task_id))
+            self.root.mkdir(parents=True, exist_ok=True)
+            # The rename is the commit point on disk. Should the commit fail after it, the directory
+            # has no row and sweep() removes it at the next start.
+            os.rename(staged, self.network_dir(network_id))
+            return network_id
+
+        network_id = await self._db.run(insert)
+        return await self.get(network_id)
+
+    async def get(self, network_id: int) -> NetworkRecord:
+        row = await self._db.run(
+            lambda conn: conn.execute("SELECT * FROM networks WHERE id = ?", (network_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"network {network_id} does not exist", code="network_not_found")
+        return _record(row)
+
+    async def page(self, offset: int, limit: int) -> tuple[int, list[NetworkRecord]]:
+        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
+            count = conn.execute("SELECT COUNT(*) FROM networks").fetchone()[0]
+            rows = conn.execute(
+                "SELECT * FROM networks ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+            return count, rows
+
+        count, rows = await self._db.run(query)
+        return count, [_record(row) for row in rows]
+
+    async def update(self, network_id: int, patch: NetworkPatch) -> NetworkRecord:
+        changes = patch.model_dump(exclude_unset=True)
+
+        def apply(conn: sqlite3.Connection) -> int:
+            columns = {key: _dumps(value) if key == "metadata" else value for key, value in changes.items()}
+            columns["update_date"] = utc_now_iso()
+            assignments = ", ".join(f"{column} = ?" for column in columns)
+            cursor = conn.execute(
+                f"UPDATE networks SET {assignments} WHERE id = ?", (*columns.values(), network_id)
+            )
+            return cursor.rowcount
+
+        if await self._db.run(apply) == 0:
+            raise NotFoundError(f"network {network_id} does not exist", code="network_not_found")
+        return await self.get(network_id)
+
+    async def delete(self, network_id: int) -> None:
+        """Remove the row, then the files; a crash in between leaves an orphan directory for sweep()."""
+
+        def remove(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM networks WHERE id = ?", (network_id,)).rowcount
+
+        if await self._db.run(remove) == 0:
+            raise NotFoundError(f"network {network_id} does not exist", code="network_not_found")
+        await self._db.run(lambda _conn: shutil.rmtree(self.network_dir(network_id), ignore_errors=True))
+
+    async def mark_deployed(self, network_id: int) -> None:
+        await self._db.run(
+            lambda conn: conn.execute("UPDATE networks SET deployed = 1 WHERE id = ?", (network_id,))
+        )
+
+    async def undeployed(self) -> list[NetworkRecord]:
+        rows = await self._db.run(
+            lambda conn: conn.execute("SELECT * FROM networks WHERE deployed = 0 ORDER BY id").fetchall()
+        )
+        return [_record(row) for row in rows]
+
+    async def count(self) -> int:
+        return await self._db.run(lambda conn: conn.execute("SELECT COUNT(*) FROM networks").fetchone()[0])
+
+    async def sweep(self) -> None:
+        """Remove what an interrupted upload or delete left on disk: staged uploads, orphan directories."""
+
+        def sweep(conn: sqlite3.Connection) -> None:
+            known = {str(row[0]) for row in conn.execute("SELECT id FROM networks")}
+            shutil.rmtree(self.staging_root, ignore_errors=True)
+            if not self.root.is_dir():
+                return
+            for entry in self.root.iterdir():
+                if entry.name not in known:
+                    logger.warning("removing %s: no network row refers to it", entry)
+                    shutil.rmtree(entry, ignore_errors=True)
+
+        await self._db.run(sweep)
+
+    def discard_staged(self, staged: Path) -> None:
+        """Remove an upload that will not become a network (blocking: call from a worker thread)."""
+        shutil.rmtree(staged, ignore_errors=True)

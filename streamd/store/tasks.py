@@ -1,0 +1,120 @@
+"""Tasks: the asynchronous results of deployments and inferences, as Deepomatic's /tasks resource shows them.
+
+Statuses are only `pending`, `success` and `error` (the official client polls while `pending`).
+Repository methods are coroutines; their SQL runs on the database thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from streamd.errors import NotFoundError
+from streamd.store.db import Database, utc_now_iso
+
+TaskStatus = Literal["pending", "success", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    task_id: int
+    kind: str
+    subject_id: int | None
+    status: TaskStatus
+    error: str | None
+    data: Any
+    date_created: str
+    date_updated: str
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.task_id,
+            "status": self.status,
+            "error": self.error,
+            "data": self.data,
+            "subtasks": None,
+            "date_created": self.date_created,
+            "date_updated": self.date_updated,
+        }
+
+
+def insert_task(conn: sqlite3.Connection, kind: str, subject_id: int | None = None) -> int:
+    now = utc_now_iso()
+    cursor = conn.execute(
+        "INSERT INTO tasks (kind, subject_id, status, date_created, date_updated) "
+        "VALUES (?, ?, 'pending', ?, ?)",
+        (kind, subject_id, now, now),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def finish_task(
+    conn: sqlite3.Connection, task_id: int, status: TaskStatus, *, data: Any = None, error: str | None = None
+) -> None:
+    # A task leaves `pending` once: a late outcome (a deployment finishing after its network was
+    # deleted) must not overwrite the first one.
+    conn.execute(
+        "UPDATE tasks SET status = ?, data = ?, error = ?, date_updated = ? "
+        "WHERE id = ? AND status = 'pending'",
+        (status, None if data is None else orjson.dumps(data).decode(), error, utc_now_iso(), task_id),
+    )
+
+
+def _record(row: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        task_id=row["id"],
+        kind=row["kind"],
+        subject_id=row["subject_id"],
+        status=row["status"],
+        error=row["error"],
+        data=None if row["data"] is None else orjson.loads(row["data"]),
+        date_created=row["date_created"],
+        date_updated=row["date_updated"],
+    )
+
+
+class TaskRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, kind: str, subject_id: int | None = None) -> int:
+        return await self._db.run(lambda conn: insert_task(conn, kind, subject_id))
+
+    async def finish(
+        self, task_id: int, status: TaskStatus, *, data: Any = None, error: str | None = None
+    ) -> None:
+        await self._db.run(lambda conn: finish_task(conn, task_id, status, data=data, error=error))
+
+    async def get(self, task_id: int) -> TaskRecord:
+        row = await self._db.run(
+            lambda conn: conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"task {task_id} does not exist", code="task_not_found")
+        return _record(row)
+
+    async def page(self, task_ids: list[int] | None, offset: int, limit: int) -> tuple[int, list[TaskRecord]]:
+        """Tasks in id order, restricted to `task_ids` when given; returns (total count, one page)."""
+
+        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
+            where, args = "", ()
+            if task_ids is not None:
+                where = f"WHERE id IN ({','.join('?' * len(task_ids))})"
+                args = tuple(task_ids)
+            count = conn.execute(f"SELECT COUNT(*) FROM tasks {where}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT * FROM tasks {where} ORDER BY id LIMIT ? OFFSET ?", (*args, limit, offset)
+            ).fetchall()
+            return count, rows
+
+        count, rows = await self._db.run(query)
+        return count, [_record(row) for row in rows]
+
+    async def count_pending(self) -> int:
+        return await self._db.run(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'pending'").fetchone()[0]
+        )

@@ -1,0 +1,118 @@
+"""Shared fixtures: the real app through aiohttp_client, real SavedModels, blocking-call detection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient
+from blockbuster import BlockBuster, blockbuster_ctx
+
+from streamd.app import build_app
+from streamd.settings import Settings, load
+from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf2_classifier
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Any blocking call made on the event loop thread fails the test."""
+    with blockbuster_ctx() as bb:
+        yield bb
+
+
+def make_settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:
+    overrides = {"storage": {"data_dir": data_dir}, **sections}
+    return load(None, {}, overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+async def client(aiohttp_client: Callable[..., Any], settings: Settings) -> TestClient:
+    return await aiohttp_client(build_app(settings))
+
+
+@pytest.fixture(scope="session")
+def tf1_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    return build_tf1_classifier(tmp_path_factory.mktemp("models") / "tf1")
+
+
+@pytest.fixture(scope="session")
+def tf2_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    return build_tf2_classifier(tmp_path_factory.mktemp("models") / "tf2")
+
+
+@pytest.fixture(scope="session")
+def pbtxt_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    return build_tf1_classifier(tmp_path_factory.mktemp("models") / "pbtxt", as_text=True)
+
+
+def preprocessing_for(model: ModelFiles, **image: Any) -> dict[str, Any]:
+    return {
+        "inputs": [{"tensor_name": model.input_tensor, "image": {"target_size": "8x8", **image}}],
+        "batched_output": True,
+    }
+
+
+def network_form(
+    model: ModelFiles | None,
+    *,
+    preprocessing: dict[str, Any] | None = None,
+    fields: dict[str, str] | None = None,
+    files: dict[str, bytes] | None = None,
+    name: str = "tiny classifier",
+) -> FormData:
+    """The curl form of a create request: JSON text fields plus one file part per file.
+    """
+    form = FormData()
+    form.add_field("name", name)
+    form.add_field("framework", "tensorflow-1.x")
+    if preprocessing is None and model is not None:
+        preprocessing = preprocessing_for(model)
+    if preprocessing is not None:
+        form.add_field("preprocessing", orjson.dumps(preprocessing).decode())
+    for key, value in (fields or {}).items():
+        form.add_field(key, value)
+    uploads = dict(model.contents) if model else {}
+    uploads.update(files or {})
+    for file_name, content in uploads.items():
+        form.add_field(file_name, content, filename=file_name, content_type="application/octet-stream")
+    return form
+
+
+async def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s: float = 0.05) -> Any:
+    """Poll an async predicate until it returns something truthy; fail loudly on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s (last value {value!r})")
+        await asyncio.sleep(interval_s)
+
+
+async def wait_task(client: TestClient, task_id: int, timeout_s: float = 90.0) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        response = await client.get(f"/v0.7/tasks/{task_id}")
+        assert response.status == 200
+        task = await response.json()
+        return task if task["status"] != "pending" else None
+
+    return await wait_until(done, timeout_s)
+
+
+async def create_network(client: TestClient, form: FormData) -> dict[str, Any]:
+    response = await client.post("/v0.7/networks", data=form)
+    body = await response.json()
+    assert response.status == 201, body
+    return body

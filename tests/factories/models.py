@@ -1,0 +1,92 @@
+"""Tiny real TensorFlow SavedModels with fixed weights, so tests can predict their outputs exactly.
+
+Blocking (TensorFlow import, graph building, file writes): call from sync fixtures, never from the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CLASSIFIER_CLASSES = 3
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A SavedModel directory, its tensor names, and its files keyed by upload name (read once, up
+    front, so async tests never read files on the loop)."""
+
+    directory: Path
+    input_tensor: str
+    output_tensor: str
+    contents: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, directory: Path, input_tensor: str, output_tensor: str) -> ModelFiles:
+        contents = {p.name: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+        return cls(directory, input_tensor, output_tensor, contents)
+
+
+def classifier_weights(channels: int = 3, classes: int = CLASSIFIER_CLASSES) -> np.ndarray:
+    """Fixed weights: class k responds to channel k % channels."""
+    weights = np.zeros((channels, classes), dtype=np.float32)
+    for k in range(classes):
+        weights[k % channels, k] = 4.0 + k
+    return weights
+
+
+def build_tf1_classifier(
+    export_dir: Path,
+    *,
+    height: int = 8,
+    width: int = 8,
+    channels: int = 3,
+    as_text: bool = False,
+    extra_bytes: int = 0,
+) -> ModelFiles:
+    """TF1-style graph: input `input:0` [N,H,W,C] → mean over H,W → matmul (a variable) → softmax `prob:0`.
+
+    `extra_bytes` adds an unused variable of that size, to make big models for upload tests.
+    """
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, height, width, channels], name="input")
+        pooled = tf.reduce_mean(images, axis=[1, 2], name="pooled")
+        weights = tf.compat.v1.get_variable(
+            "weights", initializer=tf.constant(classifier_weights(channels))
+        )
+        logits = tf.matmul(pooled, weights, name="logits")
+        tf.nn.softmax(logits, name="prob")
+        if extra_bytes:
+            tf.compat.v1.get_variable(
+                "ballast", initializer=tf.constant(np.arange(extra_bytes // 4, dtype=np.float32))
+            )
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(export_dir))
+            builder.add_meta_graph_and_variables(session, [tf.compat.v1.saved_model.tag_constants.SERVING])
+            builder.save(as_text=as_text)
+    return ModelFiles.read(export_dir, "input:0", "prob:0")
+
+
+def build_tf2_classifier(export_dir: Path, *, height: int = 8, width: int = 8) -> ModelFiles:
+    """The same classifier exported the TF2 way (tf.Module + tf.saved_model.save)."""
+    import tensorflow as tf
+
+    class Classifier(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights = tf.Variable(classifier_weights(3), name="weights")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="images")])
+        def __call__(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+            pooled = tf.reduce_mean(images, axis=[1, 2])
+            return {"prob": tf.nn.softmax(tf.matmul(pooled, self.weights))}
+
+    module = Classifier()
+    tf.saved_model.save(module, str(export_dir), signatures=module.__call__.get_concrete_function())
+    return ModelFiles.read(export_dir, "serving_default_images:0", "StatefulPartitionedCall:0")
