@@ -71,8 +71,7 @@ def network_form(
     files: dict[str, bytes] | None = None,
     name: str = "tiny classifier",
 ) -> FormData:
-    """The curl form of a create request: JSON text fields plus one file part per file.
-    """
+    """The curl form of a create request: JSON text fields plus one file part per file."""
     form = FormData()
     form.add_field("name", name)
     form.add_field("framework", "tensorflow-1.x")

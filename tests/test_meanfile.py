@@ -21,7 +21,9 @@ def _blobproto_class() -> type:
         blob.field.add(name=name, number=number, type=5, label=1)
     blob.field.add(name="data", number=5, type=2, label=3, options=descriptor_pb2.FieldOptions(packed=True))
     blob.field.add(name="shape", number=7, type=11, label=1, type_name=".caffe_test.BlobShape")
-    blob.field.add(name="double_data", number=8, type=1, label=3, options=descriptor_pb2.FieldOptions(packed=True))
+    blob.field.add(
+        name="double_data", number=8, type=1, label=3, options=descriptor_pb2.FieldOptions(packed=True)
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe_test.BlobProto"))
@@ -45,10 +47,17 @@ CHW = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)  # C=3, H=2, W=4
 
 @pytest.mark.parametrize(
     ("order", "expected"),
-    [("NCHW", CHW), ("NHWC", CHW.transpose(1, 2, 0)), ("NWHC", CHW.transpose(2, 1, 0)), ("NCWH", CHW.transpose(0, 2, 1))],
+    [
+        ("NCHW", CHW),
+        ("NHWC", CHW.transpose(1, 2, 0)),
+        ("NWHC", CHW.transpose(2, 1, 0)),
+        ("NCWH", CHW.transpose(0, 2, 1)),
+    ],
 )
 @pytest.mark.parametrize("form", ["legacy", "shape", "double"])
-def test_blobproto_is_read_into_the_input_layout(tmp_path: Path, order: str, expected: np.ndarray, form: str) -> None:
+def test_blobproto_is_read_into_the_input_layout(
+    tmp_path: Path, order: str, expected: np.ndarray, form: str
+) -> None:
     path = tmp_path / "mean.binaryproto"
     path.write_bytes(encode_blobproto(CHW, legacy=form == "legacy", double=form == "double"))
     mean = load_mean(path, order)
@@ -79,7 +88,9 @@ def test_npy_mean_keeps_its_layout_and_drops_a_unit_batch(tmp_path: Path) -> Non
         ("mean.binaryproto", b"", "is not a usable Caffe BlobProto"),
     ],
 )
-def test_broken_mean_files_are_rejected_with_a_reason(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+def test_broken_mean_files_are_rejected_with_a_reason(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(MeanFileError, match=message):

@@ -72,8 +72,10 @@ REJECTED_AT_UPLOAD: list[tuple[str, Callable[[ModelFiles], dict[str, Any]], str,
     ),
     (
         "uint8 with mean",
-        lambda m: {"preprocessing": with_image(m, data_type="UINT8", mean_file="mean.npy"),
-                   "files": {"mean.npy": npy_bytes(np.ones((1, 1, 3)))}},
+        lambda m: {
+            "preprocessing": with_image(m, data_type="UINT8", mean_file="mean.npy"),
+            "files": {"mean.npy": npy_bytes(np.ones((1, 1, 3)))},
+        },
         "invalid_field",
         ("data_type UINT8 feeds raw pixels",),
     ),
@@ -127,8 +129,10 @@ REJECTED_AT_UPLOAD: list[tuple[str, Callable[[ModelFiles], dict[str, Any]], str,
     ),
     (
         "pickled mean file",
-        lambda m: {"preprocessing": with_image(m, mean_file="mean.npy"),
-                   "files": {"mean.npy": npy_bytes(np.array([{"a": 1}], dtype=object))}},
+        lambda m: {
+            "preprocessing": with_image(m, mean_file="mean.npy"),
+            "files": {"mean.npy": npy_bytes(np.array([{"a": 1}], dtype=object))},
+        },
         "invalid_mean_file",
         ("allow_pickle=False",),
     ),
@@ -165,7 +169,9 @@ async def test_bad_uploads_get_400_and_leave_nothing(
     if spec.get("name", "x") is not None:
         form.add_field("name", "bad")
     form.add_field("framework", spec.get("framework", "tensorflow-1.x"))
-    form.add_field("preprocessing", orjson.dumps(spec.get("preprocessing", preprocessing_for(tf1_model))).decode())
+    form.add_field(
+        "preprocessing", orjson.dumps(spec.get("preprocessing", preprocessing_for(tf1_model))).decode()
+    )
     for name, content in files.items():
         form.add_field(name, content, filename="upload.bin")
     response = await client.post("/v0.7/networks", data=form)
@@ -233,7 +239,9 @@ async def test_urlencoded_bodies_get_415(client: TestClient) -> None:
     response = await client.post("/v0.7/networks", data={"name": "x"})
     await assert_error(response, 415, "unsupported_media_type", "Content-Type: application/json")
     response = await client.patch(
-        "/v0.7/networks/1", data=b'{"name": "x"}', headers={"Content-Type": "application/x-www-form-urlencoded"}
+        "/v0.7/networks/1",
+        data=b'{"name": "x"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     await assert_error(response, 415, "unsupported_media_type")
 
@@ -247,13 +255,24 @@ MODEL_FAILURES = [
     ("garbage graph", {"saved_model.pb": b"\x00\x01garbage" * 10}, None, "is not a TensorFlow SavedModel"),
     ("truncated graph", "truncate", None, "is not a TensorFlow SavedModel"),
     ("missing variables", "no-variables", None, "its variables are missing"),
-    ("unknown tensor", None, {"tensor_name": "images"}, "'images' is not a tensor of the graph; its placeholders are: input:0"),
-    ("mean does not broadcast", {"mean.npy": npy_bytes(np.ones((2, 2, 3)))}, {"mean_file": "mean.npy"},
-     "mean_file 'mean.npy' has shape (2, 2, 3) in the input layout, which does not broadcast"),
+    (
+        "unknown tensor",
+        None,
+        {"tensor_name": "images"},
+        "'images' is not a tensor of the graph; its placeholders are: input:0",
+    ),
+    (
+        "mean does not broadcast",
+        {"mean.npy": npy_bytes(np.ones((2, 2, 3)))},
+        {"mean_file": "mean.npy"},
+        "mean_file 'mean.npy' has shape (2, 2, 3) in the input layout, which does not broadcast",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "files", "image", "message"), MODEL_FAILURES, ids=[c[0] for c in MODEL_FAILURES])
+@pytest.mark.parametrize(
+    ("case", "files", "image", "message"), MODEL_FAILURES, ids=[c[0] for c in MODEL_FAILURES]
+)
 async def test_models_that_do_not_load_end_their_task_in_error_and_are_removed(
     client: TestClient, tf1_model: ModelFiles, case: str, files: Any, image: Any, message: str
 ) -> None:
@@ -282,10 +301,14 @@ async def test_models_that_do_not_load_end_their_task_in_error_and_are_removed(
 
 
 async def test_mean_files_that_broadcast_deploy(client: TestClient, tf1_model: ModelFiles) -> None:
-    for name, content in (("mean.npy", npy_bytes(np.full((1, 1, 3), 0.5))), ("mean.binaryproto", blobproto())):
+    for name, content in (
+        ("mean.npy", npy_bytes(np.full((1, 1, 3), 0.5))),
+        ("mean.binaryproto", blobproto()),
+    ):
         preprocessing = preprocessing_for(tf1_model, mean_file=name)
-        network = await create_network(client, network_form(tf1_model, preprocessing=preprocessing,
-                                                            files={name: content}))
+        network = await create_network(
+            client, network_form(tf1_model, preprocessing=preprocessing, files={name: content})
+        )
         task = await wait_task(client, network["task_id"])
         assert task["status"] == "success", task
 
@@ -300,11 +323,16 @@ async def test_unknown_routes_and_methods_answer_json(client: TestClient) -> Non
     await assert_error(await client.get("/v0.7/nothing"), 404, "not_found", "GET /openapi.json lists them")
     await assert_error(await client.put("/v0.7/networks/1", json={}), 405, "method_not_allowed", "allowed:")
     await assert_error(await client.get("/v0.7/networks/abc"), 404, "not_found", "ids are integers")
-    await assert_error(await client.get("/v0.7/networks/99"), 404, "network_not_found", "network 99 does not exist")
+    await assert_error(
+        await client.get("/v0.7/networks/99"), 404, "network_not_found", "network 99 does not exist"
+    )
     await assert_error(await client.get("/v0.7/tasks/99/"), 404, "task_not_found")
     await assert_error(await client.get("/v0.7/networks?limit=0"), 400, "invalid_query", "limit='0'")
-    await assert_error(await client.patch("/v0.7/networks/1", data=b"{", headers={"Content-Type": "application/json"}),
-                       400, "invalid_json")
+    await assert_error(
+        await client.patch("/v0.7/networks/1", data=b"{", headers={"Content-Type": "application/json"}),
+        400,
+        "invalid_json",
+    )
 
 
 async def test_api_keys_are_required_when_configured(aiohttp_client: Any, keyed_settings: Settings) -> None:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.settings import Settings
-from tests.conftest import create_network, network_form, preprocessing_for, wait_task
+from tests.conftest import create_network, network_form, wait_task
 from tests.factories.models import ModelFiles
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -22,7 +22,9 @@ async def stored_files(settings: Settings) -> list[str]:
 
     def scan() -> list[str]:
         root = settings.storage.data_dir / "networks"
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        return (
+            sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        )
 
     return await asyncio.to_thread(scan)
 
@@ -147,7 +149,9 @@ async def test_list_is_paginated_with_absolute_next_links(client: TestClient, tf
     assert "offset=0" in second["previous"]
 
 
-async def test_retrieve_patch_and_delete(client: TestClient, settings: Settings, tf1_model: ModelFiles) -> None:
+async def test_retrieve_patch_and_delete(
+    client: TestClient, settings: Settings, tf1_model: ModelFiles
+) -> None:
     network = await create_network(client, network_form(tf1_model))
     await wait_task(client, network["task_id"])
     url = f"/v0.7/networks/{network['id']}"
@@ -174,7 +178,9 @@ async def test_retrieve_patch_and_delete(client: TestClient, settings: Settings,
 
 
 @pytest.mark.parametrize("field", ["preprocessing", "framework", "task_id", "postprocessings"])
-async def test_patch_of_immutable_field_names_it(client: TestClient, tf1_model: ModelFiles, field: str) -> None:
+async def test_patch_of_immutable_field_names_it(
+    client: TestClient, tf1_model: ModelFiles, field: str
+) -> None:
     network = await create_network(client, network_form(tf1_model))
     response = await client.patch(f"/v0.7/networks/{network['id']}", json={field: "x"})
     body = await response.json()

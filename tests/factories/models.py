@@ -56,14 +56,15 @@ def build_tf1_classifier(
     with graph.as_default():
         images = tf.compat.v1.placeholder(tf.float32, [None, height, width, channels], name="input")
         pooled = tf.reduce_mean(images, axis=[1, 2], name="pooled")
-        weights = tf.compat.v1.get_variable(
-            "weights", initializer=tf.constant(classifier_weights(channels))
-        )
+        weights = tf.compat.v1.get_variable("weights", initializer=tf.constant(classifier_weights(channels)))
         logits = tf.matmul(pooled, weights, name="logits")
         tf.nn.softmax(logits, name="prob")
         if extra_bytes:
+            # An initializer op, not a constant: the bytes live in variables/, not in the graph.
             tf.compat.v1.get_variable(
-                "ballast", initializer=tf.constant(np.arange(extra_bytes // 4, dtype=np.float32))
+                "ballast",
+                shape=[extra_bytes // 4],
+                initializer=tf.compat.v1.random_uniform_initializer(seed=1),
             )
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())

@@ -1,0 +1,200 @@
+"""End to end: the real daemon process, the official deepomatic-api client, crashes and restarts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deepomatic.api.client import Client
+from deepomatic.api.exceptions import ClientError, TaskError
+
+from tests.factories.daemon import Daemon
+from tests.factories.models import ModelFiles
+
+pytestmark = pytest.mark.slow
+
+API_KEY = "test-key"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    daemon = Daemon(tmp_path / "data", env={"STREAMD_AUTH__API_KEYS": API_KEY}).start()
+    yield daemon
+    assert daemon.stop() == 0, daemon.log()
+
+
+def official_client(daemon: Daemon) -> Client:
+    return Client(api_key=API_KEY, host=daemon.url)
+
+
+def test_official_client_create_wait_list_retrieve_update_delete(
+    daemon: Daemon, tf1_model: ModelFiles
+) -> None:
+    client = official_client(daemon)
+    preprocessing = {
+        "inputs": [
+            {
+                "tensor_name": "input",
+                "image": {
+                    "dimension_order": "NHWC",
+                    "target_size": "8x8",
+                    "resize_type": "SQUASH",
+                    "mean_file": "mean.npy",
+                    "color_channels": "BGR",
+                    "pixel_scaling": 2.0,
+                    "data_type": "FLOAT32",
+                },
+            }
+        ],
+        "batched_output": True,
+    }
+    mean = tf1_model.directory.parent / "client-mean.npy"
+    np.save(mean, np.ones((1, 1, 3)), allow_pickle=False)
+    files = {name: open(path, "rb") for name, path in _files(tf1_model).items()}  # noqa: SIM115
+    files["mean.npy"] = open(mean, "rb")  # noqa: SIM115
+    try:
+        network = client.Network.create(
+            name="My first network",
+            description="from the official client",
+            metadata={"author": "me", "epochs": 3},
+            framework="tensorflow-1.x",
+            preprocessing=preprocessing,
+            files=files,
+        )
+    finally:
+        for handle in files.values():
+            handle.close()
+    network_id = network["id"]
+    assert isinstance(network_id, int)
+    assert network["preprocessing"]["inputs"][0]["image"]["pixel_scaling"] == 2.0
+    assert network["preprocessing"]["batched_output"] is True
+    assert network["metadata"] == {"author": "me", "epochs": 3}
+
+    task = client.Task.retrieve(network["task_id"]).wait()
+    assert task["status"] == "success"
+    assert task["data"]["inputs"] == [{"tensor_name": "input:0", "shape": [None, 8, 8, 3]}]
+
+    listed = list(client.Network.list())
+    assert [n["id"] for n in listed] == [network_id]
+    assert client.Network.list().count() == 1
+
+    fetched = client.Network.retrieve(network_id)
+    assert fetched["name"] == "My first network"
+    fetched.update(name="renamed", description="new description")
+    assert client.Network.retrieve(network_id)["name"] == "renamed"
+    assert client.Network.retrieve(network_id)["description"] == "new description"
+
+    (pending, success, error) = client.Task.batch_wait(tasks=[client.Task.retrieve(network["task_id"])])
+    assert (len(pending), len(success), len(error)) == (0, 1, 0)
+
+    client.Network.retrieve(network_id).delete()
+    with pytest.raises(ClientError) as raised:
+        client.Network.retrieve(network_id).refresh()
+    assert raised.value.response.status_code == 404
+    assert raised.value.response.json()["code"] == "network_not_found"
+
+
+def test_official_client_sees_a_failed_deployment_as_task_error(
+    daemon: Daemon, tf1_model: ModelFiles
+) -> None:
+    client = official_client(daemon)
+    files = {"saved_model.pb": b"not a graph"}
+    network = client.Network.create(
+        name="broken",
+        framework="tensorflow-1.x",
+        preprocessing={"inputs": [{"tensor_name": "input", "image": {"target_size": "8x8"}}]},
+        files=files,
+    )
+    with pytest.raises(TaskError) as raised:
+        client.Task.retrieve(network["task_id"]).wait()
+    assert "is not a TensorFlow SavedModel" in raised.value.task["error"]
+    assert client.Network.list().count() == 0
+
+
+def test_official_client_pages_through_many_networks(daemon: Daemon, tf1_model: ModelFiles) -> None:
+    client = official_client(daemon)
+    created = []
+    for index in range(5):
+        created.append(
+            client.Network.create(
+                name=f"n{index}",
+                framework="tensorflow-1.x",
+                preprocessing={"inputs": [{"tensor_name": "input:0", "image": {"target_size": "8x8"}}]},
+                files=dict(tf1_model.contents),
+            )["id"]
+        )
+    assert [n["id"] for n in client.Network.list(limit=2)] == created
+
+
+def test_official_client_lists_public_networks(tmp_path: Path, tf1_model: ModelFiles) -> None:
+    public = tmp_path / "public"
+    entry = public / "tiny-classifier"
+    (entry / "variables").mkdir(parents=True)
+    for name, content in tf1_model.contents.items():
+        (entry / ("variables/" + name if name.startswith("variables.") else name)).write_bytes(content)
+    (entry / "network.json").write_text(
+        json.dumps(
+            {
+                "name": "Tiny classifier",
+                "framework": "tensorflow-1.x",
+                "preprocessing": {"inputs": [{"tensor_name": "input", "image": {"target_size": "8x8"}}]},
+            }
+        )
+    )
+    (public / "Broken Entry").mkdir()
+    daemon = Daemon(
+        tmp_path / "data",
+        env={"STREAMD_AUTH__API_KEYS": API_KEY, "STREAMD_NETWORKS__PUBLIC_DIR": str(public)},
+    ).start()
+    try:
+        client = official_client(daemon)
+        listed = list(client.Network.list(public=True))
+        assert [n["id"] for n in listed] == ["tiny-classifier"]
+        assert client.Network.retrieve("tiny-classifier")["name"] == "Tiny classifier"
+        with pytest.raises(ClientError) as raised:
+            client.Network.retrieve("nope").refresh()
+        assert raised.value.response.status_code == 404
+        assert "skipping public network" in daemon.log()
+    finally:
+        assert daemon.stop() == 0
+
+
+def _files(model: ModelFiles) -> dict[str, Path]:
+    return {p.name: p for p in sorted(model.directory.rglob("*")) if p.is_file()}
+
+
+def test_kill_during_upload_leaves_a_consistent_store(tmp_path: Path, tf1_model: ModelFiles) -> None:
+    daemon = Daemon(tmp_path / "data").start()
+    boundary = "streamdtestboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\ncrash\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="variables.data-00000-of-00001"; '
+        f'filename="v"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode() + bytes(3 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+        request_head = (
+            "POST /v0.7/networks HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(head) + 50 * 1024 * 1024}\r\n\r\n"
+        )
+        sock.sendall(request_head.encode() + head)
+        staged = daemon.data_dir / "tmp"
+        deadline = time.monotonic() + 30
+        while not any(staged.rglob("variables.data-*")):
+            assert time.monotonic() < deadline, "upload never reached the disk"
+            time.sleep(0.05)
+        daemon.kill()
+    assert any(staged.rglob("variables.data-*"))
+
+    daemon.start()
+    try:
+        assert not staged.exists() or not any(staged.iterdir())
+        assert daemon.get("/v0.7/networks")[1]["count"] == 0
+        assert daemon.get("/info")[1]["counts"] == {"networks": 0, "public_networks": 0, "pending_tasks": 0}
+    finally:
+        assert daemon.stop() == 0

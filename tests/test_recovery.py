@@ -1,0 +1,57 @@
+"""Start-up recovery: interrupted deployments resume, leftovers of interrupted uploads and deletes go."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from streamd.app import build_app
+from streamd.networks.spec import NetworkSpec
+from streamd.settings import Settings
+from streamd.store.db import Database
+from streamd.store.networks import NetworkRepository
+from tests.conftest import preprocessing_for, wait_task
+from tests.factories.models import ModelFiles
+
+
+def stage(directory: Path, model: ModelFiles) -> list[str]:
+    for name, content in model.contents.items():
+        target = directory / ("variables/" + name if name.startswith("variables.") else name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return list(model.contents)
+
+
+async def test_pending_deployment_resumes_and_leftovers_are_swept(
+    aiohttp_client: Any, settings: Settings, tf1_model: ModelFiles
+) -> None:
+    # A daemon that stopped right after accepting an upload: row and files in place, task pending.
+    db = Database(settings.database_path)
+    await db.open()
+    networks = NetworkRepository(db, settings.storage.data_dir)
+    staged = await asyncio.to_thread(networks.new_staging_dir)
+    files = await asyncio.to_thread(stage, staged, tf1_model)
+    spec = NetworkSpec.model_validate(
+        {"name": "interrupted", "framework": "tensorflow-1.x", "preprocessing": preprocessing_for(tf1_model)}
+    )
+    record = await networks.create(spec, files, staged)
+    assert not record.deployed
+    leftover_upload = await asyncio.to_thread(networks.new_staging_dir)
+    orphan = networks.network_dir(record.network_id + 100)
+    await asyncio.to_thread(orphan.mkdir)
+    await db.close()
+
+    client = await aiohttp_client(build_app(settings))
+    task = await wait_task(client, record.task_id)
+    assert task["status"] == "success", task
+    assert task["data"]["network_id"] == record.network_id
+
+    def exists(path: Path) -> bool:
+        return path.exists()
+
+    assert not await asyncio.to_thread(exists, leftover_upload)
+    assert not await asyncio.to_thread(exists, orphan)
+    assert await asyncio.to_thread(exists, networks.network_dir(record.network_id) / "saved_model.pb")
+    info = await (await client.get("/info")).json()
+    assert info["counts"]["networks"] == 1 and info["counts"]["pending_tasks"] == 0
