@@ -15,12 +15,15 @@ from aiohttp import web
 from streamd.api.context import SERVICES, Services
 from streamd.api.middleware import MIDDLEWARES
 from streamd.api.routes import setup_routes
+from streamd.inference.jobs import InferenceJobs
+from streamd.inference.runtime import InferenceRuntime
 from streamd.networks.deployment import Deployer
 from streamd.networks.public import load_public_networks
 from streamd.networks.savedmodel import tensorflow_version
 from streamd.settings import Settings
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
+from streamd.store.recognition import RecognitionRepository
 from streamd.store.tasks import TaskRepository
 
 logger = logging.getLogger(__name__)
@@ -30,16 +33,21 @@ def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path)
     networks = NetworkRepository(db, settings.storage.data_dir)
     tasks = TaskRepository(db)
+    runtime = InferenceRuntime(networks, settings.inference)
     svc = Services(
         settings=settings,
         db=db,
         networks=networks,
         tasks=tasks,
-        deployer=Deployer(networks, tasks, settings.networks),
+        recognition=RecognitionRepository(db),
+        runtime=runtime,
+        deployer=Deployer(networks, tasks, runtime, settings.networks, settings.inference),
+        jobs=InferenceJobs(tasks),
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
     app[SERVICES] = svc
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_deployer_ctx)
     setup_routes(app)
     return app
@@ -53,6 +61,18 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     svc.tensorflow_version = await asyncio.to_thread(tensorflow_version)
     yield
     await svc.db.close()
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICES]
+    interrupted = await svc.jobs.recover()
+    if interrupted:
+        logger.warning(
+            "%d inference task(s) were interrupted by the last stop and are now in error", interrupted
+        )
+    yield
+    await svc.jobs.close()
+    await svc.runtime.close()
 
 
 async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -49,6 +49,13 @@ class StorageConfig(_Section):
         Path("data"),
         description="Directory holding the SQLite database, network files and temporary uploads.",
     )
+    media_roots: tuple[Path, ...] = Field(
+        (),
+        description=(
+            "Directories from which local files may be read as inference inputs and video sources. "
+            "Empty means <data_dir>/media."
+        ),
+    )
 
 
 class AuthConfig(_Section):
@@ -82,6 +89,25 @@ class NetworksConfig(_Section):
     )
 
 
+class InferenceConfig(_Section):
+    max_batch_size: int = Field(
+        32, ge=1, le=1024, description="Most items one batch holds (per network; metadata.streamd overrides)."
+    )
+    max_wait_s: float = Field(
+        0.005, ge=0.0, le=10.0, description="Longest time the first item of a batch waits for others."
+    )
+    max_inflight_batches: int = Field(
+        1, ge=1, le=8, description="Batches of one network running at once; more queue and grow meanwhile."
+    )
+    intra_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow intra-op threads (0: TF chooses).")
+    inter_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow inter-op threads (0: TF chooses).")
+    allow_url_sources: bool = Field(
+        False, description="Allow http(s) URLs as inference image sources (off: the daemon fetches nothing)."
+    )
+    url_timeout_s: float = Field(10.0, gt=0, le=600, description="Time limit for fetching one URL source.")
+    url_max_bytes: int = Field(20 * 1024**2, ge=1024, description="Largest image fetched from a URL source.")
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["text", "json"] = Field("text", description="Log line format.")
@@ -92,11 +118,16 @@ class Settings(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Files and database.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API key authentication.")
     networks: NetworksConfig = Field(default_factory=NetworksConfig, description="Neural networks.")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching and TF.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
     @property
     def database_path(self) -> Path:
         return self.storage.data_dir / "streamd.sqlite3"
+
+    @property
+    def media_roots(self) -> tuple[Path, ...]:
+        return self.storage.media_roots or (self.storage.data_dir / "media",)
 
     def check_bind_allowed(self) -> None:
         """Refuse to expose an unauthenticated API beyond loopback."""
@@ -138,8 +169,11 @@ def load(
     except ValidationError as exc:
         source = f"{path} and the environment" if path else "the environment"
         raise ConfigError(f"invalid configuration (from {source}):\n{_describe(exc)}") from None
-    data_dir = settings.storage.data_dir.expanduser().resolve()
-    return settings.model_copy(update={"storage": StorageConfig(data_dir=data_dir)})
+    storage = StorageConfig(
+        data_dir=settings.storage.data_dir.expanduser().resolve(),
+        media_roots=tuple(root.expanduser().resolve() for root in settings.storage.media_roots),
+    )
+    return settings.model_copy(update={"storage": storage})
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:

@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from streamd.inference.jobs import InferenceJobs
+from streamd.inference.runtime import InferenceRuntime
 from streamd.networks.deployment import Deployer
 from streamd.networks.public import PublicNetwork
 from streamd.settings import Settings
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
+from streamd.store.recognition import RecognitionRepository
 from streamd.store.tasks import TaskRepository
 
 
@@ -20,7 +23,10 @@ class Services:
     db: Database
     networks: NetworkRepository
     tasks: TaskRepository
+    recognition: RecognitionRepository
+    runtime: InferenceRuntime
     deployer: Deployer
+    jobs: InferenceJobs
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None
     ready: bool = False

@@ -38,7 +38,7 @@ def parse_key(key: str) -> list[str | int]:
     return tokens
 
 
-def unflatten(fields: dict[str, str]) -> dict[str, Any]:
+def unflatten(fields: dict[str, Any]) -> dict[str, Any]:
     """Turn `{"a.b[0]c": "1", "d": "x"}` into `{"a": {"b": [{"c": "1"}]}, "d": "x"}`."""
     root: dict[str, Any] = {}
     for key, value in fields.items():

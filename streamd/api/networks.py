@@ -116,7 +116,9 @@ async def patch_network(request: web.Request) -> web.Response:
                 code="immutable_field",
             )
     patch = validate(NetworkPatch, body, "network update")
-    record = await services(request).networks.update(network_id, patch)
+    svc = services(request)
+    record = await svc.networks.update(network_id, patch)
+    svc.runtime.retune(record)
     return json_response(record.to_api())
 
 
@@ -125,6 +127,7 @@ async def delete_network(request: web.Request) -> web.Response:
     network_id = int_id(request, "network_id", "network")
     record = await svc.networks.get(network_id)
     await svc.networks.delete(network_id)
+    await svc.runtime.unload(network_id)
     if not record.deployed:
         await svc.tasks.finish(
             record.task_id, "error", error=f"network {network_id} was deleted before its deployment finished"

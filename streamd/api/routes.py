@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from streamd import __version__
-from streamd.api import networks, ops, tasks
+from streamd.api import inference, networks, ops, recognition, tasks
 from streamd.api.http import json_response
 from streamd.api.middleware import OPEN_PATHS
 
@@ -31,65 +31,52 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document())
 
 
-ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", ops.healthz, "Liveness: the event loop answers.", "operations"),
-    Route(
-        "GET",
-        "/readyz",
-        ops.readyz,
-        "Readiness: the store is open and start-up recovery is done.",
-        "operations",
-    ),
-    Route("GET", "/info", ops.info, "Version, TensorFlow version and resource counts.", "operations"),
-    Route("GET", "/openapi.json", openapi, "This document.", "operations"),
-    Route("GET", "/v0.7/networks", networks.list_networks, "List networks (offset/limit pages).", "networks"),
-    Route(
-        "POST",
-        "/v0.7/networks",
-        networks.create_network,
-        "Register a TensorFlow SavedModel (multipart: fields and files); starts its deployment task.",
-        "networks",
-    ),
-    Route(
-        "GET",
-        "/v0.7/networks/public",
-        networks.list_public_networks,
-        "List operator-installed public networks.",
-        "networks",
-    ),
-    Route(
-        "GET",
-        "/v0.7/networks/public/{slug}",
-        networks.get_public_network,
-        "Retrieve a public network by slug.",
-        "networks",
-    ),
-    Route("GET", "/v0.7/networks/{network_id}", networks.get_network, "Retrieve a network.", "networks"),
-    Route(
-        "PATCH",
-        "/v0.7/networks/{network_id}",
-        networks.patch_network,
-        "Change name, description or metadata.",
-        "networks",
-    ),
-    Route(
-        "DELETE",
-        "/v0.7/networks/{network_id}",
-        networks.delete_network,
-        "Delete a network and its files.",
-        "networks",
-    ),
-    Route(
-        "GET", "/v0.7/tasks", tasks.list_tasks, "List tasks, optionally only task_ids=1&task_ids=2.", "tasks"
-    ),
-    Route(
-        "GET",
-        "/v0.7/tasks/{task_id}",
-        tasks.get_task,
-        "Retrieve a task (pending, success or error).",
-        "tasks",
-    ),
+# fmt: off
+_TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
+    # method, path, handler, summary, tag
+    ("GET", "/healthz", ops.healthz, "Liveness: the event loop answers.", "operations"),
+    ("GET", "/readyz", ops.readyz, "Readiness: store open, start-up recovery done.", "operations"),
+    ("GET", "/info", ops.info, "Version, TensorFlow version and resource counts.", "operations"),
+    ("GET", "/openapi.json", openapi, "This document.", "operations"),
+    ("GET", "/v0.7/networks", networks.list_networks, "List networks (offset/limit pages).", "networks"),
+    ("POST", "/v0.7/networks", networks.create_network,
+     "Register a TensorFlow SavedModel (multipart fields and files); starts its deployment.", "networks"),
+    ("GET", "/v0.7/networks/public", networks.list_public_networks, "List public networks.", "networks"),
+    ("GET", "/v0.7/networks/public/{slug}", networks.get_public_network, "Retrieve a public network.",
+     "networks"),
+    ("GET", "/v0.7/networks/{network_id}", networks.get_network, "Retrieve a network.", "networks"),
+    ("PATCH", "/v0.7/networks/{network_id}", networks.patch_network,
+     "Change name, description or metadata.", "networks"),
+    ("DELETE", "/v0.7/networks/{network_id}", networks.delete_network,
+     "Delete a network, its versions and its files.", "networks"),
+    ("POST", "/v0.7/networks/{network_id}/inference", inference.network_inference,
+     "Raw inference: any tensors of the graph for one input → task with {tensors}.", "inference"),
+    ("GET", "/v0.7/recognition/specs", recognition.list_specs, "List recognition specs (no outputs).",
+     "recognition"),
+    ("POST", "/v0.7/recognition/specs", recognition.create_spec, "Create a recognition spec.", "recognition"),
+    ("GET", "/v0.7/recognition/specs/{spec_id}", recognition.get_spec, "Retrieve a spec.", "recognition"),
+    ("PATCH", "/v0.7/recognition/specs/{spec_id}", recognition.patch_spec,
+     "Change name, description, metadata or current_version_id.", "recognition"),
+    ("DELETE", "/v0.7/recognition/specs/{spec_id}", recognition.delete_spec,
+     "Delete a spec and its versions.", "recognition"),
+    ("GET", "/v0.7/recognition/specs/{spec_id}/versions", recognition.list_spec_versions,
+     "List a spec's versions.", "recognition"),
+    ("POST", "/v0.7/recognition/specs/{spec_id}/inference", recognition.spec_inference,
+     "Recognition with the spec's current version → task with {outputs}.", "inference"),
+    ("GET", "/v0.7/recognition/versions", recognition.list_versions, "List versions.", "recognition"),
+    ("POST", "/v0.7/recognition/versions", recognition.create_version,
+     "Create a version: spec + network + one post-processing per output.", "recognition"),
+    ("GET", "/v0.7/recognition/versions/{version_id}", recognition.get_version, "Retrieve a version.",
+     "recognition"),
+    ("DELETE", "/v0.7/recognition/versions/{version_id}", recognition.delete_version, "Delete a version.",
+     "recognition"),
+    ("POST", "/v0.7/recognition/versions/{version_id}/inference", recognition.version_inference,
+     "Recognition with this version → task with {outputs}.", "inference"),
+    ("GET", "/v0.7/tasks", tasks.list_tasks, "List tasks, optionally only task_ids=1&task_ids=2.", "tasks"),
+    ("GET", "/v0.7/tasks/{task_id}", tasks.get_task, "Retrieve a task (pending, success or error).", "tasks"),
 )
+# fmt: on
+ROUTES: tuple[Route, ...] = tuple(Route(*row) for row in _TABLE)
 
 
 def setup_routes(app: web.Application) -> None:

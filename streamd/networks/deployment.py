@@ -2,8 +2,8 @@
 preprocessing; the task ends `success`, or `error` with a message a person can act on.
 
 A network that fails to deploy is removed (row and files): only loadable networks stay registered.
-The coroutines run on the loop; loading runs on the single "streamd-deploy" thread, so two large
-models never load at once.
+A network that deploys is handed, loaded, to the inference runtime (eager loading). The coroutines run
+on the loop; loading runs on the single "streamd-deploy" thread, so two large models never load at once.
 """
 
 from __future__ import annotations
@@ -15,31 +15,47 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from streamd.errors import NotFoundError, StreamdError
-from streamd.networks.savedmodel import check_against_preprocessing, load_savedmodel
-from streamd.networks.spec import Preprocessing
-from streamd.settings import NetworksConfig
+from streamd.inference.runtime import InferenceRuntime, load_network_files
+from streamd.networks.savedmodel import LoadedModel, check_against_preprocessing
+from streamd.networks.spec import NetworkTuning, Preprocessing
+from streamd.settings import InferenceConfig, NetworksConfig
 from streamd.store.networks import NetworkRecord, NetworkRepository
 from streamd.store.tasks import TaskRepository
 
 logger = logging.getLogger(__name__)
 
 
-def validate_network(export_dir: Path, preprocessing: Preprocessing) -> dict[str, Any]:
+def validate_network(
+    export_dir: Path, preprocessing: Preprocessing, intra_op_threads: int, inter_op_threads: int
+) -> tuple[LoadedModel, list[np.ndarray | None], dict[str, Any]]:
     """Load the SavedModel and check it; blocking, runs on the deploy thread."""
-    model = load_savedmodel(export_dir)
+    model, means = load_network_files(export_dir, preprocessing, intra_op_threads, inter_op_threads)
     try:
         inputs = check_against_preprocessing(model, export_dir, preprocessing)
-    finally:
+    except BaseException:
         model.close()
-    return {"inputs": inputs, "tags": list(model.tags), "load_time_s": round(model.load_time_s, 3)}
+        raise
+    report = {"inputs": inputs, "tags": list(model.tags), "load_time_s": round(model.load_time_s, 3)}
+    return model, means, report
 
 
 class Deployer:
-    def __init__(self, networks: NetworkRepository, tasks: TaskRepository, config: NetworksConfig) -> None:
+    def __init__(
+        self,
+        networks: NetworkRepository,
+        tasks: TaskRepository,
+        runtime: InferenceRuntime,
+        config: NetworksConfig,
+        inference: InferenceConfig,
+    ) -> None:
         self._networks = networks
         self._tasks = tasks
+        self._runtime = runtime
         self._config = config
+        self._inference = inference
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamd-deploy")
         self._running: set[asyncio.Task[None]] = set()
 
@@ -64,10 +80,17 @@ class Deployer:
 
     async def _deploy(self, network: NetworkRecord) -> None:
         export_dir = self._networks.network_dir(network.network_id)
-        loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._executor, validate_network, export_dir, network.preprocessing_spec)
+        tuning = NetworkTuning.from_metadata(network.metadata)
+        job = asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            validate_network,
+            export_dir,
+            network.preprocessing_spec,
+            self._inference.intra_op_threads if tuning.intra_op_threads is None else tuning.intra_op_threads,
+            self._inference.inter_op_threads if tuning.inter_op_threads is None else tuning.inter_op_threads,
+        )
         try:
-            report = await asyncio.wait_for(job, self._config.deploy_timeout_s)
+            model, means, report = await asyncio.wait_for(job, self._config.deploy_timeout_s)
         except StreamdError as exc:
             await self._fail(network, exc.message)
         except TimeoutError:
@@ -82,7 +105,10 @@ class Deployer:
                 network, f"unexpected error while loading the model: {type(exc).__name__}: {exc}"
             )
         else:
-            await self._networks.mark_deployed(network.network_id)
+            if await self._networks.mark_deployed(network.network_id):
+                self._runtime.adopt(network, model, means)
+            else:
+                await asyncio.to_thread(model.close)
             await self._tasks.finish(
                 network.task_id, "success", data={"network_id": network.network_id, **report}
             )

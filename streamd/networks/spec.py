@@ -124,6 +124,29 @@ class Preprocessing(_Strict):
         return {item.image.mean_file for item in self.inputs if item.image.mean_file is not None}
 
 
+TUNING_KEY = "streamd"
+
+
+class NetworkTuning(_Strict):
+    """Per-network overrides of the [inference] settings, given as `metadata.streamd`."""
+
+    max_batch_size: int | None = Field(None, ge=1, le=1024)
+    max_wait_s: float | None = Field(None, ge=0.0, le=10.0)
+    max_inflight_batches: int | None = Field(None, ge=1, le=8)
+    intra_op_threads: int | None = Field(None, ge=0, le=256)
+    inter_op_threads: int | None = Field(None, ge=0, le=256)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any] | None) -> NetworkTuning:
+        return cls.model_validate((metadata or {}).get(TUNING_KEY) or {})
+
+
+def _check_tuning(metadata: dict[str, Any] | None) -> None:
+    if metadata and TUNING_KEY in metadata and not isinstance(metadata[TUNING_KEY], dict):
+        raise ValueError(f"metadata.{TUNING_KEY} must be an object of inference settings")
+    NetworkTuning.from_metadata(metadata)
+
+
 class NetworkSpec(_Strict):
     """What a create request carries besides files."""
 
@@ -133,6 +156,12 @@ class NetworkSpec(_Strict):
     framework: str
     preprocessing: Preprocessing
     postprocessings: tuple[dict[str, Any], ...] = ()
+
+    @field_validator("metadata")
+    @classmethod
+    def _valid_tuning(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        _check_tuning(metadata)
+        return metadata
 
     @field_validator("framework")
     @classmethod
@@ -148,6 +177,12 @@ class NetworkPatch(_Strict):
     name: str | None = Field(None, min_length=1, max_length=255)
     description: str | None = Field(None, max_length=10_000)
     metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _valid_tuning(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        _check_tuning(metadata)
+        return metadata
 
 
 def graph_tensor_name(name: str) -> str:

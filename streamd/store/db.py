@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -47,6 +47,26 @@ CREATE TABLE IF NOT EXISTS networks (
     create_date TEXT NOT NULL,
     update_date TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS recognition_specs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    current_version_id INTEGER REFERENCES recognition_versions(id) ON DELETE SET NULL,
+    create_date TEXT NOT NULL,
+    update_date TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recognition_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    spec_id INTEGER NOT NULL REFERENCES recognition_specs(id) ON DELETE CASCADE,
+    network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    post_processings TEXT NOT NULL,
+    create_date TEXT NOT NULL,
+    update_date TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recognition_versions_network ON recognition_versions(network_id);
+CREATE INDEX IF NOT EXISTS recognition_versions_spec ON recognition_versions(spec_id);
 """
 
 

@@ -178,10 +178,12 @@ class NetworkRepository:
             raise NotFoundError(f"network {network_id} does not exist", code="network_not_found")
         await self._db.run(lambda _conn: shutil.rmtree(self.network_dir(network_id), ignore_errors=True))
 
-    async def mark_deployed(self, network_id: int) -> None:
-        await self._db.run(
-            lambda conn: conn.execute("UPDATE networks SET deployed = 1 WHERE id = ?", (network_id,))
+    async def mark_deployed(self, network_id: int) -> bool:
+        """False when the network no longer exists (deleted while it deployed)."""
+        updated = await self._db.run(
+            lambda conn: conn.execute("UPDATE networks SET deployed = 1 WHERE id = ?", (network_id,)).rowcount
         )
+        return updated == 1
 
     async def undeployed(self) -> list[NetworkRecord]:
         rows = await self._db.run(

@@ -114,6 +114,16 @@ class TaskRepository:
         count, rows = await self._db.run(query)
         return count, [_record(row) for row in rows]
 
+    async def fail_pending(self, kind: str, error: str) -> int:
+        def fail(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE tasks SET status = 'error', error = ?, date_updated = ? "
+                "WHERE kind = ? AND status = 'pending'",
+                (error, utc_now_iso(), kind),
+            ).rowcount
+
+        return await self._db.run(fail)
+
     async def count_pending(self) -> int:
         return await self._db.run(
             lambda conn: conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'pending'").fetchone()[0]

@@ -91,3 +91,62 @@ def build_tf2_classifier(export_dir: Path, *, height: int = 8, width: int = 8) -
     module = Classifier()
     tf.saved_model.save(module, str(export_dir), signatures=module.__call__.get_concrete_function())
     return ModelFiles.read(export_dir, "serving_default_images:0", "StatefulPartitionedCall:0")
+
+
+DETECTOR_BOXES = np.array(
+    [[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9], [0.12, 0.12, 0.52, 0.52]], dtype=np.float32
+)  # [ymin, xmin, ymax, xmax] normalized to the network input
+DETECTOR_CLASSES = np.array([1.0, 2.0, 1.0], dtype=np.float32)
+
+
+def detector_scores(pooled: np.ndarray) -> np.ndarray:
+    """Scores the detector gives a frame whose preprocessed channels average to `pooled` (c0, c1, c2)."""
+    return np.array([pooled[0], pooled[1], 0.9 * pooled[0]], dtype=np.float32)
+
+
+def build_tf1_detector(export_dir: Path, *, height: int = 8, width: int = 8) -> ModelFiles:
+    """TF Object Detection API layout: `detection_boxes` [N,3,4] (fixed boxes), `detection_scores` [N,3]
+    (from the mean of channels 0 and 1, see detector_scores), `detection_classes` [N,3] = 1, 2, 1.
+    Boxes 0 and 2 overlap (IoU ≈ 0.82) with the same class, so NMS keeps only the better one."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, height, width, 3], name="input")
+        pooled = tf.reduce_mean(images, axis=[1, 2])
+        batch = tf.shape(images)[0]
+        boxes = tf.tile(tf.constant(DETECTOR_BOXES)[None], [batch, 1, 1])
+        tf.identity(boxes, name="detection_boxes")
+        scale = tf.compat.v1.get_variable("scale", initializer=tf.constant([1.0, 1.0, 0.9]))
+        scores = tf.stack([pooled[:, 0], pooled[:, 1], pooled[:, 0]], axis=1) * scale
+        tf.identity(scores, name="detection_scores")
+        tf.identity(tf.tile(tf.constant(DETECTOR_CLASSES)[None], [batch, 1]), name="detection_classes")
+        _save(graph, export_dir)
+    return ModelFiles.read(export_dir, "input:0", "detection_boxes:0")
+
+
+def build_tf1_fragile(export_dir: Path) -> ModelFiles:
+    """A classifier that fails inside session.run for an all-black image (check_numerics on log(0))."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3], name="input")
+        pooled = tf.reduce_mean(images, axis=[1, 2])
+        checked = tf.debugging.check_numerics(
+            tf.math.log(tf.reduce_sum(pooled, axis=1, keepdims=True)), "black image"
+        )
+        weights = tf.compat.v1.get_variable("weights", initializer=tf.constant(classifier_weights(3)))
+        tf.nn.softmax(tf.matmul(pooled, weights) + 0.0 * checked, name="prob")
+        _save(graph, export_dir)
+    return ModelFiles.read(export_dir, "input:0", "prob:0")
+
+
+def _save(graph: object, export_dir: Path) -> None:
+    import tensorflow as tf
+
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        builder = tf.compat.v1.saved_model.Builder(str(export_dir))
+        builder.add_meta_graph_and_variables(session, [tf.compat.v1.saved_model.tag_constants.SERVING])
+        builder.save()

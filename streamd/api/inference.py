@@ -1,0 +1,170 @@
+"""Inference requests (Deepomatic v0.7): body parsing shared by every inference endpoint, and raw
+tensor inference on a network (`POST /v0.7/networks/{id}/inference`).
+
+Bodies come as JSON, or as multipart when the official client sends files (its keys are flattened
+like `inputs[0]image.source`). Sources are fetched and decoded before the task is created, so an image
+that does not decode is a 400, not a failed task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from streamd.api.context import Services, services
+from streamd.api.formdata import unflatten
+from streamd.api.http import int_id, json_response, read_json, validate
+from streamd.errors import ConflictError, InvalidRequestError, PayloadTooLargeError
+from streamd.inference.executor import InferenceItem
+from streamd.inference.runtime import LoadedNetwork
+from streamd.inference.sources import crop_bbox, load_source
+from streamd.store.networks import NetworkRecord
+
+
+class BBox(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+class ImageInput(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    source: str | bytes
+    bbox: BBox | None = None
+    polygon: list[Any] | None = None
+    crop_uniform_background: bool = False
+
+    @field_validator("polygon")
+    @classmethod
+    def _no_polygons(cls, value: list[Any] | None) -> None:
+        if value:
+            raise ValueError("polygon inputs are not supported; crop with a bbox instead")
+        return None
+
+
+class InputItem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    image: ImageInput
+
+
+class InferenceBody(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    inputs: list[InputItem]
+    output_tensors: list[str] = Field(default_factory=list)
+    show_discarded: bool = False
+    max_predictions: int = Field(100, ge=1, le=10_000)
+
+    @field_validator("inputs")
+    @classmethod
+    def _some_inputs(cls, value: list[InputItem]) -> list[InputItem]:
+        if not value:
+            raise ValueError(
+                'give at least one input, e.g. {"inputs": [{"image": {"source": "data:image/jpeg;'
+                'base64,..."}}]}'
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedInput:
+    frame: np.ndarray  # BGR, cropped to the input's bbox if any
+    offset_x: int  # where the crop starts in the image as sent
+    offset_y: int
+    width: int  # size of the image as sent
+    height: int
+
+
+async def read_inference_body(request: web.Request, svc: Services) -> InferenceBody:
+    if request.content_type == "multipart/form-data":
+        raw: Any = unflatten(await _multipart_fields(request, svc.settings.server.json_max_bytes))
+    else:
+        raw = await read_json(request)
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("the body must be a JSON object with an 'inputs' list", code="invalid_json")
+    return validate(InferenceBody, raw, "inference request")
+
+
+async def _multipart_fields(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """All parts in memory (bounded): text for plain fields, bytes for file parts."""
+    fields: dict[str, Any] = {}
+    total = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or not part.name:
+            raise InvalidRequestError("every multipart part needs a name", code="invalid_multipart")
+        if part.name in fields:
+            raise InvalidRequestError(f"form field {part.name!r} is given twice", code="invalid_field")
+        data = await part.read(decode=True)
+        total += len(data)
+        if total > max_bytes:
+            raise PayloadTooLargeError(f"the request is larger than server.json_max_bytes={max_bytes}")
+        fields[part.name] = bytes(data) if part.filename is not None else data.decode("utf-8")
+    return fields
+
+
+async def decode_inputs(body: InferenceBody, svc: Services, expected: int) -> list[DecodedInput]:
+    if len(body.inputs) != expected:
+        raise InvalidRequestError(
+            f"the network takes {expected} input(s) but the request has {len(body.inputs)}; send one "
+            "input per preprocessing input, in order",
+            code="invalid_field",
+        )
+    decoded = []
+    for index, item in enumerate(body.inputs):
+        where = f"inputs[{index}].image.source"
+        frame = await load_source(item.image.source, where, svc.settings.inference, svc.settings.media_roots)
+        height, width = frame.shape[:2]
+        offset_x = offset_y = 0
+        if item.image.bbox is not None:
+            box = item.image.bbox
+            frame = crop_bbox(frame, box.model_dump(), f"inputs[{index}].image.bbox")
+            offset_x, offset_y = int(np.floor(box.xmin * width)), int(np.floor(box.ymin * height))
+        decoded.append(DecodedInput(frame, offset_x, offset_y, width, height))
+    return decoded
+
+
+async def ready_network(svc: Services, network_id: int) -> tuple[NetworkRecord, LoadedNetwork]:
+    record = await svc.networks.get(network_id)
+    if not record.deployed:
+        raise ConflictError(
+            f"network {network_id} is still deploying; wait for task {record.task_id} to succeed",
+            code="network_not_ready",
+        )
+    return record, await svc.runtime.network(network_id)
+
+
+async def network_inference(request: web.Request) -> web.Response:
+    svc = services(request)
+    network_id = int_id(request, "network_id", "network")
+    body = await read_inference_body(request, svc)
+    if not body.output_tensors:
+        raise InvalidRequestError(
+            'output_tensors is required: name the tensors to read, e.g. ["prob"] (any tensor of the graph)',
+            code="invalid_field",
+        )
+    record, loaded = await ready_network(svc, network_id)
+    fetches = loaded.executor.check_fetches(body.output_tensors)
+    inputs = await decode_inputs(body, svc, len(record.preprocessing_spec.inputs))
+    item = InferenceItem(tuple(decoded.frame for decoded in inputs), fetches)
+    requested = dict(zip(fetches, body.output_tensors, strict=True))
+
+    async def work() -> dict[str, Any]:
+        output = await loaded.infer(item)
+        return {
+            "tensors": [
+                {
+                    "name": requested[name],
+                    "shape": list(array.shape),
+                    "data": np.asarray(array).ravel().tolist(),
+                }
+                for name, array in output.tensors.items()
+            ]
+        }
+
+    return json_response({"task_id": await svc.jobs.start(work)})

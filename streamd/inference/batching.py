@@ -1,0 +1,188 @@
+"""Dynamic batching: single items from any caller (streams, chain branches, crops, API requests) are
+grouped into batches for one network.
+
+`BatchPolicy` is the decision, a plain object with no clock and no I/O: given what is queued, when the
+oldest item arrived and how many batches are running, it says dispatch N now, wait until T, or idle.
+`DynamicBatcher` is the asyncio plumbing on the event loop: one future per item, a timer armed at the
+first arrival, each batch handed to a runner (the network's executor), results or the batch's error
+fanned back out, cancelled items skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from streamd.errors import UnavailableError
+
+logger = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitUntil:
+    deadline_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    pass
+
+
+Action = Dispatch | WaitUntil | Idle
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When to cut a batch.
+
+    A batch is cut when `max_batch_size` items wait, or `max_wait_s` after the oldest waiting item
+    arrived. At most `max_inflight` batches run at once: while the executor is busy, items keep
+    queueing, so batches grow with load instead of piling up in the executor's queue.
+    """
+
+    max_batch_size: int
+    max_wait_s: float
+    max_inflight: int = 1
+
+    def next_action(self, queued: int, oldest_arrival_s: float | None, inflight: int, now_s: float) -> Action:
+        if queued == 0 or oldest_arrival_s is None:
+            return Idle()
+        if inflight >= self.max_inflight:
+            return Idle()  # re-asked when a running batch finishes
+        if queued >= self.max_batch_size:
+            return Dispatch(self.max_batch_size)
+        deadline = oldest_arrival_s + self.max_wait_s
+        if now_s >= deadline:
+            return Dispatch(queued)
+        return WaitUntil(deadline)
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    items: int = 0
+    batches: int = 0
+    failed_batches: int = 0
+    cancelled_items: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+@dataclass(slots=True)
+class _Waiting(Generic[ItemT, ResultT]):
+    item: ItemT
+    future: asyncio.Future[ResultT]
+    arrival_s: float
+
+
+BatchRunner = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT | BaseException]]]
+
+
+class DynamicBatcher(Generic[ItemT, ResultT]):
+    """Owns one network's queue; lives on the event loop and never blocks it."""
+
+    def __init__(self, name: str, runner: BatchRunner, policy: BatchPolicy) -> None:
+        self.name = name
+        self.policy = policy
+        self.stats = BatcherStats()
+        self._runner = runner
+        self._queue: deque[_Waiting[ItemT, ResultT]] = deque()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    async def submit(self, item: ItemT) -> ResultT:
+        if self._closed:
+            raise UnavailableError(f"{self.name} is unloading; retry once it is deployed again")
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(item, loop.create_future(), time.monotonic())
+        self._queue.append(waiting)
+        self._step()
+        return await waiting.future
+
+    def _step(self) -> None:
+        self._drop_cancelled()
+        oldest = self._queue[0].arrival_s if self._queue else None
+        action = self.policy.next_action(len(self._queue), oldest, len(self._inflight), time.monotonic())
+        if isinstance(action, Dispatch):
+            self._cancel_timer()
+            batch = [self._queue.popleft() for _ in range(min(action.count, len(self._queue)))]
+            task = asyncio.get_running_loop().create_task(self._run(batch), name=f"{self.name}-batch")
+            self._inflight.add(task)
+            task.add_done_callback(self._batch_done)
+            if self._queue:
+                self._step()
+        elif isinstance(action, WaitUntil) and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_at(
+                self._loop_time(action.deadline_s), self._on_timer
+            )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._step()
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not self._closed:
+            self._step()
+
+    async def _run(self, batch: list[_Waiting[ItemT, ResultT]]) -> None:
+        self.stats.batches += 1
+        self.stats.items += len(batch)
+        self.stats.batch_sizes[len(batch)] = self.stats.batch_sizes.get(len(batch), 0) + 1
+        try:
+            results = await self._runner([waiting.item for waiting in batch])
+        except Exception as exc:  # supervision boundary: the error belongs to this batch's callers only
+            self.stats.failed_batches += 1
+            logger.warning("%s: batch of %d failed: %s", self.name, len(batch), exc)
+            results = [exc] * len(batch)
+        for waiting, result in zip(batch, results, strict=True):
+            if waiting.future.done():
+                continue
+            if isinstance(result, BaseException):
+                waiting.future.set_exception(result)
+            else:
+                waiting.future.set_result(result)
+
+    def _drop_cancelled(self) -> None:
+        if any(waiting.future.cancelled() for waiting in self._queue):
+            kept = [waiting for waiting in self._queue if not waiting.future.cancelled()]
+            self.stats.cancelled_items += len(self._queue) - len(kept)
+            self._queue = deque(kept)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @staticmethod
+    def _loop_time(monotonic_s: float) -> float:
+        # loop.time() is monotonic too, but not necessarily the same origin.
+        return asyncio.get_running_loop().time() + (monotonic_s - time.monotonic())
+
+    async def close(self) -> None:
+        """Stop accepting items, fail those still queued, let running batches finish."""
+        self._closed = True
+        self._cancel_timer()
+        while self._queue:
+            waiting = self._queue.popleft()
+            if not waiting.future.done():
+                waiting.future.set_exception(
+                    UnavailableError(f"{self.name} was unloaded before this item ran")
+                )
+        await asyncio.gather(*self._inflight, return_exceptions=True)

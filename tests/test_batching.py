@@ -1,0 +1,143 @@
+"""Dynamic batching: the pure policy with hand-built inputs, then the asyncio batcher with a recording
+runner (the runner is the batcher's only dependency; the real TF executor is exercised in
+test_inference.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from streamd.errors import UnavailableError
+from streamd.inference.batching import BatchPolicy, Dispatch, DynamicBatcher, Idle, WaitUntil
+
+POLICY = BatchPolicy(max_batch_size=4, max_wait_s=0.5, max_inflight=1)
+
+
+def test_policy_is_idle_without_items() -> None:
+    assert POLICY.next_action(queued=0, oldest_arrival_s=None, inflight=0, now_s=10.0) == Idle()
+
+
+def test_policy_dispatches_a_full_batch_at_once() -> None:
+    assert POLICY.next_action(queued=4, oldest_arrival_s=10.0, inflight=0, now_s=10.0) == Dispatch(4)
+    assert POLICY.next_action(queued=9, oldest_arrival_s=10.0, inflight=0, now_s=10.0) == Dispatch(4)
+
+
+def test_policy_waits_for_max_wait_after_the_first_arrival() -> None:
+    assert POLICY.next_action(queued=2, oldest_arrival_s=10.0, inflight=0, now_s=10.1) == WaitUntil(10.5)
+
+
+def test_policy_dispatches_a_partial_batch_after_max_wait() -> None:
+    assert POLICY.next_action(queued=2, oldest_arrival_s=10.0, inflight=0, now_s=10.5) == Dispatch(2)
+
+
+def test_policy_holds_items_while_the_executor_is_busy() -> None:
+    assert POLICY.next_action(queued=4, oldest_arrival_s=10.0, inflight=1, now_s=11.0) == Idle()
+    wider = BatchPolicy(max_batch_size=4, max_wait_s=0.5, max_inflight=2)
+    assert wider.next_action(queued=4, oldest_arrival_s=10.0, inflight=1, now_s=10.0) == Dispatch(4)
+
+
+def test_policy_with_batches_of_one_never_waits() -> None:
+    single = BatchPolicy(max_batch_size=1, max_wait_s=0.5)
+    assert single.next_action(queued=3, oldest_arrival_s=10.0, inflight=0, now_s=10.0) == Dispatch(1)
+
+
+class Runner:
+    """Records batches; each batch waits for `release` so tests control timing with events, not sleeps."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.started = asyncio.Event()
+        self.fail_on = fail_on
+
+    async def __call__(self, items: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        self.started.set()
+        await self.release.wait()
+        if self.fail_on is not None and self.fail_on in items:
+            raise RuntimeError(f"batch with {self.fail_on} failed")
+        return [item * 10 for item in items]
+
+
+async def test_concurrent_callers_share_one_batch() -> None:
+    runner = Runner()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(8, max_wait_s=5.0))
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+    assert results == [i * 10 for i in range(8)]
+    assert runner.batches == [list(range(8))]
+    assert batcher.stats.batches == 1 and batcher.stats.items == 8
+
+
+async def test_partial_batch_is_dispatched_after_max_wait() -> None:
+    runner = Runner()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(8, max_wait_s=0.01))
+    assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [10, 20]
+    assert runner.batches == [[1, 2]]
+
+
+async def test_items_queue_while_a_batch_runs_and_form_the_next_batch() -> None:
+    runner = Runner()
+    runner.release.clear()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(2, max_wait_s=0.0))
+    first = asyncio.ensure_future(batcher.submit(0))
+    await runner.started.wait()
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2, 3)]
+    await asyncio.sleep(0)
+    assert runner.batches == [[0]]
+    runner.release.set()
+    assert await first == 0 and [await f for f in later] == [10, 20, 30]
+    assert runner.batches == [[0], [1, 2], [3]]
+
+
+async def test_an_error_fails_every_item_of_its_batch_and_only_that_batch() -> None:
+    runner = Runner(fail_on=2)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(2, max_wait_s=0.01))
+    outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    assert outcomes[:2] == [0, 10]
+    assert all(isinstance(o, RuntimeError) and str(o) == "batch with 2 failed" for o in outcomes[2:])
+    assert batcher.stats.failed_batches == 1
+    assert await batcher.submit(5) == 50
+
+
+async def test_per_item_errors_reach_only_their_caller() -> None:
+    async def runner(items: Sequence[int]) -> list[int | BaseException]:
+        return [ValueError("bad item") if item == 1 else item for item in items]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(3, max_wait_s=5.0))
+    outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert outcomes[0] == 0 and outcomes[2] == 2
+    assert isinstance(outcomes[1], ValueError)
+
+
+async def test_cancelled_items_are_skipped() -> None:
+    runner = Runner()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(3, max_wait_s=0.05))
+    doomed = asyncio.ensure_future(batcher.submit(1))
+    kept = asyncio.ensure_future(batcher.submit(2))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    assert await kept == 20
+    assert runner.batches == [[2]]
+    assert batcher.stats.cancelled_items == 1
+
+
+async def test_close_fails_queued_items_and_refuses_new_ones() -> None:
+    runner = Runner()
+    runner.release.clear()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(1, max_wait_s=0.0))
+    running = asyncio.ensure_future(batcher.submit(1))
+    await runner.started.wait()
+    queued = asyncio.ensure_future(batcher.submit(2))
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0)
+    runner.release.set()
+    await closing
+    assert await running == 10  # the running batch finished
+    with pytest.raises(UnavailableError, match="unloaded before this item ran"):
+        await queued
+    with pytest.raises(UnavailableError, match="unloading"):
+        await batcher.submit(3)
