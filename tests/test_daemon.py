@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from deepomatic.api.client import Client
 from deepomatic.api.exceptions import ClientError, TaskError
+from deepomatic.api.inputs import ImageInput
 
 from tests.factories.daemon import Daemon
 from tests.factories.models import ModelFiles
@@ -198,3 +201,63 @@ def test_kill_during_upload_leaves_a_consistent_store(tmp_path: Path, tf1_model:
         assert daemon.get("/info")[1]["counts"] == {"networks": 0, "public_networks": 0, "pending_tasks": 0}
     finally:
         assert daemon.stop() == 0
+
+
+def test_official_client_inference_on_network_spec_and_version(daemon: Daemon, tf1_model: ModelFiles) -> None:
+    client = official_client(daemon)
+    network = client.Network.create(
+        name="colours",
+        framework="tensorflow-1.x",
+        files=dict(tf1_model.contents),
+        preprocessing={
+            "inputs": [{"tensor_name": "input", "image": {"target_size": "8x8", "pixel_scaling": 1.0}}],
+            "batched_output": True,
+        },
+    )
+    client.Task.retrieve(network["task_id"]).wait()
+    blue = cv2.imencode(".png", np.full((8, 16, 3), (255, 0, 0), dtype=np.uint8))[1].tobytes()
+
+    tensors = network.inference(
+        inputs=[ImageInput(blue, encoding="binary")], output_tensors=["prob", "pooled"]
+    )
+    np.testing.assert_array_equal(tensors["pooled"], [1.0, 0.0, 0.0])
+    assert tensors["prob"].shape == (3,) and int(np.argmax(tensors["prob"])) == 0
+    tensors = network.inference(
+        inputs=[ImageInput(base64.b64encode(blue), encoding="base64")], output_tensors=["pooled"]
+    )
+    np.testing.assert_array_equal(tensors["pooled"], [1.0, 0.0, 0.0])
+
+    spec = client.RecognitionSpec.create(
+        name="colours",
+        outputs=[
+            {
+                "labels": {
+                    "roi": "NONE",
+                    "labels": [
+                        {"id": 1, "name": "blue"},
+                        {"id": 2, "name": "green"},
+                        {"id": 3, "name": "red"},
+                    ],
+                }
+            }
+        ],
+    )
+    version = client.RecognitionVersion.create(
+        spec_id=spec["id"],
+        network_id=network["id"],
+        post_processings=[{"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}],
+    )
+    assert client.RecognitionSpec.retrieve(spec["id"])["current_version_id"] == version["id"]
+    for resource in (spec, version):
+        result = resource.inference(
+            inputs=[ImageInput(blue, encoding="binary")], show_discarded=True, max_predictions=2
+        )
+        labels = result["outputs"][0]["labels"]
+        assert [p["label_name"] for p in labels["predicted"]] == ["blue"]
+        assert len(labels["discarded"]) == 1
+    assert [v["id"] for v in spec.versions()] == [version["id"]]
+
+    with pytest.raises(ClientError) as raised:
+        spec.inference(inputs=[])
+    assert raised.value.response.status_code == 400
+    assert "error" in raised.value.response.json()

@@ -141,14 +141,13 @@ async def ready_network(svc: Services, network_id: int) -> tuple[NetworkRecord, 
 
 async def network_inference(request: web.Request) -> web.Response:
     svc = services(request)
-    network_id = int_id(request, "network_id", "network")
+    record, loaded = await ready_network(svc, int_id(request, "network_id", "network"))
     body = await read_inference_body(request, svc)
     if not body.output_tensors:
         raise InvalidRequestError(
             'output_tensors is required: name the tensors to read, e.g. ["prob"] (any tensor of the graph)',
             code="invalid_field",
         )
-    record, loaded = await ready_network(svc, network_id)
     fetches = loaded.executor.check_fetches(body.output_tensors)
     inputs = await decode_inputs(body, svc, len(record.preprocessing_spec.inputs))
     item = InferenceItem(tuple(decoded.frame for decoded in inputs), fetches)

@@ -136,8 +136,8 @@ async def version_inference(request: web.Request) -> web.Response:
 async def _recognize(
     request: web.Request, svc: Services, spec: SpecRecord, version: VersionRecord
 ) -> web.Response:
-    body = await read_inference_body(request, svc)
     record, loaded = await ready_network(svc, version.network_id)
+    body = await read_inference_body(request, svc)
     posts, outputs = version.post_processing_specs, spec.output_specs
     fetches = loaded.executor.check_fetches([name for post in posts for name in post.tensors()])
     inputs = await decode_inputs(body, svc, len(record.preprocessing_spec.inputs))
