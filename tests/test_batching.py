@@ -38,6 +38,16 @@ def test_policy_holds_items_while_the_executor_is_busy() -> None:
     assert wider.next_action(queued=4, oldest_arrival_s=10.0, inflight=1, now_s=10.0) == Dispatch(4)
 
 
+def test_policy_cuts_as_soon_as_the_previous_batch_size_is_reached() -> None:
+    assert POLICY.next_action(
+        queued=3, oldest_arrival_s=10.0, inflight=0, now_s=10.0, expected=3
+    ) == Dispatch(3)
+    assert POLICY.next_action(
+        queued=2, oldest_arrival_s=10.0, inflight=0, now_s=10.0, expected=3
+    ) == WaitUntil(10.5)
+    assert POLICY.next_action(queued=3, oldest_arrival_s=10.0, inflight=1, now_s=10.0, expected=3) == Idle()
+
+
 def test_policy_with_batches_of_one_never_waits() -> None:
     single = BatchPolicy(max_batch_size=1, max_wait_s=0.5)
     assert single.next_action(queued=3, oldest_arrival_s=10.0, inflight=0, now_s=10.0) == Dispatch(1)
@@ -76,6 +86,16 @@ async def test_partial_batch_is_dispatched_after_max_wait() -> None:
     batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(8, max_wait_s=0.01))
     assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [10, 20]
     assert runner.batches == [[1, 2]]
+
+
+async def test_callers_coming_back_together_skip_the_timer() -> None:
+    runner = Runner()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(2, max_wait_s=30.0))
+    assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [10, 20]  # a full batch of 2
+    batcher.policy = BatchPolicy(8, max_wait_s=30.0)
+    # Two items again: the previous batch held two, so they go at once instead of after 30 s.
+    assert await asyncio.wait_for(asyncio.gather(batcher.submit(3), batcher.submit(4)), 5.0) == [30, 40]
+    assert runner.batches == [[1, 2], [3, 4]]
 
 
 async def test_items_queue_while_a_batch_runs_and_form_the_next_batch() -> None:

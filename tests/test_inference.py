@@ -466,3 +466,89 @@ async def test_spec_crud_hides_outputs_in_lists_and_keeps_them_immutable(client:
     assert (await response.json())["name"] == "hues"
     assert (await client.delete(f"/v0.7/recognition/specs/{spec['id']}")).status == 204
     assert (await client.get(f"/v0.7/recognition/specs/{spec['id']}")).status == 404
+
+
+async def test_networks_without_batched_output_run_one_image_at_a_time(
+    client: TestClient, tf1_model: ModelFiles
+) -> None:
+    preprocessing = {**unit_scaled(tf1_model), "batched_output": False}
+    network = await deploy(
+        client,
+        tf1_model,
+        preprocessing=preprocessing,
+        fields={"metadata": '{"streamd": {"max_batch_size": 8, "max_wait_s": 0.5}}'},
+    )
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    tasks = await asyncio.gather(
+        *(
+            run_task(
+                client,
+                f"/v0.7/networks/{network['id']}/inference",
+                json={"inputs": [{"image": {"source": data_uri(png(c))}}], "output_tensors": ["pooled"]},
+            )
+            for c in colours
+        )
+    )
+    # Without a batch dimension the output keeps the network's own leading dimension of 1.
+    assert [t["data"]["tensors"][0] for t in tasks] == [
+        {"name": "pooled", "shape": [1, 3], "data": [c / 255 for c in colour]} for colour in colours
+    ]
+    assert client.app[SERVICES].runtime.loaded[network["id"]].batcher.stats.batch_sizes == {1: 3}
+
+
+@pytest.fixture
+def url_settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data", inference={"allow_url_sources": True, "url_max_bytes": 4096})
+
+
+async def test_url_sources_are_fetched_when_enabled_within_limits(
+    aiohttp_client: Any, aiohttp_server: Any, url_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    from aiohttp import web
+
+    images = {
+        "/green.png": png((0, 255, 0)),
+        "/big.png": png((0, 255, 0), width=512, height=512) + bytes(8192),
+    }
+
+    async def serve(request: web.Request) -> web.Response:
+        if request.path not in images:
+            return web.Response(status=404)
+        return web.Response(body=images[request.path], content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{name}", serve)
+    server = await aiohttp_server(app)
+    client = await aiohttp_client(build_app(url_settings))
+    network = await deploy(client, tf1_model, preprocessing=unit_scaled(tf1_model))
+    url = f"/v0.7/networks/{network['id']}/inference"
+
+    def body(path: str) -> dict[str, Any]:
+        return {"inputs": [{"image": {"source": str(server.make_url(path))}}], "output_tensors": ["pooled"]}
+
+    task = await run_task(client, url, json=body("/green.png"))
+    assert task["data"]["tensors"][0]["data"] == [0.0, 1.0, 0.0]
+    assert "answered HTTP 404" in await error_of(
+        await client.post(url, json=body("/missing.png")), 400, "invalid_source"
+    )
+    assert "larger than inference.url_max_bytes=4096" in await error_of(
+        await client.post(url, json=body("/big.png")), 413, "payload_too_large"
+    )
+
+
+async def test_networks_load_lazily_after_a_restart(
+    aiohttp_client: Any, settings: Settings, tf1_model: ModelFiles
+) -> None:
+    first = await aiohttp_client(build_app(settings))
+    network = await deploy(first, tf1_model, preprocessing=unit_scaled(tf1_model))
+    await first.close()
+
+    second = await aiohttp_client(build_app(settings))
+    assert second.app[SERVICES].runtime.loaded == {}
+    task = await run_task(
+        second,
+        f"/v0.7/networks/{network['id']}/inference",
+        json={"inputs": [{"image": {"source": data_uri(png((0, 0, 255)))}}], "output_tensors": ["pooled"]},
+    )
+    assert task["data"]["tensors"][0]["data"] == [0.0, 0.0, 1.0]
+    assert list(second.app[SERVICES].runtime.loaded) == [network["id"]]

@@ -49,7 +49,9 @@ class BatchPolicy:
     """When to cut a batch.
 
     A batch is cut when `max_batch_size` items wait, or `max_wait_s` after the oldest waiting item
-    arrived. At most `max_inflight` batches run at once: while the executor is busy, items keep
+    arrived, or as soon as as many items wait as the previous batch held (`expected`): callers that
+    come back together (streams in step, a chain's crops, a closed loop of clients) then pay no timer
+    at all. At most `max_inflight` batches run at once: while the executor is busy, items keep
     queueing, so batches grow with load instead of piling up in the executor's queue.
     """
 
@@ -57,13 +59,22 @@ class BatchPolicy:
     max_wait_s: float
     max_inflight: int = 1
 
-    def next_action(self, queued: int, oldest_arrival_s: float | None, inflight: int, now_s: float) -> Action:
+    def next_action(
+        self,
+        queued: int,
+        oldest_arrival_s: float | None,
+        inflight: int,
+        now_s: float,
+        expected: int | None = None,
+    ) -> Action:
         if queued == 0 or oldest_arrival_s is None:
             return Idle()
         if inflight >= self.max_inflight:
             return Idle()  # re-asked when a running batch finishes
         if queued >= self.max_batch_size:
             return Dispatch(self.max_batch_size)
+        if expected is not None and queued >= expected:
+            return Dispatch(queued)
         deadline = oldest_arrival_s + self.max_wait_s
         if now_s >= deadline:
             return Dispatch(queued)
@@ -105,6 +116,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._inflight: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._last_batch_size: int | None = None
 
     async def submit(self, item: ItemT) -> ResultT:
         if self._closed:
@@ -118,10 +130,13 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     def _step(self) -> None:
         self._drop_cancelled()
         oldest = self._queue[0].arrival_s if self._queue else None
-        action = self.policy.next_action(len(self._queue), oldest, len(self._inflight), time.monotonic())
+        action = self.policy.next_action(
+            len(self._queue), oldest, len(self._inflight), time.monotonic(), self._last_batch_size
+        )
         if isinstance(action, Dispatch):
             self._cancel_timer()
             batch = [self._queue.popleft() for _ in range(min(action.count, len(self._queue)))]
+            self._last_batch_size = len(batch)
             task = asyncio.get_running_loop().create_task(self._run(batch), name=f"{self.name}-batch")
             self._inflight.add(task)
             task.add_done_callback(self._batch_done)
