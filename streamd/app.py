@@ -15,12 +15,14 @@ from aiohttp import web
 from streamd.api.context import SERVICES, Services
 from streamd.api.middleware import MIDDLEWARES
 from streamd.api.routes import setup_routes
+from streamd.chains.runner import ChainRunner
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
 from streamd.networks.deployment import Deployer
 from streamd.networks.public import load_public_networks
 from streamd.networks.savedmodel import tensorflow_version
 from streamd.settings import Settings
+from streamd.store.chains import ChainRepository
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
 from streamd.store.recognition import RecognitionRepository
@@ -43,6 +45,8 @@ def build_app(settings: Settings) -> web.Application:
         runtime=runtime,
         deployer=Deployer(networks, tasks, runtime, settings.networks, settings.inference),
         jobs=InferenceJobs(tasks),
+        chains=ChainRepository(db),
+        chains_runner=ChainRunner(runtime, settings.storage.data_dir / "chains"),
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
     app[SERVICES] = svc

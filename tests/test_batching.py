@@ -98,6 +98,22 @@ async def test_callers_coming_back_together_skip_the_timer() -> None:
     assert runner.batches == [[1, 2], [3, 4]]
 
 
+async def test_items_submitted_in_one_loop_iteration_leave_together() -> None:
+    runner = Runner()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(1, max_wait_s=30.0))
+    assert await batcher.submit(0) == 0  # the previous batch held one item...
+    batcher.policy = BatchPolicy(8, max_wait_s=30.0)
+    # ...yet five items gathered at once (a frame's crops) still form one batch, without waiting.
+    assert await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(1, 6))), 5.0) == [
+        10,
+        20,
+        30,
+        40,
+        50,
+    ]
+    assert runner.batches == [[0], [1, 2, 3, 4, 5]]
+
+
 async def test_items_queue_while_a_batch_runs_and_form_the_next_batch() -> None:
     runner = Runner()
     runner.release.clear()

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from streamd.chains.runner import ChainRunner
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
 from streamd.networks.deployment import Deployer
 from streamd.networks.public import PublicNetwork
 from streamd.settings import Settings
+from streamd.store.chains import ChainRepository
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
 from streamd.store.recognition import RecognitionRepository
@@ -27,6 +29,8 @@ class Services:
     runtime: InferenceRuntime
     deployer: Deployer
     jobs: InferenceJobs
+    chains: ChainRepository
+    chains_runner: ChainRunner
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None
     ready: bool = False

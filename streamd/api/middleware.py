@@ -38,8 +38,41 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": message, "code": code}, status=status)
+# DeepDetect's codes for errors that carry none of their own, on the DeepDetect-compatible /chain routes.
+_DD_CODES = {400: 1006, 404: 1002, 409: 1008, 500: 1007}
+
+
+def error_response(status: int, code: str, message: str, dd_code: int | None = None) -> web.Response:
+    body: dict[str, object] = {"error": message, "code": code}
+    if dd_code is not None:
+        # DeepDetect's envelope beside ours, so DeepDetect clients read it too.
+        body["status"] = {
+            "code": status,
+            "msg": _REASONS.get(status, "Error"),
+            "dd_code": dd_code,
+            "dd_msg": message,
+        }
+        body["head"] = {"method": "/chain"}
+    return json_response(body, status=status)
+
+
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    404: "NotFound",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    500: "InternalError",
+    503: "Unavailable",
+}
+
+
+def _dd_code(request: web.Request, exc: Exception, status: int) -> int | None:
+    code = getattr(exc, "dd_code", None)
+    if code is None and (request.path.startswith("/chain/") or request.path.rstrip("/").endswith("/run")):
+        code = _DD_CODES.get(status, 1006 if status < 500 else 1007)
+    return code
 
 
 @web.middleware
@@ -64,16 +97,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except StreamdError as exc:
-        return error_response(exc.http_status, exc.code, exc.message)
+        return error_response(exc.http_status, exc.code, exc.message, _dd_code(request, exc, exc.http_status))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
         return error_response(
-            exc.status, _HTTP_CODES.get(exc.status, "http_error"), _http_message(request, exc)
+            exc.status, code, _http_message(request, exc), _dd_code(request, exc, exc.status)
         )
-    except Exception:  # supervision boundary: one broken request must never take the daemon down
+    except Exception as exc:  # supervision boundary: one broken request must never take the daemon down
         logger.exception("unhandled error in %s %s", request.method, request.rel_url.path)
-        return error_response(500, "internal_error", "internal error; the daemon log has the details")
+        message = "internal error; the daemon log has the details"
+        return error_response(500, "internal_error", message, _dd_code(request, exc, 500))
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from streamd import __version__
-from streamd.api import inference, networks, ops, recognition, tasks
+from streamd.api import chains, inference, networks, ops, recognition, tasks
 from streamd.api.http import json_response
 from streamd.api.middleware import OPEN_PATHS
 
@@ -72,6 +72,13 @@ _TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
      "recognition"),
     ("POST", "/v0.7/recognition/versions/{version_id}/inference", recognition.version_inference,
      "Recognition with this version → task with {outputs}.", "inference"),
+    ("POST", "/chain/{name}", chains.run_chain, "DeepDetect /chain: run a chain once on its data.", "chains"),
+    ("PUT", "/chain/{name}", chains.run_chain, "Same as POST /chain/{name}.", "chains"),
+    ("GET", "/v0.7/chains", chains.list_chains, "List stored chains.", "chains"),
+    ("PUT", "/v0.7/chains/{name}", chains.put_chain, "Validate and store a chain.", "chains"),
+    ("GET", "/v0.7/chains/{name}", chains.get_chain, "Retrieve a stored chain.", "chains"),
+    ("DELETE", "/v0.7/chains/{name}", chains.delete_chain, "Delete a stored chain.", "chains"),
+    ("POST", "/v0.7/chains/{name}/run", chains.run_stored_chain, "Run a stored chain on {data}.", "chains"),
     ("GET", "/v0.7/tasks", tasks.list_tasks, "List tasks, optionally only task_ids=1&task_ids=2.", "tasks"),
     ("GET", "/v0.7/tasks/{task_id}", tasks.get_task, "Retrieve a task (pending, success or error).", "tasks"),
 )

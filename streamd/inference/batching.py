@@ -117,6 +117,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._last_batch_size: int | None = None
+        self._step_scheduled = False
 
     async def submit(self, item: ItemT) -> ResultT:
         if self._closed:
@@ -124,8 +125,17 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         loop = asyncio.get_running_loop()
         waiting = _Waiting(item, loop.create_future(), time.monotonic())
         self._queue.append(waiting)
-        self._step()
+        if not self._step_scheduled:
+            # Decide at the end of this loop iteration, once every item submitted in it is queued: the
+            # crops of one frame, gathered together, then leave as one batch.
+            self._step_scheduled = True
+            loop.call_soon(self._scheduled_step)
         return await waiting.future
+
+    def _scheduled_step(self) -> None:
+        self._step_scheduled = False
+        if not self._closed:
+            self._step()
 
     def _step(self) -> None:
         self._drop_cancelled()

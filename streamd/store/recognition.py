@@ -145,6 +145,14 @@ class RecognitionRepository:
             raise NotFoundError(f"recognition spec {spec_id} does not exist", code="spec_not_found")
         return _spec(row)
 
+    async def specs_named(self, name: str) -> list[SpecRecord]:
+        rows = await self._db.run(
+            lambda conn: conn.execute(
+                "SELECT * FROM recognition_specs WHERE name = ? ORDER BY id", (name,)
+            ).fetchall()
+        )
+        return [_spec(row) for row in rows]
+
     async def specs(self, offset: int, limit: int) -> tuple[int, list[SpecRecord]]:
         def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
             count = conn.execute("SELECT COUNT(*) FROM recognition_specs").fetchone()[0]

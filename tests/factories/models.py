@@ -43,6 +43,7 @@ def build_tf1_classifier(
     height: int = 8,
     width: int = 8,
     channels: int = 3,
+    classes: int = CLASSIFIER_CLASSES,
     as_text: bool = False,
     extra_bytes: int = 0,
 ) -> ModelFiles:
@@ -56,7 +57,9 @@ def build_tf1_classifier(
     with graph.as_default():
         images = tf.compat.v1.placeholder(tf.float32, [None, height, width, channels], name="input")
         pooled = tf.reduce_mean(images, axis=[1, 2], name="pooled")
-        weights = tf.compat.v1.get_variable("weights", initializer=tf.constant(classifier_weights(channels)))
+        weights = tf.compat.v1.get_variable(
+            "weights", initializer=tf.constant(classifier_weights(channels, classes))
+        )
         logits = tf.matmul(pooled, weights, name="logits")
         tf.nn.softmax(logits, name="prob")
         if extra_bytes:

@@ -1,0 +1,103 @@
+"""Chains over HTTP: DeepDetect's `PUT|POST /chain/{name}` (run once), and streamd's stored chains
+under `/v0.7/chains` (validate and store, list, retrieve, delete, run on data)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from streamd.api.context import Services, services
+from streamd.api.http import json_response, no_content, page_params, paginated, read_json
+from streamd.chains.plan import build_plan
+from streamd.chains.resolve import resolver_for
+from streamd.chains.spec import DD_SERVICE_INPUT_BAD_REQUEST, ChainBody, ChainError, ChainPlan, parse_body
+from streamd.errors import InvalidRequestError
+from streamd.inference.sources import load_source
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def chain_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not _NAME.match(name):
+        raise InvalidRequestError(
+            f"chain name {name!r} must be 1-100 letters, digits, '_', '-' or '.', starting with a letter "
+            "or digit",
+            code="invalid_field",
+        )
+    return name
+
+
+async def plan_for(svc: Services, body: ChainBody, *, require_data: bool) -> ChainPlan:
+    resolve = await resolver_for(body, svc.recognition, svc.networks)
+    return build_plan(body, resolve, require_data=require_data)
+
+
+async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[str]) -> web.Response:
+    started = time.monotonic()
+    frames = []
+    for index, source in enumerate(data):
+        frames.append(
+            await load_source(source, f"data[{index}]", svc.settings.inference, svc.settings.media_roots)
+        )
+    uris = [f"data[{index}]" if source.startswith("data:") else source for index, source in enumerate(data)]
+    predictions = await svc.chains_runner.run(plan, frames, uris)
+    return json_response(
+        {
+            "status": {"code": 200, "msg": "OK"},
+            "head": {"method": "/chain", "time": round((time.monotonic() - started) * 1000.0, 1)},
+            "body": {"predictions": predictions},
+        }
+    )
+
+
+async def run_chain(request: web.Request) -> web.Response:
+    """DeepDetect's `/chain/{name}`: the name only labels the run; nothing is stored."""
+    svc = services(request)
+    body = parse_body(await read_json(request))
+    plan = await plan_for(svc, body, require_data=True)
+    return await execute(svc, plan, plan.data)
+
+
+async def put_chain(request: web.Request) -> web.Response:
+    svc = services(request)
+    name = chain_name(request)
+    raw = await read_json(request)
+    body = parse_body(raw)
+    await plan_for(svc, body, require_data=False)
+    record, created = await svc.chains.put(
+        name, {"calls": [c.model_dump(exclude_none=True) for c in body.calls]}
+    )
+    return json_response(record.to_api(), status=201 if created else 200)
+
+
+async def list_chains(request: web.Request) -> web.Response:
+    offset, limit = page_params(request)
+    count, records = await services(request).chains.page(offset, limit)
+    return paginated(request, count, offset, limit, [record.to_api() for record in records])
+
+
+async def get_chain(request: web.Request) -> web.Response:
+    return json_response((await services(request).chains.get(chain_name(request))).to_api())
+
+
+async def delete_chain(request: web.Request) -> web.Response:
+    await services(request).chains.delete(chain_name(request))
+    return no_content()
+
+
+async def run_stored_chain(request: web.Request) -> web.Response:
+    svc = services(request)
+    record = await svc.chains.get(chain_name(request))
+    payload: Any = await read_json(request)
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list) or not data or not all(isinstance(item, str) for item in data):
+        raise ChainError(
+            'the body needs "data": a list of images (data URIs, media paths or URLs)',
+            dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
+        )
+    plan = await plan_for(svc, parse_body(record.definition), require_data=False)
+    return await execute(svc, plan, data)

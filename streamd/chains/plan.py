@@ -1,0 +1,292 @@
+"""Validation of a chain's calls into a tree of service and action nodes (`ChainPlan`).
+
+Rules (docs/design.md): ids default as in DeepDetect (a service's id is its index, an action's the
+action counter); without `parent_id` an action applies to the last service (or filter) before it and a
+service to the last crop/rotate before it, else it is a root on the whole image. Services hang under
+crop or rotate; crop, filter, rotate and draw_bbox hang under a service or a filter. Pure.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from streamd.chains.spec import (
+    ACTION_PARAMS,
+    BOX_ACTIONS,
+    DD_CHAIN_ACTION_BAD_REQUEST,
+    DD_SERVICE_BAD_REQUEST,
+    DD_SERVICE_INPUT_BAD_REQUEST,
+    IMAGE_ACTIONS,
+    ROTATIONS,
+    ActionNode,
+    ChainBody,
+    ChainCall,
+    ChainError,
+    ChainPlan,
+    Resolver,
+    ServiceNode,
+    ServiceParams,
+    describe_errors,
+)
+
+
+def build_plan(body: ChainBody, resolve: Resolver, *, require_data: bool) -> ChainPlan:
+    calls = body.calls
+    _check_kinds(calls)
+    ids = _assign_ids(calls)
+    parents = _assign_parents(calls, ids)
+    _check_acyclic(parents, ids)
+    nodes = [_node(index, call, ids[index], resolve) for index, call in enumerate(calls)]
+    for index, parent in enumerate(parents):
+        if parent is not None:
+            _check_edge(index, parent, nodes, parents)
+            nodes[parent].children.append(nodes[index])
+    roots = tuple(node for node, parent in zip(nodes, parents, strict=True) if parent is None)
+    _check_collisions(calls, nodes, parents)
+    data = _data(calls, require_data)
+    return ChainPlan(roots=roots, data=data)  # type: ignore[arg-type]
+
+
+def _where(index: int, call_id: str | None = None) -> str:
+    return f"call {index}" + (f" (id {call_id!r})" if call_id else "")
+
+
+def _check_kinds(calls: list[ChainCall]) -> None:
+    for index, call in enumerate(calls):
+        if call.service and call.action:
+            raise ChainError(
+                f"{_where(index, call.id)} has both 'service' and 'action'; split it into two calls",
+                dd_code=DD_SERVICE_BAD_REQUEST,
+            )
+        if not call.service and not call.action:
+            raise ChainError(
+                f"{_where(index, call.id)} has neither 'service' nor 'action'", dd_code=DD_SERVICE_BAD_REQUEST
+            )
+    if calls[0].action is not None:
+        raise ChainError(
+            "call 0 is an action; a chain starts with a service that runs on the input images",
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        )
+
+
+def _assign_ids(calls: list[ChainCall]) -> list[str]:
+    """Explicit ids, else DeepDetect's defaults (service: its index; action: the action counter), renamed
+    when a default would clash with an id already taken (DeepDetect keeps the two kinds apart)."""
+    explicit = {call.id for call in calls if call.id}
+    ids: list[str] = []
+    actions = 0
+    for index, call in enumerate(calls):
+        if call.id:
+            call_id = call.id
+            if call_id in ids:
+                raise ChainError(
+                    f"{_where(index)}: id {call_id!r} is already used by call {ids.index(call_id)}; "
+                    "ids must be unique",
+                    dd_code=DD_SERVICE_BAD_REQUEST,
+                )
+        else:
+            call_id = str(index) if call.service else str(actions)
+            if call_id in explicit or call_id in ids:
+                call_id = f"call-{index}" if call.service else f"action-{actions}"
+        if call.action:
+            actions += 1
+        ids.append(call_id)
+    return ids
+
+
+def _action_type(call: ChainCall) -> str | None:
+    return None if call.action is None else str(call.action.get("type"))
+
+
+def _assign_parents(calls: list[ChainCall], ids: list[str]) -> list[int | None]:
+    by_id = {call_id: index for index, call_id in enumerate(ids)}
+    parents: list[int | None] = []
+    for index, call in enumerate(calls):
+        if call.parent_id is not None:
+            if call.parent_id not in by_id:
+                raise ChainError(
+                    f"{_where(index, call.id)}: parent_id {call.parent_id!r} names no call; known ids: "
+                    f"{', '.join(ids)}",
+                    dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
+                )
+            parents.append(by_id[call.parent_id])
+        elif index == 0:
+            parents.append(None)
+        elif call.action is not None:  # DeepDetect: an action applies to the last service run (or filter)
+            parents.append(
+                _last(calls, index, lambda c: c.service is not None or _action_type(c) == "filter")
+            )
+        else:  # DeepDetect: a service feeds on the last action's images; none yet → a root
+            parents.append(_last(calls, index, lambda c: _action_type(c) in IMAGE_ACTIONS))
+    return parents
+
+
+def _last(calls: list[ChainCall], before: int, wanted) -> int | None:  # type: ignore[no-untyped-def]
+    for index in range(before - 1, -1, -1):
+        if wanted(calls[index]):
+            return index
+    return None
+
+
+def _check_acyclic(parents: list[int | None], ids: list[str]) -> None:
+    for start in range(len(parents)):
+        seen = {start}
+        current = parents[start]
+        while current is not None:
+            if current in seen:
+                raise ChainError(
+                    f"call {start} (id {ids[start]!r}) is its own ancestor through parent_id; "
+                    "a chain is a tree",
+                    dd_code=DD_SERVICE_BAD_REQUEST,
+                )
+            seen.add(current)
+            current = parents[current]
+
+
+def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> ServiceNode | ActionNode:
+    if call.service is not None:
+        try:
+            params = ServiceParams.model_validate(call.parameters or {})
+        except ValidationError as exc:
+            raise ChainError(
+                f"{_where(index, call_id)} parameters: {describe_errors(exc)}; output accepts "
+                "confidence_threshold, best, best_bbox and bbox",
+                dd_code=DD_SERVICE_BAD_REQUEST,
+            ) from None
+        return ServiceNode(call_id, index, resolve(call.service), params.output)
+    action = dict(call.action or {})
+    kind = action.pop("type", None)
+    if kind not in ACTION_PARAMS:
+        raise ChainError(
+            f"{_where(index, call_id)}: unknown action type {kind!r}; supported: {', '.join(ACTION_PARAMS)}",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
+    nested = action.pop("parameters", None) or {}
+    if not isinstance(nested, dict):
+        raise ChainError(
+            f"{_where(index, call_id)}: action.parameters must be an object",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
+    try:
+        params = ACTION_PARAMS[kind].model_validate({**action, **nested})
+    except ValidationError as exc:
+        raise ChainError(
+            f"{_where(index, call_id)} {kind} action: {describe_errors(exc)}",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        ) from None
+    if getattr(params, "save_path", "") and (params.save_path.startswith("/") or ".." in params.save_path):
+        raise ChainError(
+            f"{_where(index, call_id)}: save_path must be relative, without '..' (it lives under "
+            "the data directory)",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
+    return ActionNode(call_id, index, kind, params)
+
+
+def _service_of(
+    node_index: int, nodes: list[ServiceNode | ActionNode], parents: list[int | None]
+) -> ServiceNode:
+    """The service whose detections an action works on (through filters)."""
+    current: int | None = node_index
+    while current is not None and not isinstance(nodes[current], ServiceNode):
+        current = parents[current]
+    assert current is not None
+    node = nodes[current]
+    assert isinstance(node, ServiceNode)
+    return node
+
+
+def _check_edge(
+    index: int, parent: int, nodes: list[ServiceNode | ActionNode], parents: list[int | None]
+) -> None:
+    node, above = nodes[index], nodes[parent]
+    if isinstance(node, ServiceNode):
+        if not (isinstance(above, ActionNode) and above.kind in IMAGE_ACTIONS):
+            raise ChainError(
+                f"{_where(index, node.call_id)}: a service takes its images from a crop or rotate action, "
+                f"not from {_describe_node(above)}; set parent_id to such an action",
+                dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
+            )
+        return
+    assert isinstance(node, ActionNode)
+    if isinstance(above, ActionNode) and above.kind != "filter":
+        raise ChainError(
+            f"{_where(index, node.call_id)}: a {node.kind} action applies to a service's results "
+            f"(or a filter's), not to {_describe_node(above)}",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
+    service = _service_of(parent, nodes, parents).service
+    if node.kind in BOX_ACTIONS and not service.has_boxes:
+        raise ChainError(
+            f"{_where(index, node.call_id)}: {node.kind} needs boxes, but service {service.name!r} is a "
+            "classifier (its spec has no roi BBOX output)",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
+    if node.kind == "rotate" and (service.has_boxes or not set(service.label_names) <= set(ROTATIONS)):
+        raise ChainError(
+            f"{_where(index, node.call_id)}: rotate follows an orientation classifier whose labels are "
+            f"{', '.join(ROTATIONS)}; service {service.name!r} has labels {', '.join(service.label_names)}",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
+
+
+def _describe_node(node: ServiceNode | ActionNode) -> str:
+    if isinstance(node, ServiceNode):
+        return f"service call {node.call_id!r}"
+    return f"{node.kind} action {node.call_id!r}"
+
+
+def _input_slot(index: int, nodes: list[ServiceNode | ActionNode], parents: list[int | None]) -> str:
+    """Which result object a node's images nest their results in."""
+    node, parent = nodes[index], parents[index]
+    if parent is None:
+        return "image"
+    if isinstance(node, ServiceNode):
+        above = nodes[parent]
+        assert isinstance(above, ActionNode)
+        if above.kind == "crop":
+            return f"crop:{above.call_id}"
+        return _input_slot(parent, nodes, parents)  # rotate: same images, turned
+    return _input_slot(_service_of(index, nodes, parents).index, nodes, parents)
+
+
+def _check_collisions(
+    calls: list[ChainCall], nodes: list[ServiceNode | ActionNode], parents: list[int | None]
+) -> None:
+    written: dict[tuple[str, str], int] = {}
+    first_root = True
+    for index, node in enumerate(nodes):
+        if isinstance(node, ServiceNode):
+            if parents[index] is None and first_root:
+                key = "classes"
+                first_root = False
+            else:
+                key = node.service.name
+        elif node.kind == "draw_bbox":
+            key = node.call_id
+        else:
+            continue
+        slot = (_input_slot(index, nodes, parents), key)
+        if slot in written:
+            raise ChainError(
+                f"calls {written[slot]} and {index} would both write {key!r} in the same result object; "
+                "siblings nest under their service name (or action id): use different services or ids",
+                dd_code=DD_SERVICE_BAD_REQUEST,
+            )
+        written[slot] = index
+
+
+def _data(calls: list[ChainCall], require_data: bool) -> tuple[str, ...]:
+    for index, call in enumerate(calls[1:], start=1):
+        if call.data:
+            raise ChainError(
+                f"call {index}: only the first call takes 'data'; later calls get images from actions",
+                dd_code=DD_SERVICE_BAD_REQUEST,
+            )
+    data = tuple(calls[0].data or ())
+    if require_data and not data:
+        raise ChainError(
+            'the first call needs "data": a list of images (data URIs, media paths or URLs)',
+            dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
+        )
+    return data

@@ -1,0 +1,218 @@
+"""Running a validated chain on frames: services through the networks' batchers, actions on pixels,
+results nested DeepDetect-style to any depth.
+
+Every image of one service call (all frames, or all crops of all frames at that level) is submitted at
+once, so they meet in the network's dynamic batch; sibling branches run concurrently. Runs on the
+event loop; inference runs on the networks' threads, drawing/encoding/saving in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from streamd.chains import actions
+from streamd.chains.spec import ActionNode, ChainPlan, CropParams, DrawParams, OutputParams, ServiceNode
+from streamd.inference.executor import InferenceItem
+from streamd.inference.runtime import InferenceRuntime
+from streamd.networks.postprocessing import Hypothesis, decode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ImageRef:
+    pixels: np.ndarray  # BGR at full resolution: crops come from the original pixels, never the network input
+    to_frame: np.ndarray  # 2x3 affine: these pixels → original frame pixels
+    slot: dict[str, Any]  # the result object this image's results nest in
+    name: str  # stem for saved files
+
+
+@dataclass(slots=True)
+class Found:
+    image: ImageRef
+    hypotheses: list[Hypothesis]  # boxes in `image` pixels
+    classes: list[dict[str, Any]]  # the same, as output objects (boxes in frame pixels)
+
+
+class ChainRunner:
+    def __init__(self, runtime: InferenceRuntime, files_dir: Path) -> None:
+        self._runtime = runtime
+        self._files_dir = files_dir
+
+    async def run(self, plan: ChainPlan, frames: list[np.ndarray], uris: list[str]) -> list[dict[str, Any]]:
+        predictions: list[dict[str, Any]] = [{"uri": uri, "classes": []} for uri in uris]
+        images = [
+            ImageRef(frame, actions.IDENTITY.copy(), prediction, _stem(uri, index))
+            for index, (frame, uri, prediction) in enumerate(zip(frames, uris, predictions, strict=True))
+        ]
+        await asyncio.gather(
+            *(
+                self._service(root, images, None if position == 0 else root.service.name)
+                for position, root in enumerate(plan.roots)
+            )
+        )
+        return predictions
+
+    async def _service(self, node: ServiceNode, images: list[ImageRef], key: str | None) -> None:
+        service = node.service
+        loaded = await self._runtime.network(service.network_id)
+        fetches = loaded.executor.check_fetches(
+            [name for post in service.post_processings for name in post.tensors()]
+        )
+
+        def finish(tensors: Any, transforms: Any) -> list[Hypothesis]:  # on the network's thread
+            found = []
+            for post, output in zip(service.post_processings, service.outputs, strict=True):
+                found.extend(decode(post, output.labels, tensors, transforms[0]))
+            return found
+
+        outputs = await asyncio.gather(
+            *(loaded.infer(InferenceItem((image.pixels,), fetches, finish)) for image in images)
+        )
+        found = []
+        for image, output in zip(images, outputs, strict=True):
+            hypotheses = select(output.finished, node.output, service.has_boxes)
+            classes = [class_object(h, image.to_frame) for h in hypotheses]
+            mark_last(classes)
+            if key is None:
+                image.slot["classes"] = classes
+            else:
+                image.slot[key] = {"classes": classes}
+            found.append(Found(image, hypotheses, classes))
+        await asyncio.gather(*(self._action(child, found) for child in node.children))
+
+    async def _action(self, node: ActionNode, found: list[Found]) -> None:
+        if node.kind == "filter":
+            await self._filter(node, found)
+        elif node.kind == "crop":
+            await self._crop(node, found)
+        elif node.kind == "rotate":
+            await self._rotate(node, found)
+        else:
+            await self._draw(node, found)
+
+    async def _filter(self, node: ActionNode, found: list[Found]) -> None:
+        keep = set(node.params.classes)
+        kept = []
+        for item in found:
+            pairs = [
+                (h, c) for h, c in zip(item.hypotheses, item.classes, strict=True) if h.label_name in keep
+            ]
+            item.classes[:] = [c for _, c in pairs]  # in place: the parent's own output is filtered too
+            for c in item.classes:
+                c.pop("last", None)
+            mark_last(item.classes)
+            kept.append(Found(item.image, [h for h, _ in pairs], item.classes))
+        await asyncio.gather(*(self._action(child, kept) for child in node.children))  # type: ignore[arg-type]
+
+    async def _crop(self, node: ActionNode, found: list[Found]) -> None:
+        params: CropParams = node.params
+        crops = []
+        for item in found:
+            height, width = item.image.pixels.shape[:2]
+            for index, (hypothesis, output) in enumerate(zip(item.hypotheses, item.classes, strict=True)):
+                assert hypothesis.box is not None
+                region = actions.crop_region(hypothesis.box, width, height, params)
+                if region is None:
+                    logger.debug("crop %s: box %s misses the image", node.call_id, hypothesis.box)
+                    continue
+                x0, y0, x1, y1 = region
+                crops.append(
+                    ImageRef(
+                        item.image.pixels[y0:y1, x0:x1],
+                        actions.compose(item.image.to_frame, actions.translation(x0, y0)),
+                        output,
+                        f"crop_{item.image.name}_{index}",
+                    )
+                )
+        if params.save_crops and crops:
+            await asyncio.to_thread(self._save, params.save_path, [(c.name, c.pixels) for c in crops])
+        if crops:
+            await self._children(node, crops)
+
+    async def _rotate(self, node: ActionNode, found: list[Found]) -> None:
+        turned = []
+        for item in found:
+            if not item.hypotheses:
+                continue  # nothing above the threshold: the orientation is unknown
+            angle = actions.rotation_angle(item.hypotheses[0].label_name, node.params.orientation)
+            pixels, local = actions.rotate(item.image.pixels, angle)
+            turned.append(
+                ImageRef(
+                    pixels,
+                    actions.compose(item.image.to_frame, local),
+                    item.image.slot,
+                    f"{item.image.name}_rot{angle}",
+                )
+            )
+        if turned:
+            await self._children(node, turned)
+
+    async def _children(self, node: ActionNode, images: list[ImageRef]) -> None:
+        await asyncio.gather(
+            *(
+                self._service(child, images, child.service.name)  # type: ignore[union-attr]
+                for child in node.children
+            )
+        )
+
+    async def _draw(self, node: ActionNode, found: list[Found]) -> None:
+        params: DrawParams = node.params
+        for item in found:
+            boxes = [h.box for h in item.hypotheses if h.box is not None]
+            labels = [(h.label_name, h.score) for h in item.hypotheses if h.box is not None]
+            drawn = await asyncio.to_thread(actions.draw_boxes, item.image.pixels, boxes, labels, params)
+            if params.output_images:
+                jpeg = await asyncio.to_thread(actions.encode_jpeg, drawn)
+                item.image.slot[node.call_id] = {"images": [base64.b64encode(jpeg).decode()]}
+            if params.save_img:
+                await asyncio.to_thread(self._save, params.save_path, [(f"draw_{item.image.name}", drawn)])
+
+    def _save(self, save_path: str, images: list[tuple[str, np.ndarray]]) -> None:
+        """Blocking: PNG files under <data_dir>/chains/<save_path>/."""
+        directory = self._files_dir / save_path
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, pixels in images:
+            cv2.imwrite(str(directory / f"{name}.png"), pixels)
+
+
+def select(hypotheses: list[Hypothesis], output: OutputParams, has_boxes: bool) -> list[Hypothesis]:
+    """DeepDetect's output parameters: `confidence_threshold` (≥; without it each label's own threshold),
+    `best` classes for classifiers, `best_bbox` boxes for detectors."""
+    if output.confidence_threshold is None:
+        kept = [h for h in hypotheses if h.passes]
+    else:
+        kept = [h for h in hypotheses if h.score >= output.confidence_threshold]
+    kept.sort(key=lambda h: -h.score)
+    if not has_boxes and output.best >= 0:
+        kept = kept[: output.best]
+    if has_boxes and output.best_bbox >= 0:
+        kept = kept[: output.best_bbox]
+    return kept
+
+
+def class_object(hypothesis: Hypothesis, to_frame: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {"cat": hypothesis.label_name, "prob": hypothesis.score}
+    if hypothesis.box is not None:
+        xmin, ymin, xmax, ymax = actions.map_box(to_frame, hypothesis.box)
+        out["bbox"] = {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
+    return out
+
+
+def mark_last(classes: list[dict[str, Any]]) -> None:
+    if classes:
+        classes[-1]["last"] = True
+
+
+def _stem(uri: str, index: int) -> str:
+    tail = "" if uri.startswith(("data:", "data[")) else uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tail)[:60]
+    return cleaned or f"image{index}"

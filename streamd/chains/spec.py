@@ -1,0 +1,199 @@
+"""Chain definitions (DeepDetect's `/chain` format) and their validation into an executable tree.
+
+Both spellings of actions are read: DeepDetect's code form (`action.parameters.{...}`, filter `classes`,
+`save_crops`) and the seed page's form (parameters beside `type`, `classnames`, `save_crop`). The whole
+tree is checked before anything runs; every error names the call and the fix and carries DeepDetect's
+`dd_code`. Pure: services are resolved through a callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streamd.errors import StreamdError
+from streamd.networks.recognition import PostProcessing, SpecOutput
+
+# DeepDetect error codes (src/jsonapi.cc)
+DD_SERVICE_NOT_FOUND = 1002
+DD_SERVICE_INPUT_BAD_REQUEST = 1005
+DD_SERVICE_BAD_REQUEST = 1006
+DD_CHAIN_ACTION_BAD_REQUEST = 1012
+
+IMAGE_ACTIONS = ("crop", "rotate")  # actions whose output feeds services
+BOX_ACTIONS = ("crop", "draw_bbox")  # actions that need boxes from their parent
+ROTATIONS = ("0", "90", "180", "270")
+
+
+class ChainError(StreamdError):
+    """A chain that cannot run as written; `dd_code` is DeepDetect's code for the same error."""
+
+    def __init__(
+        self, message: str, *, dd_code: int, http_status: int = 400, code: str = "invalid_chain"
+    ) -> None:
+        super().__init__(message, code=code)
+        self.dd_code = dd_code
+        self.http_status = http_status
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CropParams(_Params):
+    padding_ratio: float = Field(0.0, ge=0.0, le=10.0)
+    fixed_width: int = Field(0, ge=0)
+    fixed_height: int = Field(0, ge=0)
+    min_width: int = Field(0, ge=0)
+    min_height: int = Field(0, ge=0)
+    force_square: bool = False
+    save_crops: bool = False
+    save_path: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "save_crop" in data:
+            data = {**data, "save_crops": data["save_crop"]}
+            del data["save_crop"]
+        return data
+
+
+class FilterParams(_Params):
+    classes: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "classnames" in data:
+            data = {**data, "classes": data["classnames"]}
+            del data["classnames"]
+        return data
+
+
+class RotateParams(_Params):
+    orientation: Literal["relative", "absolute"] = "relative"
+
+
+class DrawParams(_Params):
+    thickness: int = Field(2, ge=1, le=50)
+    write_cat: bool = True
+    write_prob: bool = False
+    output_images: bool = False
+    save_img: bool = False
+    save_path: str = ""
+
+
+ACTION_PARAMS: dict[str, type[_Params]] = {
+    "crop": CropParams,
+    "filter": FilterParams,
+    "rotate": RotateParams,
+    "draw_bbox": DrawParams,
+}
+
+
+class OutputParams(_Params):
+    confidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    best: int = Field(1, ge=-1)
+    best_bbox: int = Field(-1, ge=-1)
+    bbox: bool = True
+
+
+class ServiceParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    input: dict[str, Any] = Field(
+        default_factory=dict
+    )  # keep_orig, connector...: accepted, crops use originals
+    mllib: dict[str, Any] = Field(default_factory=dict)  # gpu, ...: accepted and ignored
+    output: OutputParams = Field(default_factory=OutputParams)
+
+
+class ChainCall(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str | None = Field(None, min_length=1)
+    parent_id: str | None = Field(None, min_length=1)
+    service: str | None = Field(None, min_length=1)
+    action: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+    data: list[str] | None = None
+
+
+class ChainBody(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")  # DeepDetect ignores other keys too
+    calls: list[ChainCall] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedService:
+    """What a chain needs to know of a service (a recognition spec's current version)."""
+
+    name: str
+    spec_id: int
+    version_id: int
+    network_id: int
+    has_boxes: bool
+    label_names: tuple[str, ...]
+    post_processings: tuple[PostProcessing, ...]
+    outputs: tuple[SpecOutput, ...]
+
+
+@dataclass(slots=True)
+class ServiceNode:
+    call_id: str
+    index: int
+    service: ResolvedService
+    output: OutputParams
+    children: list[ActionNode] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ActionNode:
+    call_id: str
+    index: int
+    kind: str
+    params: Any
+    children: list[ServiceNode | ActionNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPlan:
+    roots: tuple[ServiceNode, ...]
+    data: tuple[str, ...]
+
+    def services(self) -> list[ResolvedService]:
+        found: list[ResolvedService] = []
+
+        def walk(node: ServiceNode | ActionNode) -> None:
+            if isinstance(node, ServiceNode):
+                found.append(node.service)
+            for child in node.children:
+                walk(child)
+
+        for root in self.roots:
+            walk(root)
+        return found
+
+
+Resolver = Callable[[str], ResolvedService]
+
+
+def parse_body(body: Any) -> ChainBody:
+    """`{"chain": {"calls": [...]}}` (DeepDetect) or `{"calls": [...]}`."""
+    if isinstance(body, dict) and isinstance(body.get("chain"), dict):
+        body = body["chain"]
+    try:
+        return ChainBody.model_validate(body)
+    except ValidationError as exc:
+        raise ChainError(f"invalid chain: {describe_errors(exc)}", dd_code=DD_SERVICE_BAD_REQUEST) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{where or 'body'}: {message.removeprefix('Value error, ')}")
+    return "; ".join(parts)
