@@ -22,7 +22,7 @@ from streamd.chains import actions
 from streamd.chains.spec import ActionNode, ChainPlan, CropParams, DrawParams, OutputParams, ServiceNode
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import InferenceRuntime
-from streamd.networks.postprocessing import Hypothesis, decode
+from streamd.networks.postprocessing import Hypothesis, Keep, decode
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,12 @@ class ChainRunner:
             [name for post in service.post_processings for name in post.tensors()]
         )
 
+        keep = Keep(node.output.confidence_threshold, None if node.output.best < 0 else node.output.best)
+
         def finish(tensors: Any, transforms: Any) -> list[Hypothesis]:  # on the network's thread
             found = []
             for post, output in zip(service.post_processings, service.outputs, strict=True):
-                found.extend(decode(post, output.labels, tensors, transforms[0]))
+                found.extend(decode(post, output.labels, tensors, transforms[0], keep=keep))
             return found
 
         outputs = await asyncio.gather(

@@ -53,11 +53,13 @@ def decode(
     output: LabelsOutput,
     tensors: Mapping[str, np.ndarray],
     transform: BoxTransform,
+    *,
+    keep: Keep | None = None,
 ) -> list[Hypothesis]:
-    """All hypotheses of one output of one image, best first."""
+    """The hypotheses of one output of one image, best first (all of them, or those `keep` asks for)."""
     if post.classification is not None:
         scores = tensors[graph_tensor_name(post.classification.output_tensor)]
-        return classify(scores, output.labels, post.classification.thresholds)
+        return classify(scores, output.labels, post.classification.thresholds, keep=keep)
     assert post.detection is not None
     layout = post.detection.direct_output
     return detect(
@@ -72,14 +74,32 @@ def decode(
     )
 
 
-def classify(scores: np.ndarray, labels: Sequence[Label], thresholds: Sequence[float]) -> list[Hypothesis]:
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """Which classification hypotheses to build: those scoring at least `min_score` (or, without it,
+    their label's threshold), the best `limit` of them (None: all). With 1000 labels per crop, building
+    only these keeps post-processing off the critical path."""
+
+    min_score: float | None = None
+    limit: int | None = None
+
+
+def classify(
+    scores: np.ndarray, labels: Sequence[Label], thresholds: Sequence[float], *, keep: Keep | None = None
+) -> list[Hypothesis]:
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     if values.size != len(labels):
         raise PostProcessingError(
             f"the classification tensor has {values.size} values for one image but the spec has "
             f"{len(labels)} labels; use the tensor with one score per label"
         )
-    order = np.argsort(-values, kind="stable")
+    candidates = np.arange(values.size)
+    if keep is not None:
+        floor = np.asarray(thresholds, dtype=np.float64) if keep.min_score is None else keep.min_score
+        candidates = candidates[values >= floor]
+    order = candidates[np.argsort(-values[candidates], kind="stable")]
+    if keep is not None and keep.limit is not None:
+        order = order[: keep.limit]
     return [Hypothesis(labels[i].id, labels[i].name, float(values[i]), float(thresholds[i])) for i in order]
 
 
