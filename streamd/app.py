@@ -26,7 +26,9 @@ from streamd.store.chains import ChainRepository
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
 from streamd.store.recognition import RecognitionRepository
+from streamd.store.streams import StreamRepository
 from streamd.store.tasks import TaskRepository
+from streamd.streams.manager import StreamManager
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def build_app(settings: Settings) -> web.Application:
     networks = NetworkRepository(db, settings.storage.data_dir)
     tasks = TaskRepository(db)
     runtime = InferenceRuntime(networks, settings.inference)
+    runner = ChainRunner(runtime, settings.storage.data_dir / "chains")
     svc = Services(
         settings=settings,
         db=db,
@@ -46,13 +49,15 @@ def build_app(settings: Settings) -> web.Application:
         deployer=Deployer(networks, tasks, runtime, settings.networks, settings.inference),
         jobs=InferenceJobs(tasks),
         chains=ChainRepository(db),
-        chains_runner=ChainRunner(runtime, settings.storage.data_dir / "chains"),
+        chains_runner=runner,
+        streams=StreamManager(StreamRepository(db), runner, settings),
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
     app[SERVICES] = svc
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_deployer_ctx)
+    app.cleanup_ctx.append(_streams_ctx)
     setup_routes(app)
     return app
 
@@ -88,3 +93,15 @@ async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     svc.ready = False
     await svc.deployer.close()
+
+
+async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Streams start last (their networks and chains must be ready) and stop first."""
+    from streamd.api.streams import chain_plan
+
+    svc = app[SERVICES]
+    resumed = await svc.streams.resume_all(lambda chain: chain_plan(svc, chain))
+    if resumed:
+        logger.info("resumed %d stream(s)", resumed)
+    yield
+    await svc.streams.close()

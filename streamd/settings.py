@@ -108,6 +108,27 @@ class InferenceConfig(_Section):
     url_max_bytes: int = Field(20 * 1024**2, ge=1024, description="Largest image fetched from a URL source.")
 
 
+class StreamsConfig(_Section):
+    buffer_frames: int = Field(
+        8, ge=1, le=1000, description="Decoded frames a stream buffers before its policy acts."
+    )
+    frames_in_flight: int = Field(4, ge=1, le=64, description="Frames of one stream in the chain at once.")
+    stall_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="A network source silent this long is reconnected (FFmpeg timeout)."
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
+    )
+    webhook_queue_records: int = Field(
+        1000, ge=1, description="Records a webhook sink keeps in memory before spooling to disk."
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024**2,
+        ge=1024,
+        description="Disk spool per webhook sink; past it new records are dropped, counted.",
+    )
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["text", "json"] = Field("text", description="Log line format.")
@@ -119,6 +140,7 @@ class Settings(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API key authentication.")
     networks: NetworksConfig = Field(default_factory=NetworksConfig, description="Neural networks.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching and TF.")
+    streams: StreamsConfig = Field(default_factory=StreamsConfig, description="Video streams and sinks.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
     @property

@@ -27,7 +27,7 @@ def blockbuster() -> Iterator[BlockBuster]:
 
 
 def make_settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:
-    overrides = {"storage": {"data_dir": data_dir}, **sections}
+    overrides = {**sections, "storage": {"data_dir": data_dir, **sections.get("storage", {})}}
     return load(None, {}, overrides)
 
 

@@ -14,7 +14,7 @@ from streamd.api.http import json_response, no_content, page_params, paginated, 
 from streamd.chains.plan import build_plan
 from streamd.chains.resolve import resolver_for
 from streamd.chains.spec import DD_SERVICE_INPUT_BAD_REQUEST, ChainBody, ChainError, ChainPlan, parse_body
-from streamd.errors import InvalidRequestError
+from streamd.errors import ConflictError, InvalidRequestError
 from streamd.inference.sources import load_source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -85,7 +85,15 @@ async def get_chain(request: web.Request) -> web.Response:
 
 
 async def delete_chain(request: web.Request) -> web.Response:
-    await services(request).chains.delete(chain_name(request))
+    svc = services(request)
+    name = chain_name(request)
+    users = svc.streams.uses_chain(name)
+    if users:
+        raise ConflictError(
+            f"chain {name!r} is used by stream(s) {', '.join(map(str, users))}; delete those streams first",
+            code="chain_in_use",
+        )
+    await svc.chains.delete(name)
     return no_content()
 
 

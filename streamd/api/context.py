@@ -17,6 +17,7 @@ from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
 from streamd.store.recognition import RecognitionRepository
 from streamd.store.tasks import TaskRepository
+from streamd.streams.manager import StreamManager
 
 
 @dataclass(slots=True)
@@ -31,6 +32,7 @@ class Services:
     jobs: InferenceJobs
     chains: ChainRepository
     chains_runner: ChainRunner
+    streams: StreamManager
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None
     ready: bool = False

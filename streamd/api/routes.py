@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from streamd import __version__
-from streamd.api import chains, inference, networks, ops, recognition, tasks
+from streamd.api import chains, inference, networks, ops, recognition, streams, tasks
 from streamd.api.http import json_response
 from streamd.api.middleware import OPEN_PATHS
 
@@ -79,6 +79,13 @@ _TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
     ("GET", "/v0.7/chains/{name}", chains.get_chain, "Retrieve a stored chain.", "chains"),
     ("DELETE", "/v0.7/chains/{name}", chains.delete_chain, "Delete a stored chain.", "chains"),
     ("POST", "/v0.7/chains/{name}/run", chains.run_stored_chain, "Run a stored chain on {data}.", "chains"),
+    ("POST", "/v0.7/streams", streams.create_stream, "Attach a chain to a camera or video file.", "streams"),
+    ("GET", "/v0.7/streams", streams.list_streams, "List streams with state and counters.", "streams"),
+    ("GET", "/v0.7/streams/{stream_id}", streams.get_stream, "A stream's state, counters, fps, latency.",
+     "streams"),
+    ("DELETE", "/v0.7/streams/{stream_id}", streams.delete_stream, "Stop, flush sinks, forget.", "streams"),
+    ("POST", "/v0.7/streams/{stream_id}/pause", streams.pause_stream, "Pause processing.", "streams"),
+    ("POST", "/v0.7/streams/{stream_id}/resume", streams.resume_stream, "Resume processing.", "streams"),
     ("GET", "/v0.7/tasks", tasks.list_tasks, "List tasks, optionally only task_ids=1&task_ids=2.", "tasks"),
     ("GET", "/v0.7/tasks/{task_id}", tasks.get_task, "Retrieve a task (pending, success or error).", "tasks"),
 )

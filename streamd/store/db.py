@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -67,6 +67,14 @@ CREATE TABLE IF NOT EXISTS recognition_versions (
 );
 CREATE INDEX IF NOT EXISTS recognition_versions_network ON recognition_versions(network_id);
 CREATE INDEX IF NOT EXISTS recognition_versions_spec ON recognition_versions(spec_id);
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    desired TEXT NOT NULL,
+    create_date TEXT NOT NULL,
+    update_date TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS chains (
     name TEXT PRIMARY KEY,
     definition TEXT NOT NULL,

@@ -1,0 +1,88 @@
+"""`/v0.7/streams`: attach a chain to a camera or a video file, watch its state, pause, resume, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from streamd.api.chains import plan_for
+from streamd.api.context import Services, services
+from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
+from streamd.chains.spec import ChainPlan, parse_body
+from streamd.errors import InvalidRequestError, NotFoundError
+from streamd.streams.manager import StreamBody, WebhookSinkBody
+from streamd.streams.pipeline import StreamPipeline
+from streamd.video.source import redact
+
+
+async def chain_plan(svc: Services, chain: str | dict[str, Any]) -> tuple[ChainPlan, str]:
+    if isinstance(chain, str):
+        try:
+            record = await svc.chains.get(chain)
+        except NotFoundError as exc:
+            raise InvalidRequestError(exc.message, code="chain_not_found") from None
+        return await plan_for(svc, parse_body(record.definition), require_data=False), chain
+    return await plan_for(svc, parse_body(chain), require_data=False), "inline"
+
+
+def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
+    body = svc.streams.bodies[pipeline.stream_id]
+    sinks = []
+    for sink in body.sinks:
+        data = sink.model_dump()
+        if isinstance(sink, WebhookSinkBody):
+            data["url"] = redact(sink.url)
+            data["headers"] = {key: "***" for key in sink.headers}
+        sinks.append(data)
+    return {
+        "id": pipeline.stream_id,
+        "name": pipeline.name,
+        "source": {"uri": redact(body.source.uri), "options": body.source.options.model_dump()},
+        "chain": pipeline.chain_name,
+        "fps": body.fps,
+        "drop_policy": body.drop_policy,
+        "sinks_config": sinks,
+        **pipeline.status(),
+    }
+
+
+async def create_stream(request: web.Request) -> web.Response:
+    svc = services(request)
+    body = validate(StreamBody, await read_json(request), "stream")
+    plan, chain_name = await chain_plan(svc, body.chain)
+    pipeline = await svc.streams.create(body, plan, chain_name)
+    return json_response(stream_object(svc, pipeline), status=201)
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    svc = services(request)
+    offset, limit = page_params(request)
+    pipelines = svc.streams.all()
+    return paginated(
+        request,
+        len(pipelines),
+        offset,
+        limit,
+        [stream_object(svc, p) for p in pipelines[offset : offset + limit]],
+    )
+
+
+async def get_stream(request: web.Request) -> web.Response:
+    svc = services(request)
+    return json_response(stream_object(svc, svc.streams.get(int_id(request, "stream_id", "stream"))))
+
+
+async def pause_stream(request: web.Request) -> web.Response:
+    svc = services(request)
+    return json_response(stream_object(svc, await svc.streams.pause(int_id(request, "stream_id", "stream"))))
+
+
+async def resume_stream(request: web.Request) -> web.Response:
+    svc = services(request)
+    return json_response(stream_object(svc, await svc.streams.resume(int_id(request, "stream_id", "stream"))))
+
+
+async def delete_stream(request: web.Request) -> web.Response:
+    await services(request).streams.delete(int_id(request, "stream_id", "stream"))
+    return no_content()

@@ -1,0 +1,1 @@
+"""streamd.sinks package."""

@@ -1,0 +1,289 @@
+"""StreamManager: validates stream requests, starts and supervises pipelines, persists and resumes them.
+
+Runs on the event loop; probing a file source (av.open) and path checks run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamd.chains.runner import ChainRunner
+from streamd.chains.spec import ChainPlan
+from streamd.errors import InvalidRequestError, NotFoundError
+from streamd.settings import Settings
+from streamd.sinks.jsonl import JsonlSink
+from streamd.sinks.webhook import WebhookSink
+from streamd.store.streams import StreamRepository
+from streamd.streams.pipeline import PipelineSettings, Sink, StreamPipeline
+from streamd.streams.state import PAUSABLE, RESUMABLE, StreamState, require
+from streamd.video.buffer import DropPolicy
+from streamd.video.source import NETWORK_SCHEMES, SourceSettings, redact
+
+logger = logging.getLogger(__name__)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceOptions(_Strict):
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    timeout_s: float | None = Field(
+        None, gt=0, le=600, description="stall timeout; default streams.stall_timeout_s"
+    )
+    loop: bool = False
+    realtime: bool = False
+    max_reconnects: int | None = Field(None, ge=0)
+
+
+class SourceBody(_Strict):
+    uri: str = Field(min_length=1)
+    options: SourceOptions = Field(default_factory=SourceOptions)
+
+
+class JsonlSinkBody(_Strict):
+    type: Literal["jsonl"]
+    path: str = Field(min_length=1)
+    rotate_bytes: int = Field(100 * 1024**2, ge=1024)
+
+
+class WebhookSinkBody(_Strict):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(5.0, gt=0, le=300)
+    max_retries: int = Field(3, ge=0, le=100)
+    batch_size: int = Field(1, ge=1, le=1000)
+
+
+class StreamBody(_Strict):
+    name: str = Field(min_length=1, max_length=255)
+    source: SourceBody
+    chain: str | dict[str, Any]
+    sinks: list[JsonlSinkBody | WebhookSinkBody] = Field(min_length=1)
+    fps: float | None = Field(None, gt=0, le=240)
+    drop_policy: Literal["drop_oldest", "wait"] | None = None
+
+
+PlanFor = Any  # async (definition dict) -> ChainPlan, given by the API layer
+
+
+class StreamManager:
+    def __init__(self, store: StreamRepository, runner: ChainRunner, settings: Settings) -> None:
+        self._store = store
+        self._runner = runner
+        self._settings = settings
+        self._pipelines: dict[int, StreamPipeline] = {}
+        self.bodies: dict[int, StreamBody] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    @property
+    def results_dir(self) -> Path:
+        return self._settings.storage.data_dir / "results"
+
+    def uses_chain(self, name: str) -> list[int]:
+        return [
+            sid
+            for sid, p in self._pipelines.items()
+            if p.chain_name == name and p.state != StreamState.STOPPED
+        ]
+
+    async def check_source(self, source: SourceBody) -> tuple[str, bool]:
+        """The URI FFmpeg opens and whether it is live; local files must be videos under a media root."""
+        uri = source.uri
+        if uri.startswith(NETWORK_SCHEMES):
+            return uri, True
+        path_text = uri.removeprefix("file://")
+        return await asyncio.to_thread(self._check_file, path_text), False
+
+    def _check_file(self, path_text: str) -> str:
+        path = Path(path_text)
+        roots = self._settings.media_roots
+        if not path.is_absolute():
+            path = roots[0] / path
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise InvalidRequestError(
+                f"source {path_text!r} is outside the media roots ({', '.join(map(str, roots))}); copy the "
+                "video "
+                "there or configure storage.media_roots",
+                code="invalid_source",
+            )
+        if not resolved.is_file():
+            raise InvalidRequestError(
+                f"source {path_text!r} does not exist (looked for {resolved})", code="invalid_source"
+            )
+        try:
+            import av
+
+            with av.open(str(resolved)) as container:
+                if not container.streams.video:
+                    raise InvalidRequestError(
+                        f"source {path_text!r} has no video stream", code="invalid_source"
+                    )
+        except av.error.FFmpegError as exc:
+            raise InvalidRequestError(
+                f"source {path_text!r} is not a readable video: {exc}", code="invalid_source"
+            ) from None
+        return str(resolved)
+
+    def _sink(self, stream_id: int, index: int, body: JsonlSinkBody | WebhookSinkBody) -> Sink:
+        config = self._settings.streams
+        if isinstance(body, WebhookSinkBody):
+            return WebhookSink(
+                body.url,
+                headers=body.headers,
+                timeout_s=body.timeout_s,
+                max_retries=body.max_retries,
+                batch_size=body.batch_size,
+                queue_max=config.webhook_queue_records,
+                spool_dir=self._settings.storage.data_dir / "spool" / f"stream-{stream_id}-sink-{index}",
+                spool_max_bytes=config.spool_max_bytes,
+                display_url=redact(body.url),
+            )
+        return JsonlSink(self.jsonl_path(body.path), body.rotate_bytes)
+
+    def jsonl_path(self, path_text: str) -> Path:
+        path = Path(path_text)
+        if not path.is_absolute():
+            path = self.results_dir / path
+        allowed = (self.results_dir, *self._settings.media_roots)
+        normal = Path(*_normalized(path.parts))
+        if ".." in path.parts or not any(normal.is_relative_to(root) for root in allowed):
+            raise InvalidRequestError(
+                f"jsonl path {path_text!r} must be relative (under {self.results_dir}) or inside a "
+                "configured root",
+                code="invalid_sink",
+            )
+        return normal
+
+    async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline:
+        uri, live = await self.check_source(body.source)
+        for sink in body.sinks:
+            if isinstance(sink, JsonlSinkBody):
+                self.jsonl_path(sink.path)
+        stream_id = await self._store.create(body.name, body.model_dump())
+        return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False)
+
+    async def _launch(
+        self,
+        stream_id: int,
+        body: StreamBody,
+        plan: ChainPlan,
+        chain_name: str,
+        uri: str,
+        live: bool,
+        *,
+        paused: bool,
+    ) -> StreamPipeline:
+        config = self._settings.streams
+        options = body.source.options
+        source = SourceSettings(
+            uri=uri,
+            is_live=live,
+            fps_cap=body.fps,
+            loop=options.loop,
+            realtime=options.realtime,
+            rtsp_transport=options.rtsp_transport,
+            stall_timeout_s=options.timeout_s or config.stall_timeout_s,
+            reconnect_max_s=config.reconnect_max_s,
+            max_reconnects=options.max_reconnects,
+        )
+        policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
+        sinks = [self._sink(stream_id, index, sink) for index, sink in enumerate(body.sinks)]
+        pipeline = StreamPipeline(
+            stream_id,
+            body.name,
+            chain_name,
+            source,
+            plan,
+            sinks,
+            self._runner,
+            PipelineSettings(config.buffer_frames, config.frames_in_flight, policy),
+        )
+        self._pipelines[stream_id] = pipeline
+        self.bodies[stream_id] = body
+        await pipeline.start(paused=paused)
+        watcher = asyncio.create_task(self._watch(pipeline), name=f"stream-{stream_id}-watch")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return pipeline
+
+    async def _watch(self, pipeline: StreamPipeline) -> None:
+        """Persist the end of a stream (finished or error) so a restart does not replay it."""
+        await pipeline.done.wait()
+        if pipeline.state in (StreamState.FINISHED, StreamState.ERROR):
+            await self._store.set_desired(pipeline.stream_id, pipeline.state.value)
+
+    def get(self, stream_id: int) -> StreamPipeline:
+        pipeline = self._pipelines.get(stream_id)
+        if pipeline is None:
+            raise NotFoundError(f"stream {stream_id} does not exist", code="stream_not_found")
+        return pipeline
+
+    def all(self) -> list[StreamPipeline]:
+        return [self._pipelines[sid] for sid in sorted(self._pipelines)]
+
+    async def pause(self, stream_id: int) -> StreamPipeline:
+        pipeline = self.get(stream_id)
+        require(pipeline.state, PAUSABLE, "pause", stream_id)
+        pipeline.pause()
+        await self._store.set_desired(stream_id, "paused")
+        return pipeline
+
+    async def resume(self, stream_id: int) -> StreamPipeline:
+        pipeline = self.get(stream_id)
+        require(pipeline.state, RESUMABLE, "resume", stream_id)
+        pipeline.resume()
+        await self._store.set_desired(stream_id, "running")
+        return pipeline
+
+    async def delete(self, stream_id: int) -> None:
+        pipeline = self.get(stream_id)
+        await pipeline.stop()
+        del self._pipelines[stream_id]
+        self.bodies.pop(stream_id, None)
+        await self._store.delete(stream_id)
+
+    async def resume_all(self, plan_for: PlanFor) -> int:
+        """Restart what was running or paused before the last stop (or crash); show what had ended."""
+        resumed = 0
+        for record in await self._store.all():
+            body = StreamBody.model_validate(record.definition)
+            try:
+                plan, chain_name = await plan_for(body.chain)
+                uri, live = await self.check_source(body.source)
+            except Exception as exc:  # supervision boundary: one broken stream must not stop the others
+                logger.warning("stream %d cannot resume: %s", record.stream_id, exc)
+                continue
+            if record.desired in ("finished", "error"):
+                continue
+            await self._launch(
+                record.stream_id, body, plan, chain_name, uri, live, paused=record.desired == "paused"
+            )
+            resumed += 1
+        return resumed
+
+    async def close(self) -> None:
+        await asyncio.gather(
+            *(pipeline.stop() for pipeline in self._pipelines.values()), return_exceptions=True
+        )
+        for watcher in list(self._watchers):
+            watcher.cancel()
+        self._pipelines.clear()
+
+
+def _normalized(parts: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for part in parts:
+        if part == "..":
+            if len(out) > 1:
+                out.pop()
+        elif part != ".":
+            out.append(part)
+    return out

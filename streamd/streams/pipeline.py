@@ -1,0 +1,258 @@
+"""StreamPipeline: one stream from its decoder thread to its sinks.
+
+The decoder thread fills a FrameBuffer; on the loop a producer starts the chain on each frame (a few
+frames in flight, so the networks' batches fill across frames and streams) and an emitter writes the
+records to the sinks strictly in frame order. Source events drive the state machine; every drop is
+counted by cause. Everything here but the decoder runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from streamd.chains.runner import ChainRunner
+from streamd.chains.spec import ChainPlan
+from streamd.sinks.jsonl import SinkStats
+from streamd.streams.state import StreamState, check_transition
+from streamd.video.buffer import DropPolicy, FrameBuffer
+from streamd.video.frames import Frame, SourceEvent
+from streamd.video.source import PyAVSource, SourceSettings, redact
+
+logger = logging.getLogger(__name__)
+
+WINDOW_S = 10.0
+
+
+class Sink(Protocol):
+    kind: str
+    stats: SinkStats
+
+    async def start(self) -> None: ...
+    def emit(self, record: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    buffer_frames: int
+    frames_in_flight: int
+    drop_policy: DropPolicy
+
+
+class StreamPipeline:
+    def __init__(
+        self,
+        stream_id: int,
+        name: str,
+        chain_name: str,
+        source: SourceSettings,
+        plan: ChainPlan,
+        sinks: list[Sink],
+        runner: ChainRunner,
+        settings: PipelineSettings,
+    ) -> None:
+        self.stream_id = stream_id
+        self.name = name
+        self.chain_name = chain_name
+        self.state = StreamState.STARTING
+        self.last_error: str | None = None
+        self.reconnects = 0
+        self.decoded = 0
+        self.processed = 0
+        self.dropped: dict[str, int] = {}
+        self._source_settings = source
+        self._plan = plan
+        self._sinks = sinks
+        self._runner = runner
+        self._settings = settings
+        self._uri = redact(source.uri)
+        self._decoded_at: deque[float] = deque()
+        self._processed_at: deque[float] = deque()
+        self._latencies: deque[float] = deque(maxlen=500)
+        self._last_frame_s: float | None = None
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._source: PyAVSource | None = None
+        self._buffer: FrameBuffer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ended: SourceEvent | None = None
+        self.done = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self, *, paused: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        for sink in self._sinks:
+            await sink.start()
+        self._buffer = FrameBuffer(loop, self._settings.buffer_frames, self._settings.drop_policy, self._drop)
+        self._source = PyAVSource(
+            str(self.stream_id),
+            self._source_settings,
+            self._buffer,
+            lambda event: loop.call_soon_threadsafe(self._on_event, event),
+        )
+        in_flight: asyncio.Queue[tuple[Frame, asyncio.Task[Any]] | None] = asyncio.Queue(
+            self._settings.frames_in_flight
+        )
+        self._tasks = [
+            asyncio.create_task(self._produce(in_flight), name=f"stream-{self.stream_id}-produce"),
+            asyncio.create_task(self._emit(in_flight), name=f"stream-{self.stream_id}-emit"),
+        ]
+        if paused:
+            self.pause()
+        self._source.start()
+
+    def pause(self) -> None:
+        self._resume.clear()
+        self._set_state(StreamState.PAUSED)
+
+    def resume(self) -> None:
+        self._resume.set()
+        self._set_state(StreamState.RUNNING if self._last_frame_s is not None else StreamState.STARTING)
+
+    async def stop(self) -> None:
+        """Stop decoding, finish the frames in flight, flush and close the sinks."""
+        if self._source is not None:
+            self._source.stop()
+        if self._buffer is not None:
+            self._buffer.close()
+        self._resume.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sink in self._sinks:
+            await sink.close()
+        if self._source is not None and not await asyncio.to_thread(self._source.join, 15.0):
+            logger.warning("stream %d: decoder thread did not stop within 15 s", self.stream_id)
+        self._set_state(StreamState.STOPPED)
+
+    # -- decoder events (loop) ---------------------------------------------------------------------------
+    def _on_event(self, event: SourceEvent) -> None:
+        if event.kind == "connected":
+            if self.state != StreamState.PAUSED:
+                self._set_state(StreamState.RUNNING)
+        elif event.kind == "reconnecting":
+            self.reconnects += 1
+            self.last_error = event.message
+            if self.state != StreamState.PAUSED:
+                self._set_state(StreamState.RECONNECTING)
+            logger.warning("stream %d (%s): %s", self.stream_id, self._uri, event.message)
+        elif event.kind in ("decode_error", "fps_cap"):
+            self._drop(event.kind, event.count)
+        elif event.kind in ("ended", "failed"):
+            self._ended = event
+            if event.message:
+                self.last_error = event.message
+            assert self._buffer is not None
+            self._buffer.close()  # the producer drains what is buffered, then the emitter finishes
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        if reason == "buffer_full" and not self._resume.is_set():
+            reason = "paused"
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def _set_state(self, target: StreamState) -> None:
+        if target == self.state:
+            return
+        if not check_transition(self.state, target):
+            logger.debug("stream %d: ignoring %s → %s", self.stream_id, self.state, target)
+            return
+        logger.info("stream %d (%s): %s → %s", self.stream_id, self.name, self.state, target)
+        self.state = target
+
+    # -- frames ------------------------------------------------------------------------------------------
+    async def _produce(self, in_flight: asyncio.Queue[tuple[Frame, asyncio.Task[Any]] | None]) -> None:
+        assert self._buffer is not None
+        while True:
+            await self._resume.wait()
+            frame = await self._buffer.get()
+            if frame is None:
+                break
+            now = time.monotonic()
+            self.decoded += 1
+            self._last_frame_s = now
+            _record(self._decoded_at, now)
+            task = asyncio.create_task(self._runner.run(self._plan, [frame.pixels], [self._uri]))
+            await in_flight.put((frame, task))
+        await in_flight.put(None)
+
+    async def _emit(self, in_flight: asyncio.Queue[tuple[Frame, asyncio.Task[Any]] | None]) -> None:
+        while (item := await in_flight.get()) is not None:
+            frame, task = item
+            try:
+                predictions = await task
+            except Exception as exc:  # supervision boundary: a failing model drops this frame, counted
+                self._drop("inference_error")
+                self.last_error = f"frame {frame.frame_index}: {type(exc).__name__}: {exc}"
+                continue
+            now = time.monotonic()
+            latency = now - frame.decoded_s
+            record = orjson.dumps(
+                {
+                    "stream_id": self.stream_id,
+                    "stream_name": self.name,
+                    "frame_index": frame.frame_index,
+                    "pts_s": round(frame.pts_s, 6),
+                    "captured_ts": frame.captured_ts,
+                    "latency_s": round(latency, 6),
+                    "width": frame.pixels.shape[1],
+                    "height": frame.pixels.shape[0],
+                    "chain": self.chain_name,
+                    "predictions": predictions,
+                }
+            )
+            for sink in self._sinks:
+                sink.emit(record)
+            self.processed += 1
+            self._latencies.append(latency)
+            _record(self._processed_at, now)
+        self._finish()
+
+    def _finish(self) -> None:
+        event = self._ended
+        if event is not None:
+            self._set_state(StreamState.FINISHED if event.kind == "ended" else StreamState.ERROR)
+        self.done.set()
+
+    # -- status ------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        latencies = sorted(self._latencies)
+        return {
+            "state": self.state.value,
+            "last_error": self.last_error,
+            "frames": {
+                "decoded": self.decoded,
+                "processed": self.processed,
+                "dropped": dict(self.dropped),
+                "buffered": len(self._buffer) if self._buffer is not None else 0,
+            },
+            "reconnects": self.reconnects,
+            "fps_in": round(len(_window(self._decoded_at, now)) / WINDOW_S, 2),
+            "fps_out": round(len(_window(self._processed_at, now)) / WINDOW_S, 2),
+            "latency_s": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95)},
+            "last_frame_age_s": None if self._last_frame_s is None else round(now - self._last_frame_s, 3),
+            "sinks": [{"type": sink.kind, **sink.stats.to_api()} for sink in self._sinks],
+        }
+
+
+def _record(times: deque[float], now: float) -> None:
+    times.append(now)
+    _window(times, now)
+
+
+def _window(times: deque[float], now: float) -> deque[float]:
+    """The times within the last WINDOW_S: fps is windowed, never a lifetime average."""
+    while times and times[0] < now - WINDOW_S:
+        times.popleft()
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, int(q * len(values)))], 6)

@@ -1,0 +1,68 @@
+"""The stream state machine: states, allowed transitions, the typed error for a call in the wrong state."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from streamd.errors import ConflictError
+
+
+class StreamState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RECONNECTING = "reconnecting"
+    FINISHED = "finished"  # a file reached its end
+    ERROR = "error"  # gave up; last_error says why
+    STOPPED = "stopped"  # deleted
+
+
+TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
+    StreamState.STARTING: frozenset(
+        {
+            StreamState.RUNNING,
+            StreamState.RECONNECTING,
+            StreamState.PAUSED,
+            StreamState.FINISHED,
+            StreamState.ERROR,
+            StreamState.STOPPED,
+        }
+    ),
+    StreamState.RUNNING: frozenset(
+        {
+            StreamState.PAUSED,
+            StreamState.RECONNECTING,
+            StreamState.FINISHED,
+            StreamState.ERROR,
+            StreamState.STOPPED,
+        }
+    ),
+    StreamState.RECONNECTING: frozenset(
+        {StreamState.RUNNING, StreamState.PAUSED, StreamState.ERROR, StreamState.STOPPED}
+    ),
+    StreamState.PAUSED: frozenset({StreamState.STARTING, StreamState.RUNNING, StreamState.STOPPED}),
+    StreamState.FINISHED: frozenset({StreamState.STOPPED}),
+    StreamState.ERROR: frozenset({StreamState.STOPPED}),
+    StreamState.STOPPED: frozenset(),
+}
+
+# What a user may ask in each state (DELETE works from every state).
+PAUSABLE = frozenset({StreamState.STARTING, StreamState.RUNNING, StreamState.RECONNECTING})
+RESUMABLE = frozenset({StreamState.PAUSED})
+
+
+class StreamStateError(ConflictError):
+    code = "invalid_stream_state"
+
+
+def check_transition(current: StreamState, target: StreamState) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def require(current: StreamState, allowed: frozenset[StreamState], action: str, stream_id: int) -> None:
+    if current not in allowed:
+        states = ", ".join(sorted(state.value for state in allowed))
+        raise StreamStateError(
+            f"cannot {action} stream {stream_id} while it is {current.value}; {action} is allowed when it is "
+            f"{states}"
+        )

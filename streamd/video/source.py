@@ -1,0 +1,179 @@
+"""PyAVSource: one decoder thread per stream, from `av.open` to frames in the FrameBuffer.
+
+It opens the source (never on the loop: `av.open` blocks for seconds on RTSP), decodes, picks frames by
+their timestamps when an fps cap is set, and reports what happens through `SourceEvent`s handed to the
+loop. A live source that ends, fails or freezes (FFmpeg's `timeout` option is always set for network
+sources) is reopened with capped exponential backoff and jitter, for ever unless a budget is set; a file
+ends (`ended`) or, with `loop`, starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from streamd.video.buffer import FrameBuffer
+from streamd.video.frames import Frame, SourceEvent
+
+logger = logging.getLogger(__name__)
+
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+def redact(uri: str) -> str:
+    """`rtsp://user:pass@cam/x` → `rtsp://***@cam/x`: credentials never reach logs, status or errors."""
+    return _CREDENTIALS.sub("***@", uri)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    uri: str  # as FFmpeg takes it (a local path, or a URL)
+    is_live: bool
+    fps_cap: float | None = None
+    loop: bool = False
+    realtime: bool = False
+    rtsp_transport: str = "tcp"
+    stall_timeout_s: float = 10.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    max_reconnects: int | None = None  # None: for ever
+
+
+class FpsCap:
+    """Keeps frames by their timestamps: one per 1/fps of stream time, never every Nth frame."""
+
+    def __init__(self, fps: float | None) -> None:
+        self._period = None if not fps else 1.0 / fps
+        self._next: float | None = None
+
+    def keep(self, pts_s: float) -> bool:
+        if self._period is None:
+            return True
+        if self._next is None or pts_s >= self._next - 1e-6:
+            # Advance on the grid; after a gap (reconnect, seek) restart the grid at this frame.
+            grid = (self._next or pts_s) + self._period
+            self._next = grid if grid > pts_s else pts_s + self._period
+            return True
+        return False
+
+
+class PyAVSource:
+    def __init__(
+        self, name: str, settings: SourceSettings, buffer: FrameBuffer, report: Callable[[SourceEvent], None]
+    ) -> None:
+        self._settings = settings
+        self._buffer = buffer
+        self._report = report
+        self._stop = threading.Event()
+        self._next_index = 0
+        self._pts_offset_s = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"streamd-decode-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        attempts = 0
+        cap = FpsCap(self._settings.fps_cap)
+        while not self._stop.is_set():
+            try:
+                decoded = self._play_once(cap)
+                error = None
+            except Exception as exc:  # supervision boundary: a broken source is a state, never a crash
+                decoded, error = 0, f"{type(exc).__name__}: {redact(str(exc))}"
+            if self._stop.is_set():
+                return
+            if not self._settings.is_live:
+                if error is not None and decoded == 0:
+                    self._report(SourceEvent("failed", error))
+                    return
+                if self._settings.loop and decoded:
+                    continue
+                self._report(SourceEvent("ended", error or ""))
+                return
+            attempts = 0 if decoded else attempts + 1
+            budget = self._settings.max_reconnects
+            if budget is not None and attempts > budget:
+                self._report(SourceEvent("failed", error or "the source keeps ending without frames"))
+                return
+            delay = min(
+                self._settings.reconnect_max_s, self._settings.reconnect_initial_s * 2 ** max(0, attempts - 1)
+            )
+            delay *= random.uniform(0.5, 1.0)
+            reason = error or "the source ended"
+            self._report(SourceEvent("reconnecting", f"{reason}; reconnecting in {delay:.1f} s"))
+            if self._stop.wait(delay):
+                return
+
+    def _open(self) -> Any:
+        import av
+
+        options = {}
+        if self._settings.is_live:
+            options["timeout"] = str(int(self._settings.stall_timeout_s * 1_000_000))  # microseconds
+            if self._settings.uri.startswith("rtsp"):
+                options["rtsp_transport"] = self._settings.rtsp_transport
+        return av.open(self._settings.uri, options=options, timeout=self._settings.stall_timeout_s)
+
+    def _play_once(self, cap: FpsCap) -> int:
+        """Open, decode until the end; returns the number of frames decoded."""
+        import av
+
+        container = self._open()
+        decoded = 0
+        started_wall = time.monotonic()
+        last_pts = 0.0
+        fps = 25.0
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = float(stream.average_rate or 25)
+            self._report(SourceEvent("connected"))
+            packets = container.demux(stream)
+            while not self._stop.is_set():
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError as exc:
+                    self._report(SourceEvent("decode_error", str(exc)))
+                    continue
+                for frame in frames:
+                    index = self._next_index
+                    self._next_index += 1
+                    decoded += 1
+                    pts = float(frame.time) if frame.time is not None else decoded / fps
+                    last_pts = pts
+                    pts_s = self._pts_offset_s + pts
+                    if not cap.keep(pts_s):
+                        self._report(SourceEvent("fps_cap"))
+                        continue
+                    if self._settings.realtime:
+                        ahead = pts - (time.monotonic() - started_wall)
+                        if ahead > 0 and self._stop.wait(ahead):
+                            return decoded
+                    pixels = frame.to_ndarray(format="bgr24")
+                    if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic())):
+                        self._stop.set()
+                        return decoded
+        finally:
+            container.close()
+            if decoded:  # a replayed file or a reconnected camera continues the stream's clock
+                self._pts_offset_s += last_pts + 1.0 / fps
+        return decoded

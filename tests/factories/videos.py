@@ -1,0 +1,33 @@
+"""H.264 videos encoded by the tests with PyAV: frame i is painted with COLOURS[i % 3] so its content,
+and the classification a chain gives it, are known from its index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # BGR: blue, green, red
+NAMES = ("blue", "green", "red")
+
+
+def frame_for(index: int, width: int, height: int) -> np.ndarray:
+    frame = np.empty((height, width, 3), dtype=np.uint8)
+    frame[:] = COLOURS[index % 3]
+    return frame
+
+
+def encode_h264(path: Path, frames: int, fps: int = 30, width: int = 160, height: int = 96) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("h264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        for index in range(frames):
+            video_frame = av.VideoFrame.from_ndarray(frame_for(index, width, height), format="bgr24")
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

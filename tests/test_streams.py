@@ -1,0 +1,258 @@
+"""Streams end to end: real H.264 files, the real chain and TF model, JSONL files and HTTP receivers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from streamd.app import build_app
+from streamd.settings import Settings
+from tests.conftest import (
+    create_network,
+    make_settings,
+    network_form,
+    preprocessing_for,
+    wait_task,
+    wait_until,
+)
+from tests.factories.models import ModelFiles
+from tests.factories.videos import NAMES, encode_h264
+
+
+@pytest.fixture
+def media_settings(tmp_path: Path) -> Settings:
+    media = tmp_path / "media"
+    encode_h264(media / "colours.mp4", frames=30, fps=30)
+    encode_h264(media / "long.mp4", frames=90, fps=30)
+    (media / "notes.txt").write_text("not a video")
+    return make_settings(tmp_path / "data", storage={"media_roots": [str(media)]})
+
+
+@pytest.fixture
+async def app_client(aiohttp_client: Any, media_settings: Settings) -> TestClient:
+    return await aiohttp_client(build_app(media_settings))
+
+
+async def setup_chain(client: TestClient, model: ModelFiles) -> None:
+    network = await create_network(
+        client, network_form(model, preprocessing=preprocessing_for(model, pixel_scaling=1.0))
+    )
+    assert (await wait_task(client, network["task_id"]))["status"] == "success"
+    spec = await (
+        await client.post(
+            "/v0.7/recognition/specs",
+            json={
+                "name": "colours",
+                "outputs": [
+                    {
+                        "labels": {
+                            "labels": [
+                                {"id": 1, "name": "blue"},
+                                {"id": 2, "name": "green"},
+                                {"id": 3, "name": "red"},
+                            ]
+                        }
+                    }
+                ],
+            },
+        )
+    ).json()
+    response = await client.post(
+        "/v0.7/recognition/versions",
+        json={
+            "spec_id": spec["id"],
+            "network_id": network["id"],
+            "post_processings": [
+                {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}
+            ],
+        },
+    )
+    assert response.status == 201
+    response = await client.put("/v0.7/chains/whole", json={"calls": [{"service": "colours"}]})
+    assert response.status == 201, await response.json()
+
+
+async def create_stream(client: TestClient, settings: Settings, **fields: Any) -> dict[str, Any]:
+    body = {
+        "name": "cam",
+        "source": {"uri": str(settings.media_roots[0] / "colours.mp4")},
+        "chain": "whole",
+        "sinks": [{"type": "jsonl", "path": "cam.jsonl"}],
+        **fields,
+    }
+    response = await client.post("/v0.7/streams", json=body)
+    created = await response.json()
+    assert response.status == 201, created
+    return created
+
+
+async def wait_state(client: TestClient, stream_id: int, state: str, timeout_s: float = 60) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        status = await (await client.get(f"/v0.7/streams/{stream_id}")).json()
+        return status if status["state"] == state else None
+
+    return await wait_until(reached, timeout_s)
+
+
+async def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    text = await asyncio.to_thread(path.read_bytes)
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+async def test_a_file_stream_emits_one_record_per_frame_in_order(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    await setup_chain(app_client, tf1_model)
+    stream = await create_stream(app_client, media_settings)
+    assert stream["state"] in ("starting", "running") and stream["chain"] == "whole"
+    status = await wait_state(app_client, stream["id"], "finished")
+    assert status["frames"]["decoded"] == status["frames"]["processed"] == 30
+    assert status["frames"]["dropped"] == {}
+    assert status["sinks"][0]["delivered"] == 30
+    records = await read_jsonl(media_settings.storage.data_dir / "results" / "cam.jsonl")
+    assert [r["frame_index"] for r in records] == list(range(30))
+    assert [r["pts_s"] for r in records] == pytest.approx([i / 30 for i in range(30)], abs=1e-6)
+    for index, record in enumerate(records):
+        assert (record["stream_id"], record["stream_name"], record["chain"]) == (stream["id"], "cam", "whole")
+        assert (record["width"], record["height"]) == (160, 96)
+        assert record["latency_s"] >= 0 and record["captured_ts"] > 1.7e9
+        [prediction] = record["predictions"]
+        assert [c["cat"] for c in prediction["classes"]] == [NAMES[index % 3]]
+
+
+async def test_fps_cap_picks_frames_by_timestamp(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    await setup_chain(app_client, tf1_model)
+    stream = await create_stream(app_client, media_settings, fps=5)
+    status = await wait_state(app_client, stream["id"], "finished")
+    records = await read_jsonl(media_settings.storage.data_dir / "results" / "cam.jsonl")
+    assert [r["frame_index"] for r in records] == [0, 6, 12, 18, 24]
+    assert [r["pts_s"] for r in records] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8], abs=1e-6)
+    assert status["frames"]["dropped"] == {"fps_cap": 25}
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "fragment"),
+    [
+        ({"source": {"uri": "/nowhere/cam.mp4"}}, 400, "is outside the media roots"),
+        ({"source": {"uri": "missing.mp4"}}, 400, "does not exist"),
+        ({"source": {"uri": "notes.txt"}}, 400, "is not a readable video"),
+        ({"chain": "nope"}, 400, "chain 'nope' does not exist"),
+        ({"sinks": [{"type": "jsonl", "path": "../../etc/x.jsonl"}]}, 400, "must be relative"),
+        ({"sinks": [{"type": "webhook", "url": "ftp://x"}]}, 400, "sinks"),
+        ({"fps": 0}, 400, "fps"),
+    ],
+)
+async def test_bad_streams_get_a_clear_400(
+    app_client: TestClient,
+    media_settings: Settings,
+    tf1_model: ModelFiles,
+    fields: dict[str, Any],
+    status: int,
+    fragment: str,
+) -> None:
+    await setup_chain(app_client, tf1_model)
+    body = {
+        "name": "cam",
+        "source": {"uri": "colours.mp4"},
+        "chain": "whole",
+        "sinks": [{"type": "jsonl", "path": "cam.jsonl"}],
+        **fields,
+    }
+    response = await app_client.post("/v0.7/streams", json=body)
+    error = await response.json()
+    assert response.status == status, error
+    assert fragment in error["error"]
+    assert (await (await app_client.get("/v0.7/streams")).json())["count"] == 0
+
+
+async def test_pause_resume_delete_and_chain_in_use(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    await setup_chain(app_client, tf1_model)
+    stream = await create_stream(
+        app_client, media_settings, source={"uri": "long.mp4", "options": {"loop": True, "realtime": True}}
+    )
+    sid = stream["id"]
+    await wait_state(app_client, sid, "running")
+    paused = await (await app_client.post(f"/v0.7/streams/{sid}/pause")).json()
+    assert paused["state"] == "paused"
+    response = await app_client.post(f"/v0.7/streams/{sid}/pause")
+    body = await response.json()
+    assert response.status == 409 and "while it is paused" in body["error"]
+    resumed = await (await app_client.post(f"/v0.7/streams/{sid}/resume")).json()
+    assert resumed["state"] == "running"
+    response = await app_client.delete("/v0.7/chains/whole")
+    assert response.status == 409 and (await response.json())["code"] == "chain_in_use"
+    assert (await app_client.delete(f"/v0.7/streams/{sid}")).status == 204
+    assert (await app_client.get(f"/v0.7/streams/{sid}")).status == 404
+    assert (await app_client.delete("/v0.7/chains/whole")).status == 204
+
+
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 that records bodies and fails on demand."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.fail_next = 0
+        self.down = False
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.Response(status=503)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return web.Response(status=500)
+        body = orjson.loads(await request.read())
+        self.records.extend(body if isinstance(body, list) else [body])
+        return web.Response(status=204)
+
+
+async def test_webhook_retries_spools_and_delivers_in_order(
+    app_client: TestClient, aiohttp_server: Any, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    receiver = Receiver()
+    receiver.down = True
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = await aiohttp_server(app)
+    await setup_chain(app_client, tf1_model)
+    stream = await create_stream(
+        app_client,
+        media_settings,
+        sinks=[
+            {
+                "type": "webhook",
+                "url": str(server.make_url("/hook")),
+                "max_retries": 1,
+                "batch_size": 4,
+                "headers": {"Authorization": "Bearer secret"},
+            }
+        ],
+    )
+    status = await wait_state(app_client, stream["id"], "finished")
+    assert status["sinks_config"][0]["headers"] == {"Authorization": "***"}
+
+    async def spooled() -> int:
+        current = await (await app_client.get(f"/v0.7/streams/{stream['id']}")).json()
+        return current["sinks"][0]["spooled"]
+
+    assert await wait_until(spooled, 30)
+    receiver.down = False
+    receiver.fail_next = 2
+
+    async def delivered() -> bool:
+        return len(receiver.records) == 30
+
+    await wait_until(delivered, 60)
+    assert [r["frame_index"] for r in receiver.records] == list(range(30))
+    current = await (await app_client.get(f"/v0.7/streams/{stream['id']}")).json()
+    sink = current["sinks"][0]
+    assert sink["delivered"] == 30 and sink["dropped"] == {} and sink["retried"] >= 3
