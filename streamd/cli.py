@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load(args.config, os.environ, _overrides(args))
         if args.command == "check-config":
             return _check_config(settings)
+        if args.command == "demo":
+            return _demo(settings)
         return _serve(settings)
     except ConfigError as exc:
         print(f"streamd: {exc.message}", file=sys.stderr)
@@ -36,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the daemon")
     check = commands.add_parser("check-config", help="validate the configuration and print it")
-    for sub in (serve, check):
+    demo = commands.add_parser(
+        "demo", help="serve, and set up a demo network, chain and stream over a video it makes"
+    )
+    for sub in (serve, check, demo):
         sub.add_argument("--config", type=Path, help="TOML file (default: config/streamd.toml if present)")
         sub.add_argument("--host", help="bind address (server.host)")
         sub.add_argument("--port", type=int, help="port (server.port)")
@@ -58,6 +63,15 @@ def _check_config(settings: Settings) -> int:
     print(settings.model_dump_json(indent=2))
     print("configuration is valid", file=sys.stderr)
     return 0
+
+
+def _demo(settings: Settings) -> int:
+    from streamd.demo import run_demo
+    from streamd.logs import setup_logging
+
+    settings.check_bind_allowed()
+    setup_logging(settings.logging)
+    return run_demo(settings)
 
 
 def _serve(settings: Settings) -> int:

@@ -256,3 +256,34 @@ async def test_webhook_retries_spools_and_delivers_in_order(
     current = await (await app_client.get(f"/v0.7/streams/{stream['id']}")).json()
     sink = current["sinks"][0]
     assert sink["delivered"] == 30 and sink["dropped"] == {} and sink["retried"] >= 3
+
+
+async def test_running_streams_resume_after_a_restart(
+    aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    first = await aiohttp_client(build_app(media_settings))
+    await setup_chain(first, tf1_model)
+    looping = await create_stream(
+        first, media_settings, source={"uri": "long.mp4", "options": {"loop": True}}
+    )
+    paused = await create_stream(
+        first, media_settings, name="door", source={"uri": "long.mp4", "options": {"loop": True}}
+    )
+    await wait_state(first, looping["id"], "running")
+    assert (await first.post(f"/v0.7/streams/{paused['id']}/pause")).status == 200
+    await first.close()
+
+    second = await aiohttp_client(build_app(media_settings))
+    listed = await (await second.get("/v0.7/streams")).json()
+    assert [(s["id"], s["name"]) for s in listed["results"]] == [
+        (looping["id"], "cam"),
+        (paused["id"], "door"),
+    ]
+    await wait_state(second, looping["id"], "running")
+    assert (await (await second.get(f"/v0.7/streams/{paused['id']}")).json())["state"] == "paused"
+
+    async def processing() -> bool:
+        status = await (await second.get(f"/v0.7/streams/{looping['id']}")).json()
+        return status["frames"]["processed"] > 10
+
+    await wait_until(processing, 60)
