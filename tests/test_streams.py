@@ -287,3 +287,108 @@ async def test_running_streams_resume_after_a_restart(
         return status["frames"]["processed"] > 10
 
     await wait_until(processing, 60)
+
+
+async def test_jsonl_sink_cuts_a_torn_last_line_and_rotates_whole_lines(tmp_path: Path) -> None:
+    from streamd.sinks.jsonl import JsonlSink
+
+    path = tmp_path / "out.jsonl"
+    await asyncio.to_thread(path.write_bytes, b'{"frame_index": 0}\n{"frame_ind')
+    sink = JsonlSink(path, rotate_bytes=1024, keep_files=3)
+    await sink.start()
+    for index in range(1, 101):
+        sink.emit(orjson.dumps({"frame_index": index, "pad": "x" * 40}))
+    await sink.close()
+
+    def lines() -> list[int]:
+        found = []
+        for name in ("out.jsonl.3", "out.jsonl.2", "out.jsonl.1", "out.jsonl"):
+            if (tmp_path / name).exists():
+                found += [
+                    orjson.loads(line)["frame_index"] for line in (tmp_path / name).read_bytes().splitlines()
+                ]
+        return found
+
+    kept = await asyncio.to_thread(lines)
+    assert kept == list(range(kept[0], 101))  # whole, in order; older files beyond keep_files are gone
+    assert not await asyncio.to_thread((tmp_path / "out.jsonl.4").exists)
+    assert sink.stats.delivered == 100 and sink.stats.dropped == {}
+
+
+async def test_a_truncated_video_is_refused_at_creation(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    await setup_chain(app_client, tf1_model)
+    media = media_settings.media_roots[0]
+    data = await asyncio.to_thread((media / "colours.mp4").read_bytes)
+    await asyncio.to_thread((media / "cut.mp4").write_bytes, data[: len(data) // 2])
+    response = await app_client.post(
+        "/v0.7/streams",
+        json={
+            "name": "cut",
+            "source": {"uri": "cut.mp4"},
+            "chain": "whole",
+            "sinks": [{"type": "jsonl", "path": "c.jsonl"}],
+        },
+    )
+    body = await response.json()
+    assert response.status == 400 and "is not a readable video" in body["error"]
+
+
+async def test_a_hanging_webhook_slows_neither_its_stream_nor_others(
+    app_client: TestClient, aiohttp_server: Any, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hang)
+    server = await aiohttp_server(app)
+    await setup_chain(app_client, tf1_model)
+    hooked = await create_stream(
+        app_client,
+        media_settings,
+        name="hooked",
+        sinks=[{"type": "webhook", "url": str(server.make_url("/hook")), "timeout_s": 0.5, "max_retries": 0}],
+    )
+    plain = await create_stream(
+        app_client, media_settings, name="plain", sinks=[{"type": "jsonl", "path": "plain.jsonl"}]
+    )
+    for stream in (plain, hooked):
+        status = await wait_state(app_client, stream["id"], "finished", 30)
+        assert status["frames"]["processed"] == 30
+    release.set()
+    hooked_status = await (await app_client.get(f"/v0.7/streams/{hooked['id']}")).json()
+    assert hooked_status["sinks"][0]["emitted"] == 30
+    assert hooked_status["sinks"][0]["dropped"] == {}
+
+
+@pytest.fixture
+def shared_settings(tmp_path: Path) -> Settings:
+    media = tmp_path / "media"
+    encode_h264(media / "colours.mp4", frames=30, fps=30)
+    return make_settings(
+        tmp_path / "data",
+        storage={"media_roots": [str(media)]},
+        streams={"frames_in_flight": 2},
+        inference={"max_wait_s": 0.05},
+    )
+
+
+async def test_frames_of_several_streams_meet_in_one_batch(
+    aiohttp_client: Any, shared_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    from streamd.api.context import SERVICES
+
+    client = await aiohttp_client(build_app(shared_settings))
+    await setup_chain(client, tf1_model)
+    streams = [await create_stream(client, shared_settings, name=f"cam{i}") for i in range(3)]
+    for stream in streams:
+        await wait_state(client, stream["id"], "finished", 60)
+    [loaded] = client.app[SERVICES].runtime.loaded.values()
+    # Each stream has at most 2 frames in flight: any batch above 2 mixes streams.
+    assert loaded.batcher.stats.items == 90
+    assert max(loaded.batcher.stats.batch_sizes) > 2

@@ -140,7 +140,6 @@ class PyAVSource:
         fps = 25.0
         try:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             fps = float(stream.average_rate or 25)
             self._report(SourceEvent("connected"))
             packets = container.demux(stream)

@@ -1,0 +1,212 @@
+"""Benchmark: streamd end to end on a 720p H.264 file, against the raw model and a naive loop, in one run.
+
+Prints:
+  - raw `session.run` images/s of the model at its best batch size (preprocessed input, no decoding);
+  - streamd's end-to-end fps: the file streamed through the real daemon (HTTP API, decoder thread,
+    chain, dynamic batcher, TF executor, JSONL sink), processed frames / wall time;
+  - a naive loop on the same file: decode → preprocess → session.run at batch 1 → write a JSON line;
+  - the ratios streamd / raw-best (target >= 0.85) and streamd / naive (target >= 1.8).
+
+    .venv/bin/python -m bench.pipeline [--seconds 10] [--frames-in-flight 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import orjson
+from aiohttp import web
+
+from bench.inference import export_mobilenet, raw_rate
+from streamd.app import build_app
+from streamd.inference.runtime import load_network_files
+from streamd.networks.preprocessing import preprocess
+from streamd.networks.spec import Preprocessing
+from streamd.settings import load
+from tests.factories.daemon import free_port
+
+
+def encode_720p(path: Path, seconds: int, fps: int = 30) -> int:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    frames = seconds * fps
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("h264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        stream.options = {"preset": "veryfast"}
+        for index in range(frames):
+            frame = np.roll(base, index * 8, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return frames
+
+
+def preprocessing_for(input_name: str) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "tensor_name": input_name,
+                "image": {
+                    "target_size": "224x224",
+                    "resize_type": "SQUASH",
+                    "color_channels": "RGB",
+                    "pixel_scaling": 2.0,
+                },
+            }
+        ]
+    }
+
+
+def naive_loop(video: Path, session: Any, input_name: str, output_name: str, out: Path) -> float:
+    spec = Preprocessing.model_validate(preprocessing_for(input_name)).inputs[0].image
+    started = time.monotonic()
+    count = 0
+    with av.open(str(video)) as container, out.open("wb") as sink:
+        for frame in container.decode(video=0):
+            batch, _ = preprocess([frame.to_ndarray(format="bgr24")], spec)
+            scores = session.run(output_name, {input_name: batch})
+            sink.write(orjson.dumps({"frame": count, "top": int(np.argmax(scores[0]))}) + b"\n")
+            count += 1
+    return count / (time.monotonic() - started)
+
+
+async def streamd_rate(
+    root: Path,
+    model_dir: Path,
+    input_name: str,
+    output_name: str,
+    video: Path,
+    frames: int,
+    frames_in_flight: int,
+) -> float:
+    port = free_port()
+    settings = load(
+        None,
+        {},
+        {
+            "storage": {"data_dir": root / "data", "media_roots": [str(video.parent)]},
+            "server": {"port": port},
+            "streams": {"frames_in_flight": frames_in_flight},
+        },
+    )
+    runner = web.AppRunner(build_app(settings), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            form = aiohttp.FormData()
+            form.add_field("name", "mobilenet")
+            form.add_field("framework", "tensorflow-1.x")
+            form.add_field("preprocessing", orjson.dumps(preprocessing_for(input_name)).decode())
+            for path in sorted(model_dir.rglob("*")):
+                if path.is_file():
+                    form.add_field(path.name, await asyncio.to_thread(path.read_bytes), filename=path.name)
+            network = await (await http.post("/v0.7/networks", data=form)).json()
+            while (await (await http.get(f"/v0.7/tasks/{network['task_id']}")).json())["status"] == "pending":
+                await asyncio.sleep(0.1)
+            spec = await (
+                await http.post(
+                    "/v0.7/recognition/specs",
+                    json={
+                        "name": "imagenet",
+                        "outputs": [{"labels": {"labels": [{"id": i, "name": str(i)} for i in range(1000)]}}],
+                    },
+                )
+            ).json()
+            await http.post(
+                "/v0.7/recognition/versions",
+                json={
+                    "spec_id": spec["id"],
+                    "network_id": network["id"],
+                    "post_processings": [
+                        {"classification": {"output_tensor": output_name, "thresholds": [0.0] * 1000}}
+                    ],
+                },
+            )
+            await http.put("/v0.7/chains/classify", json={"calls": [{"service": "imagenet"}]})
+            started = time.monotonic()
+            stream = await (
+                await http.post(
+                    "/v0.7/streams",
+                    json={
+                        "name": "bench",
+                        "source": {"uri": str(video)},
+                        "chain": "classify",
+                        "sinks": [{"type": "jsonl", "path": "bench.jsonl"}],
+                    },
+                )
+            ).json()
+            while True:
+                status = await (await http.get(f"/v0.7/streams/{stream['id']}")).json()
+                if status["state"] in ("finished", "error"):
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - started
+            assert status["frames"]["processed"] == frames, status
+            return frames / elapsed
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10, help="length of the 30 fps test video")
+    parser.add_argument("--frames-in-flight", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        video = root / "media" / "720p.mp4"
+        video.parent.mkdir()
+        frames = encode_720p(video, args.seconds)
+        input_name, output_name = export_mobilenet(root / "model")
+        model, _ = load_network_files(
+            root / "model", Preprocessing.model_validate(preprocessing_for(input_name))
+        )
+        raws, streamds, naives = [], [], []
+        for round_index in range(args.rounds):
+            raws.append(
+                max(raw_rate(model.session, input_name, output_name, size, 4.0) for size in (8, 16, 32))
+            )
+            naives.append(naive_loop(video, model.session, input_name, output_name, root / "naive.jsonl"))
+            streamds.append(
+                asyncio.run(
+                    streamd_rate(
+                        root / f"run{round_index}",
+                        root / "model",
+                        input_name,
+                        output_name,
+                        video,
+                        frames,
+                        args.frames_in_flight,
+                    )
+                )
+            )
+        model.close()
+    raw, ours, naive = statistics.median(raws), statistics.median(streamds), statistics.median(naives)
+    print(
+        f"720p H.264, {frames} frames; MobileNetV2 224; frames in flight {args.frames_in_flight}; "
+        f"{args.rounds} rounds (medians)"
+    )
+    print(f"raw session.run, best of batch 8/16/32  : {raw:7.1f} img/s")
+    print(f"streamd end to end (file → JSONL)        : {ours:7.1f} fps")
+    print(f"naive loop (decode, preprocess, batch 1) : {naive:7.1f} fps")
+    print(f"ratio streamd / raw best                 : {ours / raw:.2f}   (target >= 0.85)")
+    print(f"ratio streamd / naive loop               : {ours / naive:.2f}   (target >= 1.8)")
+
+
+if __name__ == "__main__":
+    main()
