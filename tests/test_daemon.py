@@ -261,3 +261,92 @@ def test_official_client_inference_on_network_spec_and_version(daemon: Daemon, t
         spec.inference(inputs=[])
     assert raised.value.response.status_code == 400
     assert "error" in raised.value.response.json()
+
+
+def test_streams_resume_after_kill_9(tmp_path: Path, tf1_model: ModelFiles) -> None:
+    import requests
+
+    from tests.factories.videos import encode_h264
+
+    encode_h264(tmp_path / "data" / "media" / "loop.mp4", frames=60)
+    daemon = Daemon(tmp_path / "data").start()
+    http = requests.Session()
+    api = daemon.url + "v0.7"
+    network = http.post(
+        f"{api}/networks",
+        data={
+            "name": "c",
+            "framework": "tensorflow-1.x",
+            "preprocessing": json.dumps(
+                {"inputs": [{"tensor_name": "input", "image": {"target_size": "8x8"}}]}
+            ),
+        },
+        files={name: (name, content) for name, content in tf1_model.contents.items()},
+        timeout=30,
+    ).json()
+    client = Client(api_key="unused", host=daemon.url)
+    client.Task.retrieve(network["task_id"]).wait()
+    spec = http.post(
+        f"{api}/recognition/specs",
+        json={
+            "name": "colours",
+            "outputs": [
+                {
+                    "labels": {
+                        "labels": [
+                            {"id": 1, "name": "blue"},
+                            {"id": 2, "name": "green"},
+                            {"id": 3, "name": "red"},
+                        ]
+                    }
+                }
+            ],
+        },
+        timeout=10,
+    ).json()
+    http.post(
+        f"{api}/recognition/versions",
+        json={
+            "spec_id": spec["id"],
+            "network_id": network["id"],
+            "post_processings": [{"classification": {"output_tensor": "prob", "thresholds": [0.5] * 3}}],
+        },
+        timeout=10,
+    ).raise_for_status()
+    http.put(f"{api}/chains/whole", json={"calls": [{"service": "colours"}]}, timeout=10).raise_for_status()
+    stream = http.post(
+        f"{api}/streams",
+        json={
+            "name": "door",
+            "source": {"uri": "loop.mp4", "options": {"loop": True, "realtime": True}},
+            "chain": "whole",
+            "sinks": [{"type": "jsonl", "path": "door.jsonl"}],
+        },
+        timeout=30,
+    ).json()
+
+    def processed() -> int:
+        return daemon.get(f"/v0.7/streams/{stream['id']}")[1]["frames"]["processed"]
+
+    deadline = time.monotonic() + 30
+    while processed() < 10:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.1)
+    daemon.kill()
+    results = tmp_path / "data" / "results" / "door.jsonl"
+    before = results.read_bytes().splitlines()
+
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (status := daemon.get(f"/v0.7/streams/{stream['id']}")[1]).get("frames", {}).get(
+            "processed", 0
+        ) < 10:
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.1)
+        assert status["state"] == "running" and status["name"] == "door"
+        after = results.read_bytes().splitlines()
+        assert after[: len(before)] == before and len(after) > len(before)
+        assert all(json.loads(line)["stream_id"] == stream["id"] for line in after)
+    finally:
+        assert daemon.stop() == 0
