@@ -97,7 +97,7 @@ async def streamd_rate(
         {
             "storage": {"data_dir": root / "data", "media_roots": [str(video.parent)]},
             "server": {"port": port},
-            "streams": {"frames_in_flight": frames_in_flight},
+            "streams": {"frames_in_flight": frames_in_flight, "buffer_frames": frames_in_flight // 2},
         },
     )
     runner = web.AppRunner(build_app(settings), access_log=None)

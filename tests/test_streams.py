@@ -389,6 +389,6 @@ async def test_frames_of_several_streams_meet_in_one_batch(
     for stream in streams:
         await wait_state(client, stream["id"], "finished", 60)
     [loaded] = client.app[SERVICES].runtime.loaded.values()
-    # Each stream has at most 2 frames in flight: any batch above 2 mixes streams.
+    # Each stream has at most 2 frames in the chain at once: any batch above 2 mixes streams.
     assert loaded.batcher.stats.items == 90
     assert max(loaded.batcher.stats.batch_sizes) > 2

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 WINDOW_S = 10.0
 
+InFlight = asyncio.Queue["tuple[list[Frame], asyncio.Task[Any]] | None"]
+
 
 class Sink(Protocol):
     kind: str
@@ -97,8 +99,9 @@ class StreamPipeline:
             self._buffer,
             lambda event: loop.call_soon_threadsafe(self._on_event, event),
         )
-        in_flight: asyncio.Queue[tuple[Frame, asyncio.Task[Any]] | None] = asyncio.Queue(
-            self._settings.frames_in_flight
+        # Groups of frames in the chain at once: while one group is in its batch, the next one forms.
+        in_flight: InFlight = asyncio.Queue(
+            max(1, self._settings.frames_in_flight // self._settings.buffer_frames)
         )
         self._tasks = [
             asyncio.create_task(self._produce(in_flight), name=f"stream-{self.stream_id}-produce"),
@@ -165,52 +168,59 @@ class StreamPipeline:
         self.state = target
 
     # -- frames ------------------------------------------------------------------------------------------
-    async def _produce(self, in_flight: asyncio.Queue[tuple[Frame, asyncio.Task[Any]] | None]) -> None:
+    async def _produce(self, in_flight: InFlight) -> None:
+        """Every frame already buffered goes into the chain together, so they share the networks' batches
+        (as DeepStream's muxer batches frames) instead of trickling in one by one."""
         assert self._buffer is not None
         while True:
             await self._resume.wait()
-            frame = await self._buffer.get()
-            if frame is None:
+            frames = await self._buffer.get_many(self._settings.buffer_frames)
+            if not frames:
                 break
             now = time.monotonic()
-            self.decoded += 1
+            self.decoded += len(frames)
             self._last_frame_s = now
-            _record(self._decoded_at, now)
-            task = asyncio.create_task(self._runner.run(self._plan, [frame.pixels], [self._uri]))
-            await in_flight.put((frame, task))
+            for _ in frames:
+                _record(self._decoded_at, now)
+            pixels, uris = [frame.pixels for frame in frames], [self._uri] * len(frames)
+            await in_flight.put((frames, asyncio.create_task(self._runner.run(self._plan, pixels, uris))))
         await in_flight.put(None)
 
-    async def _emit(self, in_flight: asyncio.Queue[tuple[Frame, asyncio.Task[Any]] | None]) -> None:
+    async def _emit(self, in_flight: InFlight) -> None:
         while (item := await in_flight.get()) is not None:
-            frame, task = item
+            frames, task = item
             try:
                 predictions = await task
-            except Exception as exc:  # supervision boundary: a failing model drops this frame, counted
-                self._drop("inference_error")
-                self.last_error = f"frame {frame.frame_index}: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # supervision boundary: a failing model drops these frames, counted
+                self._drop("inference_error", len(frames))
+                self.last_error = f"frame {frames[0].frame_index}: {type(exc).__name__}: {exc}"
                 continue
-            now = time.monotonic()
-            latency = now - frame.decoded_s
-            record = orjson.dumps(
-                {
-                    "stream_id": self.stream_id,
-                    "stream_name": self.name,
-                    "frame_index": frame.frame_index,
-                    "pts_s": round(frame.pts_s, 6),
-                    "captured_ts": frame.captured_ts,
-                    "latency_s": round(latency, 6),
-                    "width": frame.pixels.shape[1],
-                    "height": frame.pixels.shape[0],
-                    "chain": self.chain_name,
-                    "predictions": predictions,
-                }
-            )
-            for sink in self._sinks:
-                sink.emit(record)
-            self.processed += 1
-            self._latencies.append(latency)
-            _record(self._processed_at, now)
+            for frame, prediction in zip(frames, predictions, strict=True):
+                self._write(frame, prediction)
         self._finish()
+
+    def _write(self, frame: Frame, prediction: dict[str, Any]) -> None:
+        now = time.monotonic()
+        latency = now - frame.decoded_s
+        record = orjson.dumps(
+            {
+                "stream_id": self.stream_id,
+                "stream_name": self.name,
+                "frame_index": frame.frame_index,
+                "pts_s": round(frame.pts_s, 6),
+                "captured_ts": frame.captured_ts,
+                "latency_s": round(latency, 6),
+                "width": frame.pixels.shape[1],
+                "height": frame.pixels.shape[0],
+                "chain": self.chain_name,
+                "predictions": [prediction],
+            }
+        )
+        for sink in self._sinks:
+            sink.emit(record)
+        self.processed += 1
+        self._latencies.append(latency)
+        _record(self._processed_at, now)
 
     def _finish(self) -> None:
         event = self._ended

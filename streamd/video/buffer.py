@@ -73,6 +73,19 @@ class FrameBuffer:
             self._slots.release()
         return frame
 
+    async def get_many(self, limit: int) -> list[Frame]:
+        """Loop. At least one frame (waiting for it), plus those already buffered, up to `limit`;
+        [] once closed."""
+        first = await self.get()
+        if first is None:
+            return []
+        frames = [first]
+        while self._frames and len(frames) < limit:
+            frames.append(self._frames.popleft())
+            if self._policy == DropPolicy.WAIT:
+                self._slots.release()
+        return frames
+
     def __len__(self) -> int:
         return len(self._frames)
 
