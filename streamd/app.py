@@ -18,6 +18,7 @@ from streamd.api.routes import setup_routes
 from streamd.chains.runner import ChainRunner
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
+from streamd.metrics import Metrics
 from streamd.networks.deployment import Deployer
 from streamd.networks.public import load_public_networks
 from streamd.networks.savedmodel import tensorflow_version
@@ -37,8 +38,11 @@ def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path)
     networks = NetworkRepository(db, settings.storage.data_dir)
     tasks = TaskRepository(db)
-    runtime = InferenceRuntime(networks, settings.inference)
-    runner = ChainRunner(runtime, settings.storage.data_dir / "chains")
+    metrics = Metrics()
+    runtime = InferenceRuntime(networks, settings.inference, metrics)
+    runner = ChainRunner(runtime, settings.storage.data_dir / "chains", metrics)
+    streams = StreamManager(StreamRepository(db), runner, settings, metrics)
+    metrics.add_live_gauges(streams.live_gauges)
     svc = Services(
         settings=settings,
         db=db,
@@ -50,7 +54,8 @@ def build_app(settings: Settings) -> web.Application:
         jobs=InferenceJobs(tasks),
         chains=ChainRepository(db),
         chains_runner=runner,
-        streams=StreamManager(StreamRepository(db), runner, settings),
+        streams=streams,
+        metrics=metrics,
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
     app[SERVICES] = svc

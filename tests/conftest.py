@@ -17,6 +17,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from streamd.app import build_app
 from streamd.settings import Settings, load
 from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf2_classifier
+from tests.factories.videos import encode_h264
 
 
 @pytest.fixture(autouse=True)
@@ -115,3 +116,17 @@ async def create_network(client: TestClient, form: FormData) -> dict[str, Any]:
     body = await response.json()
     assert response.status == 201, body
     return body
+
+
+@pytest.fixture
+def media_settings(tmp_path: Path) -> Settings:
+    media = tmp_path / "media"
+    encode_h264(media / "colours.mp4", frames=30, fps=30)
+    encode_h264(media / "long.mp4", frames=90, fps=30)
+    (media / "notes.txt").write_text("not a video")
+    return make_settings(tmp_path / "data", storage={"media_roots": [str(media)]})
+
+
+@pytest.fixture
+async def app_client(aiohttp_client: Any, media_settings: Settings) -> TestClient:
+    return await aiohttp_client(build_app(media_settings))

@@ -25,20 +25,6 @@ from tests.factories.models import ModelFiles
 from tests.factories.videos import NAMES, encode_h264
 
 
-@pytest.fixture
-def media_settings(tmp_path: Path) -> Settings:
-    media = tmp_path / "media"
-    encode_h264(media / "colours.mp4", frames=30, fps=30)
-    encode_h264(media / "long.mp4", frames=90, fps=30)
-    (media / "notes.txt").write_text("not a video")
-    return make_settings(tmp_path / "data", storage={"media_roots": [str(media)]})
-
-
-@pytest.fixture
-async def app_client(aiohttp_client: Any, media_settings: Settings) -> TestClient:
-    return await aiohttp_client(build_app(media_settings))
-
-
 async def setup_chain(client: TestClient, model: ModelFiles) -> None:
     network = await create_network(
         client, network_form(model, preprocessing=preprocessing_for(model, pixel_scaling=1.0))
@@ -136,6 +122,7 @@ async def test_fps_cap_picks_frames_by_timestamp(
     assert [r["frame_index"] for r in records] == [0, 6, 12, 18, 24]
     assert [r["pts_s"] for r in records] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8], abs=1e-6)
     assert status["frames"]["dropped"] == {"fps_cap": 25}
+    assert (status["frames"]["decoded"], status["frames"]["processed"]) == (30, 5)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from aiohttp import web
 from streamd.chains.runner import ChainRunner
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
+from streamd.metrics import Metrics
 from streamd.networks.deployment import Deployer
 from streamd.networks.public import PublicNetwork
 from streamd.settings import Settings
@@ -33,6 +34,7 @@ class Services:
     chains: ChainRepository
     chains_runner: ChainRunner
     streams: StreamManager
+    metrics: Metrics
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None
     ready: bool = False

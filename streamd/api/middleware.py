@@ -80,13 +80,19 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
     started = time.monotonic()
     response = await handler(request)
+    elapsed = time.monotonic() - started
     response.headers["X-Request-ID"] = request_id
+    resource = request.match_info.route.resource
+    route = resource.canonical.rstrip("/") or "/" if resource is not None else "unmatched"
+    metrics = services(request).metrics
+    metrics.http_requests.labels(route, request.method, str(response.status)).inc()
+    metrics.http_duration.labels(route, request.method).observe(elapsed)
     access_logger.info(
         "%s %s %d %.1fms request_id=%s",
         request.method,
         request.rel_url.path,
         response.status,
-        (time.monotonic() - started) * 1000,
+        elapsed * 1000,
         request_id,
     )
     return response

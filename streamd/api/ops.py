@@ -41,3 +41,11 @@ async def info(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format (the one response that is not JSON)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = await services(request).metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

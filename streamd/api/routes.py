@@ -38,6 +38,7 @@ _TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
     ("GET", "/readyz", ops.readyz, "Readiness: store open, start-up recovery done.", "operations"),
     ("GET", "/info", ops.info, "Version, TensorFlow version and resource counts.", "operations"),
     ("GET", "/openapi.json", openapi, "This document.", "operations"),
+    ("GET", "/metrics", ops.metrics, "Prometheus metrics (text format).", "operations"),
     ("GET", "/v0.7/networks", networks.list_networks, "List networks (offset/limit pages).", "networks"),
     ("POST", "/v0.7/networks", networks.create_network,
      "Register a TensorFlow SavedModel (multipart fields and files); starts its deployment.", "networks"),

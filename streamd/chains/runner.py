@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from streamd.chains import actions
 from streamd.chains.spec import ActionNode, ChainPlan, CropParams, DrawParams, OutputParams, ServiceNode
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import InferenceRuntime
+from streamd.metrics import Metrics
 from streamd.networks.postprocessing import Hypothesis, Keep, decode
 
 logger = logging.getLogger(__name__)
@@ -43,9 +45,10 @@ class Found:
 
 
 class ChainRunner:
-    def __init__(self, runtime: InferenceRuntime, files_dir: Path) -> None:
+    def __init__(self, runtime: InferenceRuntime, files_dir: Path, metrics: Metrics | None = None) -> None:
         self._runtime = runtime
         self._files_dir = files_dir
+        self._metrics = metrics
 
     async def run(self, plan: ChainPlan, frames: list[np.ndarray], uris: list[str]) -> list[dict[str, Any]]:
         predictions: list[dict[str, Any]] = [{"uri": uri, "classes": []} for uri in uris]
@@ -76,14 +79,19 @@ class ChainRunner:
                 found.extend(decode(post, output.labels, tensors, transforms[0], keep=keep))
             return found
 
+        started = time.monotonic()
         outputs = await asyncio.gather(
             *(loaded.infer(InferenceItem((image.pixels,), fetches, finish)) for image in images)
         )
+        if self._metrics is not None:
+            self._metrics.chain_call_duration.labels(service.name).observe(time.monotonic() - started)
         found = []
         for image, output in zip(images, outputs, strict=True):
             hypotheses = select(output.finished, node.output, service.has_boxes)
             classes = [class_object(h, image.to_frame) for h in hypotheses]
             mark_last(classes)
+            if self._metrics is not None:
+                self._metrics.detections.labels(service.name).observe(len(classes))
             if key is None:
                 image.slot["classes"] = classes
             else:

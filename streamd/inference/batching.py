@@ -107,8 +107,16 @@ BatchRunner = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT | BaseExcep
 class DynamicBatcher(Generic[ItemT, ResultT]):
     """Owns one network's queue; lives on the event loop and never blocks it."""
 
-    def __init__(self, name: str, runner: BatchRunner, policy: BatchPolicy) -> None:
+    def __init__(
+        self,
+        name: str,
+        runner: BatchRunner,
+        policy: BatchPolicy,
+        on_batch: Callable[[int, list[float], bool], None] | None = None,
+    ) -> None:
+        """`on_batch(size, queue waits in seconds, failed)` is called after every batch (metrics)."""
         self.name = name
+        self._on_batch = on_batch
         self.policy = policy
         self.stats = BatcherStats()
         self._runner = runner
@@ -170,12 +178,17 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self.stats.batches += 1
         self.stats.items += len(batch)
         self.stats.batch_sizes[len(batch)] = self.stats.batch_sizes.get(len(batch), 0) + 1
+        dispatched = time.monotonic()
+        failed = False
         try:
             results = await self._runner([waiting.item for waiting in batch])
         except Exception as exc:  # supervision boundary: the error belongs to this batch's callers only
             self.stats.failed_batches += 1
+            failed = True
             logger.warning("%s: batch of %d failed: %s", self.name, len(batch), exc)
             results = [exc] * len(batch)
+        if self._on_batch is not None:
+            self._on_batch(len(batch), [dispatched - waiting.arrival_s for waiting in batch], failed)
         for waiting, result in zip(batch, results, strict=True):
             if waiting.future.done():
                 continue

@@ -61,9 +61,16 @@ class ExecutorTimings:
 
 class TFExecutor:
     def __init__(
-        self, name: str, model: LoadedModel, preprocessing: Preprocessing, means: Sequence[np.ndarray | None]
+        self,
+        name: str,
+        model: LoadedModel,
+        preprocessing: Preprocessing,
+        means: Sequence[np.ndarray | None],
+        on_timing: Callable[[float, float], None] | None = None,
     ) -> None:
+        """`on_timing(preprocess_s, run_s)` is called on the owner thread after each batch (metrics)."""
         self.name = name
+        self._on_timing = on_timing
         self.model = model
         self.preprocessing = preprocessing
         self.means = list(means)
@@ -110,8 +117,11 @@ class TFExecutor:
             raise
         except Exception as exc:  # TensorFlow's errors, reworded for a person
             raise InferenceError(f"{self.name}: {describe_tf_error(exc)}") from exc
-        self.timings.run_s += time.monotonic() - ran
+        run_s = time.monotonic() - ran
+        self.timings.run_s += run_s
         self.timings.batches += 1
+        if self._on_timing is not None:
+            self._on_timing(ran - started, run_s)
         return [
             self._finish(item, tensors, transforms[i])
             for i, (item, tensors) in enumerate(zip(items, outputs, strict=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 
 from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
+from streamd.metrics import Metrics
 from streamd.networks.meanfile import load_mean
 from streamd.networks.savedmodel import LoadedModel, load_savedmodel
 from streamd.networks.spec import NetworkTuning, Preprocessing
@@ -39,8 +41,11 @@ class LoadedNetwork:
 
 
 class InferenceRuntime:
-    def __init__(self, networks: NetworkRepository, config: InferenceConfig) -> None:
+    def __init__(
+        self, networks: NetworkRepository, config: InferenceConfig, metrics: Metrics | None = None
+    ) -> None:
         self._networks = networks
+        self._metrics = metrics
         self._config = config
         self._loaded: dict[int, LoadedNetwork] = {}
         self._loading: dict[int, asyncio.Task[LoadedNetwork]] = {}
@@ -104,9 +109,12 @@ class InferenceRuntime:
         self, record: NetworkRecord, model: LoadedModel, means: list[np.ndarray | None]
     ) -> LoadedNetwork:
         name = f"network-{record.network_id}"
-        executor = TFExecutor(name, model, record.preprocessing_spec, means)
+        on_timing = on_batch = None
+        if self._metrics is not None:
+            on_timing, on_batch = _observers(self._metrics, str(record.network_id))
+        executor = TFExecutor(name, model, record.preprocessing_spec, means, on_timing)
         batcher: DynamicBatcher[InferenceItem, ItemOutput] = DynamicBatcher(
-            name, executor.run, self.policy(record)
+            name, executor.run, self.policy(record), on_batch
         )
         return LoadedNetwork(record.network_id, record.preprocessing_spec, executor, batcher)
 
@@ -152,3 +160,28 @@ def load_network_files(
         model.close()
         raise
     return model, means
+
+
+def _observers(
+    metrics: Metrics, network: str
+) -> tuple[Callable[[float, float], None], Callable[[int, list[float], bool], None]]:
+    preprocess = metrics.preprocess_duration.labels(network)
+    run = metrics.run_duration.labels(network)
+    sizes, waits = metrics.batch_size.labels(network), metrics.queue_wait.labels(network)
+    items, batches = metrics.items.labels(network), metrics.batches.labels(network)
+    errors = metrics.inference_errors.labels(network)
+
+    def on_timing(preprocess_s: float, run_s: float) -> None:
+        preprocess.observe(preprocess_s)
+        run.observe(run_s)
+
+    def on_batch(size: int, queue_waits: list[float], failed: bool) -> None:
+        sizes.observe(size)
+        batches.inc()
+        items.inc(size)
+        for wait in queue_waits:
+            waits.observe(wait)
+        if failed:
+            errors.inc()
+
+    return on_timing, on_batch

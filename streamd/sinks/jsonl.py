@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -27,9 +28,18 @@ class SinkStats:
     spooled: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    observe: Callable[[str, int], None] | None = None  # metrics: (outcome, count)
+
+    def count(self, outcome: str, count: int = 1) -> None:
+        """outcome: emitted, delivered, retried or spooled."""
+        setattr(self, outcome, getattr(self, outcome) + count)
+        if self.observe is not None:
+            self.observe(outcome, count)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
+        if self.observe is not None:
+            self.observe(f"dropped_{reason}", count)
 
     def to_api(self) -> dict[str, object]:
         return {
@@ -61,7 +71,7 @@ class JsonlSink:
         self._task = asyncio.create_task(self._writer(), name=f"jsonl-sink-{self.path.name}")
 
     def emit(self, record: bytes) -> None:
-        self.stats.emitted += 1
+        self.stats.count("emitted")
         if len(self._pending) >= MAX_PENDING:
             self.stats.drop("queue_full")
             return
@@ -76,7 +86,7 @@ class JsonlSink:
                 lines, self._pending = self._pending, []
                 try:
                     await asyncio.to_thread(self._write, b"".join(line + b"\n" for line in lines))
-                    self.stats.delivered += len(lines)
+                    self.stats.count("delivered", len(lines))
                 except OSError as exc:  # a full disk loses these lines: counted, visible, logged
                     self.stats.drop("write_error", len(lines))
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"

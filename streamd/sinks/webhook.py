@@ -64,8 +64,12 @@ class WebhookSink:
         if self._spool.pending:
             self._wake.set()
 
+    @property
+    def spool_bytes(self) -> int:
+        return self._spool.pending_bytes
+
     def emit(self, record: bytes) -> None:
-        self.stats.emitted += 1
+        self.stats.count("emitted")
         # Once anything is spooled, newer records queue behind it on disk: order is kept.
         if self._spool.pending or self._spill or len(self._memory) >= self._queue_max:
             self._spill.append(record)
@@ -80,7 +84,7 @@ class WebhookSink:
 
     def _to_spool(self, records: list[bytes]) -> None:
         accepted = self._spool.append(records)
-        self.stats.spooled += accepted
+        self.stats.count("spooled", accepted)
         if accepted < len(records):
             self.stats.drop("spool_full", len(records) - accepted)
 
@@ -99,7 +103,7 @@ class WebhookSink:
             outcome = await self._post(batch)
             if outcome == "failed":
                 failures += 1
-                self.stats.retried += 1
+                self.stats.count("retried")
                 if not from_spool and (failures > self._max_retries or self._closing):
                     await self._flush_spill()  # the receiver stays down: free the memory, keep order on disk
                 if self._closing:
@@ -110,7 +114,7 @@ class WebhookSink:
             if outcome == "rejected":
                 self.stats.drop("rejected", len(batch))
             else:
-                self.stats.delivered += len(batch)
+                self.stats.count("delivered", len(batch))
             if from_spool:
                 await asyncio.to_thread(self._spool.consume, len(batch))
             else:
@@ -171,6 +175,10 @@ class Spool:
     @property
     def pending(self) -> int:
         return self._count
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._size - self._offset
 
     def open(self) -> None:
         self._data.parent.mkdir(parents=True, exist_ok=True)

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.errors import InvalidRequestError, NotFoundError
+from streamd.metrics import Metrics
 from streamd.settings import Settings
 from streamd.sinks.jsonl import JsonlSink
 from streamd.sinks.webhook import WebhookSink
@@ -74,8 +77,11 @@ PlanFor = Any  # async (definition dict) -> ChainPlan, given by the API layer
 
 
 class StreamManager:
-    def __init__(self, store: StreamRepository, runner: ChainRunner, settings: Settings) -> None:
+    def __init__(
+        self, store: StreamRepository, runner: ChainRunner, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
+        self._metrics = metrics
         self._runner = runner
         self._settings = settings
         self._pipelines: dict[int, StreamPipeline] = {}
@@ -196,6 +202,9 @@ class StreamManager:
         )
         policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
         sinks = [self._sink(stream_id, index, sink) for index, sink in enumerate(body.sinks)]
+        if self._metrics is not None:
+            for index, sink in enumerate(sinks):
+                sink.stats.observe = _sink_observer(self._metrics, str(stream_id), str(index))
         pipeline = StreamPipeline(
             stream_id,
             body.name,
@@ -205,6 +214,7 @@ class StreamManager:
             sinks,
             self._runner,
             PipelineSettings(config.buffer_frames, config.frames_in_flight, policy),
+            self._metrics,
         )
         self._pipelines[stream_id] = pipeline
         self.bodies[stream_id] = body
@@ -225,6 +235,33 @@ class StreamManager:
         if pipeline is None:
             raise NotFoundError(f"stream {stream_id} does not exist", code="stream_not_found")
         return pipeline
+
+    def live_gauges(self) -> Iterable[GaugeMetricFamily]:
+        """Read at scrape time: one gauge per state (1 for the current one), windowed fps, buffers, spools."""
+        state = GaugeMetricFamily(
+            "streamd_stream_state", "1 for the stream's current state.", labels=["stream", "state"]
+        )
+        fps = GaugeMetricFamily(
+            "streamd_stream_fps", "Windowed frames per second.", labels=["stream", "direction"]
+        )
+        buffered = GaugeMetricFamily(
+            "streamd_stream_buffered_frames", "Frames waiting in the buffer.", labels=["stream"]
+        )
+        spool = GaugeMetricFamily(
+            "streamd_sink_spool_bytes", "Bytes waiting in a webhook spool.", labels=["stream", "sink"]
+        )
+        for pipeline in self.all():
+            label = str(pipeline.stream_id)
+            status = pipeline.status()
+            for value in StreamState:
+                state.add_metric([label, value.value], 1.0 if pipeline.state == value else 0.0)
+            fps.add_metric([label, "in"], status["fps_in"])
+            fps.add_metric([label, "out"], status["fps_out"])
+            buffered.add_metric([label], status["frames"]["buffered"])
+            for index, sink in enumerate(pipeline.sinks):
+                if isinstance(sink, WebhookSink):
+                    spool.add_metric([label, str(index)], sink.spool_bytes)
+        return [state, fps, buffered, spool]
 
     def all(self) -> list[StreamPipeline]:
         return [self._pipelines[sid] for sid in sorted(self._pipelines)]
@@ -287,3 +324,11 @@ def _normalized(parts: tuple[str, ...]) -> list[str]:
         elif part != ".":
             out.append(part)
     return out
+
+
+def _sink_observer(metrics: Metrics, stream: str, sink: str) -> Callable[[str, int], None]:
+    def observe(outcome: str, count: int) -> None:
+        if outcome != "emitted":
+            metrics.sink_records.labels(stream, sink, outcome).inc(count)
+
+    return observe

@@ -19,6 +19,7 @@ import orjson
 
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
+from streamd.metrics import Metrics
 from streamd.sinks.jsonl import SinkStats
 from streamd.streams.state import StreamState, check_transition
 from streamd.video.buffer import DropPolicy, FrameBuffer
@@ -28,6 +29,7 @@ from streamd.video.source import PyAVSource, SourceSettings, redact
 logger = logging.getLogger(__name__)
 
 WINDOW_S = 10.0
+DECODED_BUT_DROPPED = frozenset({"fps_cap", "buffer_full", "paused"})
 
 InFlight = asyncio.Queue["tuple[list[Frame], asyncio.Task[Any]] | None"]
 
@@ -59,9 +61,22 @@ class StreamPipeline:
         sinks: list[Sink],
         runner: ChainRunner,
         settings: PipelineSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.name = name
+        self._metrics = metrics
+        label = str(stream_id)
+        self._m = (
+            None
+            if metrics is None
+            else (
+                metrics.frames_decoded.labels(label),
+                metrics.frames_processed.labels(label),
+                metrics.reconnects.labels(label),
+                metrics.stream_latency.labels(label),
+            )
+        )
         self.chain_name = chain_name
         self.state = StreamState.STARTING
         self.last_error: str | None = None
@@ -71,7 +86,7 @@ class StreamPipeline:
         self.dropped: dict[str, int] = {}
         self._source_settings = source
         self._plan = plan
-        self._sinks = sinks
+        self.sinks = sinks
         self._runner = runner
         self._settings = settings
         self._uri = redact(source.uri)
@@ -90,7 +105,7 @@ class StreamPipeline:
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, *, paused: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        for sink in self._sinks:
+        for sink in self.sinks:
             await sink.start()
         self._buffer = FrameBuffer(loop, self._settings.buffer_frames, self._settings.drop_policy, self._drop)
         self._source = PyAVSource(
@@ -127,7 +142,7 @@ class StreamPipeline:
             self._buffer.close()
         self._resume.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for sink in self._sinks:
+        for sink in self.sinks:
             await sink.close()
         if self._source is not None and not await asyncio.to_thread(self._source.join, 15.0):
             logger.warning("stream %d: decoder thread did not stop within 15 s", self.stream_id)
@@ -140,6 +155,8 @@ class StreamPipeline:
                 self._set_state(StreamState.RUNNING)
         elif event.kind == "reconnecting":
             self.reconnects += 1
+            if self._m is not None:
+                self._m[2].inc()
             self.last_error = event.message
             if self.state != StreamState.PAUSED:
                 self._set_state(StreamState.RECONNECTING)
@@ -157,6 +174,16 @@ class StreamPipeline:
         if reason == "buffer_full" and not self._resume.is_set():
             reason = "paused"
         self.dropped[reason] = self.dropped.get(reason, 0) + count
+        if reason in DECODED_BUT_DROPPED:
+            self._count_decoded(count)
+        if self._metrics is not None:
+            self._metrics.frames_dropped.labels(str(self.stream_id), reason).inc(count)
+
+    def _count_decoded(self, count: int) -> None:
+        """Decoded = processed + dropped after decoding (fps cap, full buffer, paused) + in flight."""
+        self.decoded += count
+        if self._m is not None:
+            self._m[0].inc(count)
 
     def _set_state(self, target: StreamState) -> None:
         if target == self.state:
@@ -178,7 +205,7 @@ class StreamPipeline:
             if not frames:
                 break
             now = time.monotonic()
-            self.decoded += len(frames)
+            self._count_decoded(len(frames))
             self._last_frame_s = now
             for _ in frames:
                 _record(self._decoded_at, now)
@@ -216,10 +243,13 @@ class StreamPipeline:
                 "predictions": [prediction],
             }
         )
-        for sink in self._sinks:
+        for sink in self.sinks:
             sink.emit(record)
         self.processed += 1
         self._latencies.append(latency)
+        if self._m is not None:
+            self._m[1].inc()
+            self._m[3].observe(latency)
         _record(self._processed_at, now)
 
     def _finish(self) -> None:
@@ -246,7 +276,7 @@ class StreamPipeline:
             "fps_out": round(len(_window(self._processed_at, now)) / WINDOW_S, 2),
             "latency_s": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95)},
             "last_frame_age_s": None if self._last_frame_s is None else round(now - self._last_frame_s, 3),
-            "sinks": [{"type": sink.kind, **sink.stats.to_api()} for sink in self._sinks],
+            "sinks": [{"type": sink.kind, **sink.stats.to_api()} for sink in self.sinks],
         }
 
 

@@ -1,0 +1,156 @@
+"""Prometheus metrics: one `Metrics` object owning its own CollectorRegistry, created in `build_app`.
+
+Counters and histograms are updated where things happen (decoder events, batches, sinks, requests);
+gauges of live state (stream state, windowed fps, spool size) are read at scrape time by a collector.
+Label sets are bounded: streams and networks by id, sinks by index, routes by their pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+COUNT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._live: _Live | None = None
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        # streams
+        self.frames_decoded = Counter(
+            "streamd_stream_frames_decoded_total", "Frames decoded.", ["stream"], registry=r
+        )
+        self.frames_processed = Counter(
+            "streamd_stream_frames_processed_total",
+            "Frames whose record reached the sinks.",
+            ["stream"],
+            registry=r,
+        )
+        self.frames_dropped = Counter(
+            "streamd_stream_frames_dropped_total",
+            "Frames dropped, by cause.",
+            ["stream", "reason"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "streamd_stream_reconnects_total", "Source reconnections.", ["stream"], registry=r
+        )
+        self.stream_latency = Histogram(
+            "streamd_stream_latency_seconds",
+            "Decoded frame to record handed to the sinks.",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # inference
+        self.batch_size = Histogram(
+            "streamd_inference_batch_size", "Items per batch.", ["network"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "streamd_inference_queue_wait_seconds",
+            "Arrival to batch dispatch.",
+            ["network"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            "streamd_inference_run_duration_seconds",
+            "session.run per batch.",
+            ["network"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.preprocess_duration = Histogram(
+            "streamd_inference_preprocess_duration_seconds",
+            "Preprocessing per batch.",
+            ["network"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.items = Counter("streamd_inference_items_total", "Items inferred.", ["network"], registry=r)
+        self.batches = Counter("streamd_inference_batches_total", "Batches run.", ["network"], registry=r)
+        self.inference_errors = Counter(
+            "streamd_inference_errors_total", "Failed batches.", ["network"], registry=r
+        )
+        # chains
+        self.chain_call_duration = Histogram(
+            "streamd_chain_call_duration_seconds",
+            "One service call of a chain, all its images.",
+            ["service"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.detections = Histogram(
+            "streamd_chain_detections_per_image",
+            "Results kept per image and service.",
+            ["service"],
+            buckets=COUNT_BUCKETS,
+            registry=r,
+        )
+        # sinks
+        self.sink_records = Counter(
+            "streamd_sink_records_total",
+            "Records by outcome (delivered, retried, spooled, dropped_<reason>).",
+            ["stream", "sink", "outcome"],
+            registry=r,
+        )
+        self.sink_delivery = Histogram(
+            "streamd_sink_delivery_seconds",
+            "One delivery (write or POST).",
+            ["stream", "sink"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # REST
+        self.http_requests = Counter(
+            "streamd_http_requests_total", "API requests.", ["route", "method", "status"], registry=r
+        )
+        self.http_duration = Histogram(
+            "streamd_http_request_duration_seconds",
+            "API request duration.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def add_live_gauges(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+        """Gauges computed at scrape time from live objects (stream states, fps, spool sizes)."""
+        self._live = _Live(read)
+        self.registry.register(self._live)
+
+    async def exposition(self) -> bytes:
+        """The text format. Live gauges are read on the loop (they own that state); the rest is
+        rendered in a thread, since the process collector reads /proc."""
+        if self._live is not None:
+            self._live.snapshot()
+        return await asyncio.to_thread(generate_latest, self.registry)
+
+
+class _Live(Collector):
+    def __init__(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+        self._read = read
+        self._families: list[GaugeMetricFamily] = []
+
+    def snapshot(self) -> None:
+        self._families = list(self._read())
+
+    def collect(self) -> Iterable[Any]:
+        return list(self._families)
