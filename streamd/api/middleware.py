@@ -135,7 +135,8 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     keys = services(request).settings.auth.api_keys
     if keys and request.path not in OPEN_PATHS:
-        given = request.headers.get("X-API-KEY")
+        # A browser cannot send headers for <img> tags: the HTML page passes ?api_key= instead.
+        given = request.headers.get("X-API-KEY") or request.query.get("api_key")
         if not given:
             raise UnauthorizedError("authentication required: send your key in the X-API-KEY header")
         if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from streamd import __version__
-from streamd.api import chains, inference, networks, ops, recognition, streams, tasks
+from streamd.api import chains, inference, networks, ops, recognition, streams, tasks, ui
 from streamd.api.http import json_response
 from streamd.api.middleware import OPEN_PATHS
 
@@ -34,6 +34,7 @@ async def openapi(request: web.Request) -> web.Response:
 # fmt: off
 _TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
     # method, path, handler, summary, tag
+    ("GET", "/", ui.index, "An HTML page of the streams (state, fps, latest snapshot).", "operations"),
     ("GET", "/healthz", ops.healthz, "Liveness: the event loop answers.", "operations"),
     ("GET", "/readyz", ops.readyz, "Readiness: store open, start-up recovery done.", "operations"),
     ("GET", "/info", ops.info, "Version, TensorFlow version and resource counts.", "operations"),
@@ -85,6 +86,8 @@ _TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
     ("GET", "/v0.7/streams/{stream_id}", streams.get_stream, "A stream's state, counters, fps, latency.",
      "streams"),
     ("DELETE", "/v0.7/streams/{stream_id}", streams.delete_stream, "Stop, flush sinks, forget.", "streams"),
+    ("GET", "/v0.7/streams/{stream_id}/snapshot.jpg", streams.stream_snapshot,
+     "The latest processed frame with its results drawn (JPEG).", "streams"),
     ("POST", "/v0.7/streams/{stream_id}/pause", streams.pause_stream, "Pause processing.", "streams"),
     ("POST", "/v0.7/streams/{stream_id}/resume", streams.resume_stream, "Resume processing.", "streams"),
     ("GET", "/v0.7/tasks", tasks.list_tasks, "List tasks, optionally only task_ids=1&task_ids=2.", "tasks"),
@@ -97,7 +100,7 @@ ROUTES: tuple[Route, ...] = tuple(Route(*row) for row in _TABLE)
 def setup_routes(app: web.Application) -> None:
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
-        if not route.path.endswith(".json"):
+        if not route.path.endswith((".json", ".jpg")) and route.path != "/":
             app.router.add_route(route.method, route.path + "/", route.handler)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -86,3 +87,15 @@ async def resume_stream(request: web.Request) -> web.Response:
 async def delete_stream(request: web.Request) -> web.Response:
     await services(request).streams.delete(int_id(request, "stream_id", "stream"))
     return no_content()
+
+
+async def stream_snapshot(request: web.Request) -> web.Response:
+    """The latest processed frame as a JPEG, with the chain's boxes and labels drawn."""
+    from streamd.streams.snapshot import render
+
+    pipeline = services(request).streams.get(int_id(request, "stream_id", "stream"))
+    if pipeline.latest is None:
+        raise NotFoundError(f"stream {pipeline.stream_id} has processed no frame yet", code="no_snapshot")
+    pixels, predictions = pipeline.latest
+    jpeg = await asyncio.to_thread(render, pixels, predictions)
+    return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})

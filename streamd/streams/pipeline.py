@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from streamd.chains.runner import ChainRunner
@@ -101,6 +102,7 @@ class StreamPipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._ended: SourceEvent | None = None
         self.done = asyncio.Event()
+        self.latest: tuple[np.ndarray, list[dict[str, Any]]] | None = None  # for snapshots
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, *, paused: bool = False) -> None:
@@ -245,6 +247,7 @@ class StreamPipeline:
         )
         for sink in self.sinks:
             sink.emit(record)
+        self.latest = (frame.pixels, [prediction])
         self.processed += 1
         self._latencies.append(latency)
         if self._m is not None:
