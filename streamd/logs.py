@@ -9,6 +9,9 @@ import orjson
 
 from streamd.settings import LoggingConfig
 
+# Passed with `extra=` by the API (request ids) and the streams (stream ids); JSON lines carry them as fields.
+CONTEXT_FIELDS = ("request_id", "stream_id", "network_id", "method", "path", "status", "duration_ms")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -18,6 +21,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for field in CONTEXT_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

@@ -350,3 +350,96 @@ def test_streams_resume_after_kill_9(tmp_path: Path, tf1_model: ModelFiles) -> N
         assert all(json.loads(line)["stream_id"] == stream["id"] for line in after)
     finally:
         assert daemon.stop() == 0
+
+
+def register_colour_chain(daemon: Daemon, model: ModelFiles) -> None:
+    """Network, spec, version and the chain "whole" through the daemon's HTTP API."""
+    import requests
+
+    http, api = requests.Session(), daemon.url + "v0.7"
+    network = http.post(
+        f"{api}/networks",
+        data={
+            "name": "c",
+            "framework": "tensorflow-1.x",
+            "preprocessing": json.dumps(
+                {"inputs": [{"tensor_name": "input", "image": {"target_size": "8x8"}}]}
+            ),
+        },
+        files={name: (name, content) for name, content in model.contents.items()},
+        timeout=30,
+    ).json()
+    Client(api_key="unused", host=daemon.url).Task.retrieve(network["task_id"]).wait()
+    spec = http.post(
+        f"{api}/recognition/specs",
+        json={
+            "name": "colours",
+            "outputs": [
+                {
+                    "labels": {
+                        "labels": [
+                            {"id": 1, "name": "blue"},
+                            {"id": 2, "name": "green"},
+                            {"id": 3, "name": "red"},
+                        ]
+                    }
+                }
+            ],
+        },
+        timeout=10,
+    ).json()
+    http.post(
+        f"{api}/recognition/versions",
+        json={
+            "spec_id": spec["id"],
+            "network_id": network["id"],
+            "post_processings": [{"classification": {"output_tensor": "prob", "thresholds": [0.5] * 3}}],
+        },
+        timeout=10,
+    ).raise_for_status()
+    http.put(f"{api}/chains/whole", json={"calls": [{"service": "colours"}]}, timeout=10).raise_for_status()
+
+
+def test_sigterm_flushes_every_record_and_logs_json(tmp_path: Path, tf1_model: ModelFiles) -> None:
+    import requests
+
+    from tests.factories.videos import encode_h264
+
+    encode_h264(tmp_path / "data" / "media" / "loop.mp4", frames=60)
+    daemon = Daemon(tmp_path / "data", args=("--log-format", "json")).start()
+    register_colour_chain(daemon, tf1_model)
+    stream = requests.post(
+        daemon.url + "v0.7/streams",
+        json={
+            "name": "yard",
+            "source": {"uri": "rtsp://admin:hunter2@127.0.0.1:1/x"},
+            "chain": "whole",
+            "sinks": [{"type": "jsonl", "path": "yard.jsonl"}],
+        },
+        timeout=30,
+    ).json()
+    looping = requests.post(
+        daemon.url + "v0.7/streams",
+        json={
+            "name": "door",
+            "source": {"uri": "loop.mp4", "options": {"loop": True}},
+            "chain": "whole",
+            "sinks": [{"type": "jsonl", "path": "door.jsonl"}],
+        },
+        timeout=30,
+    ).json()
+    deadline = time.monotonic() + 30
+    while daemon.get(f"/v0.7/streams/{looping['id']}")[1]["frames"]["processed"] < 50:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    assert daemon.stop() == 0  # SIGTERM
+
+    lines = (tmp_path / "data" / "results" / "door.jsonl").read_bytes().splitlines()
+    indices = [json.loads(line)["frame_index"] for line in lines]
+    assert indices == list(range(len(indices))) and len(indices) >= 50  # nothing processed was lost
+    log = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    assert log, daemon.log()[-2000:]
+    access = [entry for entry in log if entry["logger"] == "streamd.access"]
+    assert access and all(len(entry["request_id"]) == 16 and entry["status"] for entry in access)
+    assert any(entry.get("stream_id") == stream["id"] for entry in log)
+    assert "hunter2" not in daemon.log()

@@ -94,6 +94,13 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         response.status,
         elapsed * 1000,
         request_id,
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.rel_url.path,
+            "status": response.status,
+            "duration_ms": round(elapsed * 1000, 2),
+        },
     )
     return response
 

@@ -162,7 +162,13 @@ class StreamPipeline:
             self.last_error = event.message
             if self.state != StreamState.PAUSED:
                 self._set_state(StreamState.RECONNECTING)
-            logger.warning("stream %d (%s): %s", self.stream_id, self._uri, event.message)
+            logger.warning(
+                "stream %d (%s): %s",
+                self.stream_id,
+                self._uri,
+                event.message,
+                extra={"stream_id": self.stream_id},
+            )
         elif event.kind in ("decode_error", "fps_cap"):
             self._drop(event.kind, event.count)
         elif event.kind in ("ended", "failed"):
@@ -193,7 +199,14 @@ class StreamPipeline:
         if not check_transition(self.state, target):
             logger.debug("stream %d: ignoring %s → %s", self.stream_id, self.state, target)
             return
-        logger.info("stream %d (%s): %s → %s", self.stream_id, self.name, self.state, target)
+        logger.info(
+            "stream %d (%s): %s → %s",
+            self.stream_id,
+            self.name,
+            self.state,
+            target,
+            extra={"stream_id": self.stream_id},
+        )
         self.state = target
 
     # -- frames ------------------------------------------------------------------------------------------

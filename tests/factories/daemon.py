@@ -26,8 +26,14 @@ def free_port() -> int:
 
 class Daemon:
     def __init__(
-        self, data_dir: Path, *, env: dict[str, str] | None = None, config: Path | None = None
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        config: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
+        self._args = args
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -49,6 +55,7 @@ class Daemon:
         ]
         if self._config is not None:
             args += ["--config", str(self._config)]
+        args += list(self._args)
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMD_")}
         env.update(self._env)
         with self.log_path.open("ab") as log:
