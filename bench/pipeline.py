@@ -89,6 +89,7 @@ async def streamd_rate(
     video: Path,
     frames: int,
     frames_in_flight: int,
+    metrics: bool = True,
 ) -> float:
     port = free_port()
     settings = load(
@@ -98,6 +99,7 @@ async def streamd_rate(
             "storage": {"data_dir": root / "data", "media_roots": [str(video.parent)]},
             "server": {"port": port},
             "streams": {"frames_in_flight": frames_in_flight, "buffer_frames": frames_in_flight // 2},
+            "metrics": {"enabled": metrics},
         },
     )
     runner = web.AppRunner(build_app(settings), access_log=None)
@@ -165,6 +167,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of the 30 fps test video")
     parser.add_argument("--frames-in-flight", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--metrics-overhead",
+        action="store_true",
+        help="also run streamd with metrics disabled and print the difference",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -175,12 +182,27 @@ def main() -> None:
         model, _ = load_network_files(
             root / "model", Preprocessing.model_validate(preprocessing_for(input_name))
         )
-        raws, streamds, naives = [], [], []
+        raws, streamds, naives, bare = [], [], [], []
         for round_index in range(args.rounds):
             raws.append(
                 max(raw_rate(model.session, input_name, output_name, size, 4.0) for size in (8, 16, 32))
             )
             naives.append(naive_loop(video, model.session, input_name, output_name, root / "naive.jsonl"))
+            if args.metrics_overhead:
+                bare.append(
+                    asyncio.run(
+                        streamd_rate(
+                            root / f"bare{round_index}",
+                            root / "model",
+                            input_name,
+                            output_name,
+                            video,
+                            frames,
+                            args.frames_in_flight,
+                            False,
+                        )
+                    )
+                )
             streamds.append(
                 asyncio.run(
                     streamd_rate(
@@ -205,6 +227,10 @@ def main() -> None:
     print(f"naive loop (decode, preprocess, batch 1) : {naive:7.1f} fps")
     print(f"ratio streamd / raw best                 : {ours / raw:.2f}   (target >= 0.85)")
     print(f"ratio streamd / naive loop               : {ours / naive:.2f}   (target >= 1.8)")
+    if bare:
+        without = statistics.median(bare)
+        print(f"streamd with metrics disabled            : {without:7.1f} fps")
+        print(f"metrics overhead                         : {(without - ours) / without * 100:+.1f} % of fps")
 
 
 if __name__ == "__main__":

@@ -38,11 +38,12 @@ def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path)
     networks = NetworkRepository(db, settings.storage.data_dir)
     tasks = TaskRepository(db)
-    metrics = Metrics()
+    metrics = Metrics() if settings.metrics.enabled else None
     runtime = InferenceRuntime(networks, settings.inference, metrics)
     runner = ChainRunner(runtime, settings.storage.data_dir / "chains", metrics)
     streams = StreamManager(StreamRepository(db), runner, settings, metrics)
-    metrics.add_live_gauges(streams.live_gauges)
+    if metrics is not None:
+        metrics.add_live_gauges(streams.live_gauges)
     svc = Services(
         settings=settings,
         db=db,

@@ -129,6 +129,12 @@ class StreamsConfig(_Section):
     )
 
 
+class MetricsConfig(_Section):
+    enabled: bool = Field(
+        True, description="Serve Prometheus metrics on /metrics (off: no metric is recorded)."
+    )
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["text", "json"] = Field("text", description="Log line format.")
@@ -141,6 +147,7 @@ class Settings(_Section):
     networks: NetworksConfig = Field(default_factory=NetworksConfig, description="Neural networks.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching and TF.")
     streams: StreamsConfig = Field(default_factory=StreamsConfig, description="Video streams and sinks.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
     @property

@@ -34,7 +34,7 @@ class Services:
     chains: ChainRepository
     chains_runner: ChainRunner
     streams: StreamManager
-    metrics: Metrics
+    metrics: Metrics | None
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None
     ready: bool = False

@@ -85,8 +85,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     resource = request.match_info.route.resource
     route = resource.canonical.rstrip("/") or "/" if resource is not None else "unmatched"
     metrics = services(request).metrics
-    metrics.http_requests.labels(route, request.method, str(response.status)).inc()
-    metrics.http_duration.labels(route, request.method).observe(elapsed)
+    if metrics is not None:
+        metrics.http_requests.labels(route, request.method, str(response.status)).inc()
+        metrics.http_duration.labels(route, request.method).observe(elapsed)
     access_logger.info(
         "%s %s %d %.1fms request_id=%s",
         request.method,

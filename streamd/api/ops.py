@@ -9,7 +9,7 @@ from aiohttp import web
 from streamd import __version__
 from streamd.api.context import services
 from streamd.api.http import json_response
-from streamd.errors import UnavailableError
+from streamd.errors import NotFoundError, UnavailableError
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -47,5 +47,10 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format (the one response that is not JSON)."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    body = await services(request).metrics.exposition()
+    metrics = services(request).metrics
+    if metrics is None:
+        raise NotFoundError(
+            "metrics are disabled on this daemon (metrics.enabled = false)", code="metrics_disabled"
+        )
+    body = await metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
