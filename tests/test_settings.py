@@ -114,3 +114,18 @@ def test_serve_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
     result = run_cli("serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "not a loopback address and no API key is configured" in result.stderr
+
+
+def test_readme_documents_every_setting_and_metric() -> None:
+    from streamd.metrics import Metrics
+
+    readme = (REPO / "README.md").read_text()
+    defaults = Settings()
+    for section in Settings.model_fields:
+        model = getattr(defaults, section)
+        for name in type(model).model_fields:
+            assert f"| `{section}.{name}` |" in readme, f"{section}.{name} is missing from the README"
+    for family in Metrics().registry.collect():
+        if family.name.startswith("streamd_"):
+            suffix = "_total" if family.type == "counter" else ""
+            assert f"`{family.name}{suffix}`" in readme, f"{family.name} is missing from the README"
