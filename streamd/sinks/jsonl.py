@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,17 @@ class SinkStats:
     dropped: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     observe: Callable[[str, int], None] | None = None  # metrics: (outcome, count)
+    observe_delivery: Callable[[float], None] | None = None  # metrics: seconds one write or POST took
 
     def count(self, outcome: str, count: int = 1) -> None:
         """outcome: emitted, delivered, retried or spooled."""
         setattr(self, outcome, getattr(self, outcome) + count)
         if self.observe is not None:
             self.observe(outcome, count)
+
+    def delivery(self, seconds: float) -> None:
+        if self.observe_delivery is not None:
+            self.observe_delivery(seconds)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
@@ -84,8 +90,10 @@ class JsonlSink:
             self._wake.clear()
             while self._pending:
                 lines, self._pending = self._pending, []
+                started = time.monotonic()
                 try:
                     await asyncio.to_thread(self._write, b"".join(line + b"\n" for line in lines))
+                    self.stats.delivery(time.monotonic() - started)
                     self.stats.count("delivered", len(lines))
                 except OSError as exc:  # a full disk loses these lines: counted, visible, logged
                     self.stats.drop("write_error", len(lines))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import aiohttp
@@ -130,9 +131,11 @@ class WebhookSink:
     async def _post(self, batch: list[bytes]) -> str:
         assert self._session is not None
         body = batch[0] if self._batch_size == 1 else b"[" + b",".join(batch) + b"]"
+        started = time.monotonic()
         try:
             async with self._session.post(self.url, data=body, headers=self._headers) as response:
                 await response.read()
+                self.stats.delivery(time.monotonic() - started)
                 if response.status < 300:
                     return "delivered"
                 message = f"HTTP {response.status} from {self.display_url}"

@@ -205,6 +205,9 @@ class StreamManager:
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
                 sink.stats.observe = _sink_observer(self._metrics, str(stream_id), str(index))
+                sink.stats.observe_delivery = self._metrics.sink_delivery.labels(
+                    str(stream_id), str(index)
+                ).observe
         pipeline = StreamPipeline(
             stream_id,
             body.name,
