@@ -379,3 +379,65 @@ async def test_frames_of_several_streams_meet_in_one_batch(
     # Each stream has at most 2 frames in the chain at once: any batch above 2 mixes streams.
     assert loaded.batcher.stats.items == 90
     assert max(loaded.batcher.stats.batch_sizes) > 2
+
+
+async def test_ended_and_broken_streams_are_listed_after_a_restart(
+    aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    first = await aiohttp_client(build_app(media_settings))
+    await setup_chain(first, tf1_model)
+    finished = await create_stream(first, media_settings, name="done")
+    await wait_state(first, finished["id"], "finished")
+    doomed = await create_stream(
+        first, media_settings, name="doomed", source={"uri": "long.mp4", "options": {"loop": True}}
+    )
+    await first.close()
+    await asyncio.to_thread((media_settings.media_roots[0] / "long.mp4").unlink)
+
+    second = await aiohttp_client(build_app(media_settings))
+    done = await (await second.get(f"/v0.7/streams/{finished['id']}")).json()
+    assert (done["state"], done["name"]) == ("finished", "done")
+    broken = await (await second.get(f"/v0.7/streams/{doomed['id']}")).json()
+    assert broken["state"] == "error" and "cannot resume" in broken["last_error"]
+    assert "does not exist" in broken["last_error"]
+    response = await second.post(f"/v0.7/streams/{finished['id']}/resume")
+    assert response.status == 409
+    assert (await second.delete(f"/v0.7/streams/{doomed['id']}")).status == 204
+    assert (await (await second.get("/v0.7/streams")).json())["count"] == 1
+
+
+@pytest.fixture
+def video_bytes(media_settings: Settings) -> bytes:
+    return (media_settings.media_roots[0] / "colours.mp4").read_bytes()
+
+
+async def test_http_sources_are_live_and_reconnect_when_they_end(
+    app_client: TestClient,
+    aiohttp_server: Any,
+    media_settings: Settings,
+    tf1_model: ModelFiles,
+    video_bytes: bytes,
+) -> None:
+    async def video(request: web.Request) -> web.Response:
+        return web.Response(body=video_bytes, content_type="video/mp4")
+
+    app = web.Application()
+    app.router.add_get("/videos/colours.mp4", video)
+    server = await aiohttp_server(app)
+    await setup_chain(app_client, tf1_model)
+    url = str(server.make_url("/videos/colours.mp4"))
+    stream = await create_stream(app_client, media_settings, source={"uri": url})
+    assert stream["drop_policy"] is None  # live default: drop_oldest
+
+    async def replayed() -> dict[str, Any] | None:
+        status = await (await app_client.get(f"/v0.7/streams/{stream['id']}")).json()
+        return status if status["reconnects"] >= 1 and status["frames"]["processed"] > 30 else None
+
+    status = await wait_until(replayed, 60)
+    assert status["state"] in ("running", "reconnecting")
+    assert (await app_client.delete(f"/v0.7/streams/{stream['id']}")).status == 204
+    records = await read_jsonl(media_settings.storage.data_dir / "results" / "cam.jsonl")
+    indices = [r["frame_index"] for r in records]
+    assert indices == sorted(set(indices))  # in order; a live source may drop the oldest frames
+    # frame_index keeps counting across the replay (30 frames a play, a multiple of 3 colours).
+    assert all(r["predictions"][0]["classes"][0]["cat"] == NAMES[r["frame_index"] % 3] for r in records)

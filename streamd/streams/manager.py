@@ -295,19 +295,43 @@ class StreamManager:
         resumed = 0
         for record in await self._store.all():
             body = StreamBody.model_validate(record.definition)
+            chain_name = body.chain if isinstance(body.chain, str) else "inline"
             try:
                 plan, chain_name = await plan_for(body.chain)
                 uri, live = await self.check_source(body.source)
             except Exception as exc:  # supervision boundary: one broken stream must not stop the others
-                logger.warning("stream %d cannot resume: %s", record.stream_id, exc)
+                message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                logger.warning("stream %d cannot resume: %s", record.stream_id, message)
+                self._show(record.stream_id, body, chain_name, StreamState.ERROR, f"cannot resume: {message}")
                 continue
             if record.desired in ("finished", "error"):
+                self._show(record.stream_id, body, chain_name, StreamState(record.desired), None)
                 continue
             await self._launch(
                 record.stream_id, body, plan, chain_name, uri, live, paused=record.desired == "paused"
             )
             resumed += 1
         return resumed
+
+    def _show(
+        self, stream_id: int, body: StreamBody, chain_name: str, state: StreamState, last_error: str | None
+    ) -> None:
+        """A stream that ended before the restart (or cannot resume): listed with its state, not run."""
+        source = SourceSettings(uri=body.source.uri, is_live=body.source.uri.startswith(NETWORK_SCHEMES))
+        pipeline = StreamPipeline(
+            stream_id,
+            body.name,
+            chain_name,
+            source,
+            ChainPlan(roots=(), data=()),
+            [],
+            self._runner,
+            PipelineSettings(1, 1, DropPolicy.WAIT),
+            self._metrics,
+        )
+        pipeline.state, pipeline.last_error = state, last_error
+        self._pipelines[stream_id] = pipeline
+        self.bodies[stream_id] = body
 
     async def close(self) -> None:
         await asyncio.gather(
