@@ -270,50 +270,9 @@ def test_streams_resume_after_kill_9(tmp_path: Path, tf1_model: ModelFiles) -> N
 
     encode_h264(tmp_path / "data" / "media" / "loop.mp4", frames=60)
     daemon = Daemon(tmp_path / "data").start()
+    register_colour_chain(daemon, tf1_model)
     http = requests.Session()
     api = daemon.url + "v0.7"
-    network = http.post(
-        f"{api}/networks",
-        data={
-            "name": "c",
-            "framework": "tensorflow-1.x",
-            "preprocessing": json.dumps(
-                {"inputs": [{"tensor_name": "input", "image": {"target_size": "8x8"}}]}
-            ),
-        },
-        files={name: (name, content) for name, content in tf1_model.contents.items()},
-        timeout=30,
-    ).json()
-    client = Client(api_key="unused", host=daemon.url)
-    client.Task.retrieve(network["task_id"]).wait()
-    spec = http.post(
-        f"{api}/recognition/specs",
-        json={
-            "name": "colours",
-            "outputs": [
-                {
-                    "labels": {
-                        "labels": [
-                            {"id": 1, "name": "blue"},
-                            {"id": 2, "name": "green"},
-                            {"id": 3, "name": "red"},
-                        ]
-                    }
-                }
-            ],
-        },
-        timeout=10,
-    ).json()
-    http.post(
-        f"{api}/recognition/versions",
-        json={
-            "spec_id": spec["id"],
-            "network_id": network["id"],
-            "post_processings": [{"classification": {"output_tensor": "prob", "thresholds": [0.5] * 3}}],
-        },
-        timeout=10,
-    ).raise_for_status()
-    http.put(f"{api}/chains/whole", json={"calls": [{"service": "colours"}]}, timeout=10).raise_for_status()
     stream = http.post(
         f"{api}/streams",
         json={

@@ -67,14 +67,7 @@ class ChainRepository:
         return _record(row)
 
     async def page(self, offset: int, limit: int) -> tuple[int, list[ChainRecord]]:
-        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
-            count = conn.execute("SELECT COUNT(*) FROM chains").fetchone()[0]
-            rows = conn.execute(
-                "SELECT * FROM chains ORDER BY name LIMIT ? OFFSET ?", (limit, offset)
-            ).fetchall()
-            return count, rows
-
-        count, rows = await self._db.run(query)
+        count, rows = await self._db.page("chains", offset=offset, limit=limit, order="name")
         return count, [_record(row) for row in rows]
 
     async def delete(self, name: str) -> None:

@@ -120,6 +120,29 @@ class Database:
 
         return await self._submit(transaction)
 
+    async def page(
+        self,
+        table: str,
+        *,
+        offset: int,
+        limit: int,
+        select: str | None = None,
+        where: str = "",
+        args: tuple[object, ...] = (),
+        order: str = "id",
+    ) -> tuple[int, list[sqlite3.Row]]:
+        """One page of rows and the total count, read in one transaction (`table` may carry an alias)."""
+
+        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
+            count = conn.execute(f"SELECT COUNT(*) FROM {table} {where}", args).fetchone()[0]
+            rows = conn.execute(
+                f"{select or f'SELECT * FROM {table}'} {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            return count, rows
+
+        return await self.run(query)
+
     async def _submit(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
             raise RuntimeError("database is not open")

@@ -142,14 +142,7 @@ class NetworkRepository:
         return _record(row)
 
     async def page(self, offset: int, limit: int) -> tuple[int, list[NetworkRecord]]:
-        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
-            count = conn.execute("SELECT COUNT(*) FROM networks").fetchone()[0]
-            rows = conn.execute(
-                "SELECT * FROM networks ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
-            ).fetchall()
-            return count, rows
-
-        count, rows = await self._db.run(query)
+        count, rows = await self._db.page("networks", offset=offset, limit=limit)
         return count, [_record(row) for row in rows]
 
     async def update(self, network_id: int, patch: NetworkPatch) -> NetworkRecord:

@@ -154,14 +154,7 @@ class RecognitionRepository:
         return [_spec(row) for row in rows]
 
     async def specs(self, offset: int, limit: int) -> tuple[int, list[SpecRecord]]:
-        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
-            count = conn.execute("SELECT COUNT(*) FROM recognition_specs").fetchone()[0]
-            rows = conn.execute(
-                "SELECT * FROM recognition_specs ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
-            ).fetchall()
-            return count, rows
-
-        count, rows = await self._db.run(query)
+        count, rows = await self._db.page("recognition_specs", offset=offset, limit=limit)
         return count, [_spec(row) for row in rows]
 
     async def update_spec(self, spec_id: int, changes: dict[str, Any]) -> SpecRecord:
@@ -226,15 +219,16 @@ class RecognitionRepository:
             return None
 
     async def versions(self, spec_id: int | None, offset: int, limit: int) -> tuple[int, list[VersionRecord]]:
-        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
-            where, args = ("WHERE v.spec_id = ?", (spec_id,)) if spec_id is not None else ("", ())
-            count = conn.execute(f"SELECT COUNT(*) FROM recognition_versions v {where}", args).fetchone()[0]
-            rows = conn.execute(
-                f"{_VERSION_SELECT} {where} ORDER BY v.id LIMIT ? OFFSET ?", (*args, limit, offset)
-            ).fetchall()
-            return count, rows
-
-        count, rows = await self._db.run(query)
+        where, args = ("WHERE v.spec_id = ?", (spec_id,)) if spec_id is not None else ("", ())
+        count, rows = await self._db.page(
+            "recognition_versions v",
+            offset=offset,
+            limit=limit,
+            select=_VERSION_SELECT,
+            where=where,
+            args=args,
+            order="v.id",
+        )
         return count, [_version(row) for row in rows]
 
     async def delete_version(self, version_id: int) -> None:

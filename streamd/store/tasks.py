@@ -99,19 +99,10 @@ class TaskRepository:
 
     async def page(self, task_ids: list[int] | None, offset: int, limit: int) -> tuple[int, list[TaskRecord]]:
         """Tasks in id order, restricted to `task_ids` when given; returns (total count, one page)."""
-
-        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
-            where, args = "", ()
-            if task_ids is not None:
-                where = f"WHERE id IN ({','.join('?' * len(task_ids))})"
-                args = tuple(task_ids)
-            count = conn.execute(f"SELECT COUNT(*) FROM tasks {where}", args).fetchone()[0]
-            rows = conn.execute(
-                f"SELECT * FROM tasks {where} ORDER BY id LIMIT ? OFFSET ?", (*args, limit, offset)
-            ).fetchall()
-            return count, rows
-
-        count, rows = await self._db.run(query)
+        where, args = "", ()
+        if task_ids is not None:
+            where, args = f"WHERE id IN ({','.join('?' * len(task_ids))})", tuple(task_ids)
+        count, rows = await self._db.page("tasks", offset=offset, limit=limit, where=where, args=args)
         return count, [_record(row) for row in rows]
 
     async def fail_pending(self, kind: str, error: str) -> int:
