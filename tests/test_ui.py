@@ -157,3 +157,21 @@ def test_label_collection_includes_nested_results() -> None:
     boxes, texts = collect(classes)
     assert boxes == [((1, 2, 3, 4), "person 0.90: blue"), ((1.5, 2.5, 2.5, 3.5), "face 0.70")]
     assert texts == []
+
+
+@pytest.fixture
+def keyed_settings(tmp_path: Path) -> Settings:
+    from tests.conftest import make_settings
+
+    return make_settings(tmp_path / "data", auth={"api_keys": ["page-key"]})
+
+
+async def test_the_page_takes_its_key_in_the_query_and_only_the_page(
+    aiohttp_client: Any, keyed_settings: Settings
+) -> None:
+    from streamd.app import build_app
+
+    client = await aiohttp_client(build_app(keyed_settings))
+    assert (await client.get("/")).status == 401
+    assert (await client.get("/?api_key=page-key")).status == 200
+    assert (await client.get("/v0.7/streams?api_key=page-key")).status == 401

@@ -143,8 +143,14 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     keys = services(request).settings.auth.api_keys
     if keys and request.path not in OPEN_PATHS:
-        # A browser cannot send headers for <img> tags: the HTML page passes ?api_key= instead.
-        given = request.headers.get("X-API-KEY") or request.query.get("api_key")
+        given = request.headers.get("X-API-KEY")
+        if (
+            not given
+            and request.method == "GET"
+            and (request.path == "/" or request.path.endswith("/snapshot.jpg"))
+        ):
+            # A browser cannot send headers for <img> tags: the HTML page passes ?api_key= instead.
+            given = request.query.get("api_key")
         if not given:
             raise UnauthorizedError("authentication required: send your key in the X-API-KEY header")
         if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
