@@ -81,10 +81,8 @@ class WebhookSink:
     async def _flush_spill(self) -> None:
         """Memory first, then the spill: the spool holds records in emission order."""
         records, self._memory, self._spill = self._memory + self._spill, [], []
-        await asyncio.to_thread(self._to_spool, records)
-
-    def _to_spool(self, records: list[bytes]) -> None:
-        accepted = self._spool.append(records)
+        accepted = await asyncio.to_thread(self._spool.append, records)
+        # Counted here, on the loop, which owns the stats.
         self.stats.count("spooled", accepted)
         if accepted < len(records):
             self.stats.drop("spool_full", len(records) - accepted)
