@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.errors import InvalidRequestError, NotFoundError
+from streamd.inference.sources import local_path
 from streamd.metrics import Metrics
 from streamd.settings import Settings
 from streamd.sinks.jsonl import JsonlSink
@@ -73,7 +74,8 @@ class StreamBody(_Strict):
     drop_policy: Literal["drop_oldest", "wait"] | None = None
 
 
-PlanFor = Any  # async (definition dict) -> ChainPlan, given by the API layer
+# Given by the API layer: a stored chain's name or an inline definition → (plan, chain name).
+PlanFor = Callable[[str | dict[str, Any]], Awaitable[tuple[ChainPlan, str]]]
 
 
 class StreamManager:
@@ -112,14 +114,7 @@ class StreamManager:
         roots = self._settings.media_roots
         if not path.is_absolute():
             path = roots[0] / path
-        resolved = path.resolve()
-        if not any(resolved.is_relative_to(root) for root in roots):
-            raise InvalidRequestError(
-                f"source {path_text!r} is outside the media roots ({', '.join(map(str, roots))}); copy the "
-                "video "
-                "there or configure storage.media_roots",
-                code="invalid_source",
-            )
+        resolved = local_path(str(path), f"source {path_text!r}", roots)
         if not resolved.is_file():
             raise InvalidRequestError(
                 f"source {path_text!r} does not exist (looked for {resolved})", code="invalid_source"
@@ -159,14 +154,14 @@ class StreamManager:
         if not path.is_absolute():
             path = self.results_dir / path
         allowed = (self.results_dir, *self._settings.media_roots)
-        normal = Path(*_normalized(path.parts))
-        if ".." in path.parts or not any(normal.is_relative_to(root) for root in allowed):
+        # pathlib already drops "." parts; ".." is refused outright rather than resolved.
+        if ".." in path.parts or not any(path.is_relative_to(root) for root in allowed):
             raise InvalidRequestError(
                 f"jsonl path {path_text!r} must be relative (under {self.results_dir}) or inside a "
                 "configured root",
                 code="invalid_sink",
             )
-        return normal
+        return path
 
     async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline:
         uri, live = await self.check_source(body.source)
@@ -340,17 +335,6 @@ class StreamManager:
         for watcher in list(self._watchers):
             watcher.cancel()
         self._pipelines.clear()
-
-
-def _normalized(parts: tuple[str, ...]) -> list[str]:
-    out: list[str] = []
-    for part in parts:
-        if part == "..":
-            if len(out) > 1:
-                out.pop()
-        elif part != ".":
-            out.append(part)
-    return out
 
 
 def _sink_observer(metrics: Metrics, stream: str, sink: str) -> Callable[[str, int], None]:
