@@ -47,6 +47,7 @@ async def test_metrics_count_a_known_workload_exactly(
     assert value(m, "streamd_stream_state", stream=sid, state="finished") == 1
     assert value(m, "streamd_stream_state", stream=sid, state="running") == 0
     assert value(m, "streamd_stream_fps", stream=sid, direction="out") == 0.5  # 5 frames in the 10 s window
+    assert value(m, "streamd_stream_fps", stream=sid, direction="in") == 3.0  # all 30 decoded, capped or not
     assert value(m, "streamd_sink_records_total", stream=sid, sink="0", outcome="delivered") == 5
     assert (
         1 <= value(m, "streamd_sink_delivery_seconds_count", stream=sid, sink="0") <= 5

@@ -45,6 +45,25 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class _StreamSeries:
+    """This stream's labelled metric children, looked up once (they are touched for every frame)."""
+
+    decoded: Any
+    processed: Any
+    reconnects: Any
+    latency: Any
+
+    @classmethod
+    def of(cls, metrics: Metrics, stream: str) -> _StreamSeries:
+        return cls(
+            metrics.frames_decoded.labels(stream),
+            metrics.frames_processed.labels(stream),
+            metrics.reconnects.labels(stream),
+            metrics.stream_latency.labels(stream),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineSettings:
     buffer_frames: int
     frames_in_flight: int
@@ -67,17 +86,7 @@ class StreamPipeline:
         self.stream_id = stream_id
         self.name = name
         self._metrics = metrics
-        label = str(stream_id)
-        self._m = (
-            None
-            if metrics is None
-            else (
-                metrics.frames_decoded.labels(label),
-                metrics.frames_processed.labels(label),
-                metrics.reconnects.labels(label),
-                metrics.stream_latency.labels(label),
-            )
-        )
+        self._series = None if metrics is None else _StreamSeries.of(metrics, str(stream_id))
         self.chain_name = chain_name
         self.state = StreamState.STARTING
         self.last_error: str | None = None
@@ -157,8 +166,8 @@ class StreamPipeline:
                 self._set_state(StreamState.RUNNING)
         elif event.kind == "reconnecting":
             self.reconnects += 1
-            if self._m is not None:
-                self._m[2].inc()
+            if self._series is not None:
+                self._series.reconnects.inc()
             self.last_error = event.message
             if self.state != StreamState.PAUSED:
                 self._set_state(StreamState.RECONNECTING)
@@ -188,10 +197,14 @@ class StreamPipeline:
             self._metrics.frames_dropped.labels(str(self.stream_id), reason).inc(count)
 
     def _count_decoded(self, count: int) -> None:
-        """Decoded = processed + dropped after decoding (fps cap, full buffer, paused) + in flight."""
+        """Decoded = processed + dropped after decoding (fps cap, full buffer, paused) + in flight;
+        `fps_in` is the windowed rate of the same frames."""
         self.decoded += count
-        if self._m is not None:
-            self._m[0].inc(count)
+        now = time.monotonic()
+        for _ in range(count):
+            _record(self._decoded_at, now)
+        if self._series is not None:
+            self._series.decoded.inc(count)
 
     def _set_state(self, target: StreamState) -> None:
         if target == self.state:
@@ -219,11 +232,8 @@ class StreamPipeline:
             frames = await self._buffer.get_many(self._settings.buffer_frames)
             if not frames:
                 break
-            now = time.monotonic()
             self._count_decoded(len(frames))
-            self._last_frame_s = now
-            for _ in frames:
-                _record(self._decoded_at, now)
+            self._last_frame_s = time.monotonic()
             pixels, uris = [frame.pixels for frame in frames], [self._uri] * len(frames)
             await in_flight.put((frames, asyncio.create_task(self._runner.run(self._plan, pixels, uris))))
         await in_flight.put(None)
@@ -263,9 +273,9 @@ class StreamPipeline:
         self.latest = (frame.pixels, [prediction])
         self.processed += 1
         self._latencies.append(latency)
-        if self._m is not None:
-            self._m[1].inc()
-            self._m[3].observe(latency)
+        if self._series is not None:
+            self._series.processed.inc()
+            self._series.latency.observe(latency)
         _record(self._processed_at, now)
 
     def _finish(self) -> None:
