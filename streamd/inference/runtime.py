@@ -69,6 +69,13 @@ class InferenceRuntime:
             max_inflight=tuning.max_inflight_batches or self._config.max_inflight_batches,
         )
 
+    def tf_threads(self, record: NetworkRecord) -> tuple[int, int]:
+        """(intra-op, inter-op) TensorFlow threads: the network's metadata.streamd, else [inference]."""
+        tuning = self.tuning(record)
+        intra = self._config.intra_op_threads if tuning.intra_op_threads is None else tuning.intra_op_threads
+        inter = self._config.inter_op_threads if tuning.inter_op_threads is None else tuning.inter_op_threads
+        return intra, inter
+
     def adopt(self, record: NetworkRecord, model: LoadedModel, means: list[np.ndarray | None]) -> None:
         """Take over a model its deployment just loaded (eager loading)."""
         if record.network_id in self._loaded:
@@ -89,14 +96,12 @@ class InferenceRuntime:
 
     async def _load(self, network_id: int) -> LoadedNetwork:
         record = await self._networks.get(network_id)
-        tuning = self.tuning(record)
         model, means = await asyncio.get_running_loop().run_in_executor(
             self._loader,
             load_network_files,
             self._networks.network_dir(network_id),
             record.preprocessing_spec,
-            tuning.intra_op_threads if tuning.intra_op_threads is not None else self._config.intra_op_threads,
-            tuning.inter_op_threads if tuning.inter_op_threads is not None else self._config.inter_op_threads,
+            *self.tf_threads(record),
         )
         if network_id in self._loaded:  # adopted meanwhile
             model.close()

@@ -20,8 +20,8 @@ import numpy as np
 from streamd.errors import NotFoundError, StreamdError
 from streamd.inference.runtime import InferenceRuntime, load_network_files
 from streamd.networks.savedmodel import LoadedModel, check_against_preprocessing
-from streamd.networks.spec import NetworkTuning, Preprocessing
-from streamd.settings import InferenceConfig, NetworksConfig
+from streamd.networks.spec import Preprocessing
+from streamd.settings import NetworksConfig
 from streamd.store.networks import NetworkRecord, NetworkRepository
 from streamd.store.tasks import TaskRepository
 
@@ -49,13 +49,11 @@ class Deployer:
         tasks: TaskRepository,
         runtime: InferenceRuntime,
         config: NetworksConfig,
-        inference: InferenceConfig,
     ) -> None:
         self._networks = networks
         self._tasks = tasks
         self._runtime = runtime
         self._config = config
-        self._inference = inference
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamd-deploy")
         self._running: set[asyncio.Task[None]] = set()
 
@@ -80,14 +78,12 @@ class Deployer:
 
     async def _deploy(self, network: NetworkRecord) -> None:
         export_dir = self._networks.network_dir(network.network_id)
-        tuning = NetworkTuning.from_metadata(network.metadata)
         job = asyncio.get_running_loop().run_in_executor(
             self._executor,
             validate_network,
             export_dir,
             network.preprocessing_spec,
-            self._inference.intra_op_threads if tuning.intra_op_threads is None else tuning.intra_op_threads,
-            self._inference.inter_op_threads if tuning.inter_op_threads is None else tuning.inter_op_threads,
+            *self._runtime.tf_threads(network),
         )
         try:
             model, means, report = await asyncio.wait_for(job, self._config.deploy_timeout_s)
