@@ -40,6 +40,15 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
+async def read_json_object(
+    request: web.Request, message: str = "the body must be a JSON object"
+) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError(message, code="invalid_json")
+    return body
+
+
 def validate(model: type[BaseModel], data: Any, what: str) -> Any:
     """Validate `data` with a pydantic model; errors name every offending field and its value."""
     try:

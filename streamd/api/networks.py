@@ -14,7 +14,15 @@ from aiohttp import web
 
 from streamd.api.context import Services, services
 from streamd.api.formdata import decode_leaves, structured_field, unflatten
-from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
+from streamd.api.http import (
+    int_id,
+    json_response,
+    no_content,
+    page_params,
+    paginated,
+    read_json_object,
+    validate,
+)
 from streamd.api.uploads import read_upload
 from streamd.errors import InvalidRequestError, NotFoundError
 from streamd.networks.files import check_file_set
@@ -105,9 +113,7 @@ async def get_network(request: web.Request) -> web.Response:
 
 async def patch_network(request: web.Request) -> web.Response:
     network_id = int_id(request, "network_id", "network")
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidRequestError("the body must be a JSON object of fields to change", code="invalid_json")
+    body = await read_json_object(request, "the body must be a JSON object of fields to change")
     for key in body:
         if key in READ_ONLY_FIELDS:
             raise InvalidRequestError(

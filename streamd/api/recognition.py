@@ -8,7 +8,15 @@ from typing import Any
 from aiohttp import web
 
 from streamd.api.context import Services, services
-from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
+from streamd.api.http import (
+    int_id,
+    json_response,
+    no_content,
+    page_params,
+    paginated,
+    read_json_object,
+    validate,
+)
 from streamd.api.inference import decode_inputs, read_inference_body, ready_network
 from streamd.errors import ConflictError, InvalidRequestError, NotFoundError
 from streamd.inference.executor import InferenceItem
@@ -17,15 +25,8 @@ from streamd.networks.recognition import RecognitionSpecCreate, RecognitionSpecP
 from streamd.store.recognition import SpecRecord, VersionRecord
 
 
-async def _object(request: web.Request) -> dict[str, Any]:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidRequestError("the body must be a JSON object", code="invalid_json")
-    return body
-
-
 async def create_spec(request: web.Request) -> web.Response:
-    spec = validate(RecognitionSpecCreate, await _object(request), "recognition spec")
+    spec = validate(RecognitionSpecCreate, await read_json_object(request), "recognition spec")
     record = await services(request).recognition.create_spec(spec)
     return json_response(record.to_api(), status=201)
 
@@ -44,7 +45,7 @@ async def get_spec(request: web.Request) -> web.Response:
 async def patch_spec(request: web.Request) -> web.Response:
     svc = services(request)
     spec_id = int_id(request, "spec_id", "recognition spec")
-    body = await _object(request)
+    body = await read_json_object(request)
     if "outputs" in body:
         raise InvalidRequestError(
             "field 'outputs' cannot be changed once the spec exists; create a new spec instead",
@@ -80,7 +81,7 @@ async def list_spec_versions(request: web.Request) -> web.Response:
 
 async def create_version(request: web.Request) -> web.Response:
     svc = services(request)
-    version = validate(RecognitionVersionCreate, await _object(request), "recognition version")
+    version = validate(RecognitionVersionCreate, await read_json_object(request), "recognition version")
     try:
         spec = await svc.recognition.spec(version.spec_id)
         network = await svc.networks.get(version.network_id)
