@@ -381,6 +381,36 @@ async def test_frames_of_several_streams_meet_in_one_batch(
     assert max(loaded.batcher.stats.batch_sizes) > 2
 
 
+@pytest.fixture
+def three_in_flight(tmp_path: Path) -> Settings:
+    media = tmp_path / "media"
+    encode_h264(media / "colours.mp4", frames=30, fps=30)
+    # The buffer holds more than may be in flight; the batcher would wait 50 ms for more items.
+    return make_settings(
+        tmp_path / "data",
+        storage={"media_roots": [str(media)]},
+        streams={"frames_in_flight": 3, "buffer_frames": 8},
+        inference={"max_wait_s": 0.05},
+    )
+
+
+async def test_frames_in_flight_bounds_the_frames_of_a_stream_in_the_chain(
+    aiohttp_client: Any, three_in_flight: Settings, tf1_model: ModelFiles
+) -> None:
+    from streamd.api.context import SERVICES
+
+    settings = three_in_flight
+    client = await aiohttp_client(build_app(settings))
+    await setup_chain(client, tf1_model)
+    stream = await create_stream(client, settings)
+    await wait_state(client, stream["id"], "finished", 60)
+    [loaded] = client.app[SERVICES].runtime.loaded.values()
+    assert loaded.batcher.stats.items == 30
+    assert max(loaded.batcher.stats.batch_sizes) == 3
+    records = await read_jsonl(settings.storage.data_dir / "results" / "cam.jsonl")
+    assert [r["frame_index"] for r in records] == list(range(30))
+
+
 async def test_ended_and_broken_streams_are_listed_after_a_restart(
     aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
 ) -> None:

@@ -109,6 +109,8 @@ class StreamPipeline:
         self._source: PyAVSource | None = None
         self._buffer: FrameBuffer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._frames_in_flight = 0
+        self._room = asyncio.Event()  # set when a group left the chain, so frames_in_flight has room
         self._ended: SourceEvent | None = None
         self.done = asyncio.Event()
         self.latest: tuple[np.ndarray, list[dict[str, Any]]] | None = None  # for snapshots
@@ -125,10 +127,7 @@ class StreamPipeline:
             self._buffer,
             lambda event: loop.call_soon_threadsafe(self._on_event, event),
         )
-        # Groups of frames in the chain at once: while one group is in its batch, the next one forms.
-        in_flight: InFlight = asyncio.Queue(
-            max(1, self._settings.frames_in_flight // self._settings.buffer_frames)
-        )
+        in_flight: InFlight = asyncio.Queue()  # bounded by frames_in_flight, counted in frames
         self._tasks = [
             asyncio.create_task(self._produce(in_flight), name=f"stream-{self.stream_id}-produce"),
             asyncio.create_task(self._emit(in_flight), name=f"stream-{self.stream_id}-emit"),
@@ -227,16 +226,23 @@ class StreamPipeline:
         """Every frame already buffered goes into the chain together, so they share the networks' batches
         (as DeepStream's muxer batches frames) instead of trickling in one by one."""
         assert self._buffer is not None
+        limit = self._settings.frames_in_flight
         while True:
             await self._resume.wait()
-            frames = await self._buffer.get_many(self._settings.buffer_frames)
+            while self._frames_in_flight >= limit:
+                self._room.clear()
+                await self._room.wait()
+            frames = await self._buffer.get_many(
+                min(self._settings.buffer_frames, limit - self._frames_in_flight)
+            )
             if not frames:
                 break
             self._count_decoded(len(frames))
             self._last_frame_s = time.monotonic()
+            self._frames_in_flight += len(frames)
             pixels, uris = [frame.pixels for frame in frames], [self._uri] * len(frames)
-            await in_flight.put((frames, asyncio.create_task(self._runner.run(self._plan, pixels, uris))))
-        await in_flight.put(None)
+            in_flight.put_nowait((frames, asyncio.create_task(self._runner.run(self._plan, pixels, uris))))
+        in_flight.put_nowait(None)
 
     async def _emit(self, in_flight: InFlight) -> None:
         while (item := await in_flight.get()) is not None:
@@ -246,9 +252,11 @@ class StreamPipeline:
             except Exception as exc:  # supervision boundary: a failing model drops these frames, counted
                 self._drop("inference_error", len(frames))
                 self.last_error = f"frame {frames[0].frame_index}: {type(exc).__name__}: {exc}"
-                continue
-            for frame, prediction in zip(frames, predictions, strict=True):
-                self._write(frame, prediction)
+            else:
+                for frame, prediction in zip(frames, predictions, strict=True):
+                    self._write(frame, prediction)
+            self._frames_in_flight -= len(frames)
+            self._room.set()
         self._finish()
 
     def _write(self, frame: Frame, prediction: dict[str, Any]) -> None:
