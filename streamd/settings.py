@@ -97,7 +97,7 @@ class InferenceConfig(_Section):
         0.005, ge=0.0, le=10.0, description="Longest time the first item of a batch waits for others."
     )
     max_inflight_batches: int = Field(
-        1, ge=1, le=8, description="Batches of one network running at once; more queue and grow meanwhile."
+        2, ge=1, le=8, description="Batches of one network running at once; more queue and grow meanwhile."
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow intra-op threads (0: TF chooses).")
     inter_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow inter-op threads (0: TF chooses).")
@@ -112,7 +112,12 @@ class StreamsConfig(_Section):
     buffer_frames: int = Field(
         8, ge=1, le=1000, description="Decoded frames a stream buffers before its policy acts."
     )
-    frames_in_flight: int = Field(4, ge=1, le=64, description="Frames of one stream in the chain at once.")
+    frames_in_flight: int = Field(
+        24,
+        ge=1,
+        le=256,
+        description="Frames of one stream in the chain at once (each holds a decoded frame).",
+    )
     stall_timeout_s: float = Field(
         10.0, gt=0, le=600, description="A network source silent this long is reconnected (FFmpeg timeout)."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from streamd.api.context import SERVICES
 from streamd.app import build_app
+from streamd.inference.executor import InferenceItem
 from streamd.settings import Settings
 from tests.conftest import create_network, make_settings, network_form, preprocessing_for, wait_task
 from tests.factories.models import ModelFiles, build_tf1_detector, build_tf1_fragile, classifier_weights
@@ -252,6 +254,31 @@ async def test_callers_share_batches(client: TestClient, tf1_model: ModelFiles) 
         assert task["data"]["tensors"][0]["data"] == [c / 255 for c in colour]
     stats = client.app[SERVICES].runtime.loaded[network["id"]].batcher.stats
     assert stats.batch_sizes == {8: 1}
+
+
+async def test_two_batches_of_a_network_run_at_once(client: TestClient, tf1_model: ModelFiles) -> None:
+    network = await deploy(
+        client,
+        tf1_model,
+        fields={"metadata": '{"streamd": {"max_batch_size": 1, "max_inflight_batches": 2}}'},
+    )
+    loaded = client.app[SERVICES].runtime.loaded[network["id"]]
+    # Each batch's post-processing waits for the other one: run one after the other, they would time out.
+    meeting = threading.Barrier(2, timeout=10)
+
+    def finish(tensors: dict[str, np.ndarray], _transforms: list[Any]) -> tuple[str, list[float]]:
+        meeting.wait()
+        return threading.current_thread().name, next(iter(tensors.values())).tolist()
+
+    [fetch] = loaded.executor.check_fetches(["pooled"])
+    frames = [np.full((8, 8, 3), value, np.uint8) for value in (51, 102)]
+    outputs = await asyncio.gather(
+        *(loaded.batcher.submit(InferenceItem((frame,), (fetch,), finish)) for frame in frames)
+    )
+    (thread_a, pooled_a), (thread_b, pooled_b) = (output.finished for output in outputs)
+    assert thread_a != thread_b
+    assert (pooled_a, pooled_b) == ([51.0] * 3, [102.0] * 3)
+    assert loaded.batcher.stats.batch_sizes == {1: 2}
 
 
 async def test_patching_tuning_retunes_the_loaded_batcher(client: TestClient, tf1_model: ModelFiles) -> None:

@@ -1,15 +1,20 @@
-"""TFExecutor: one loaded network and the one thread that runs it.
+"""TFExecutor: one loaded network and the threads that run its batches.
 
-A batch of items goes in; on the owner thread each input's images are preprocessed into one tensor,
-`session.run` fetches the union of the tensors the items asked for, and each item gets its slice (and
-its own `finish` callback's result, e.g. post-processing). TensorFlow releases the GIL inside
+A batch of items goes in; on one of the network's threads each input's images are preprocessed into one
+tensor, `session.run` fetches the union of the tensors the items asked for, and each item gets its slice
+(and its own `finish` callback's result, e.g. post-processing). TensorFlow releases the GIL inside
 `session.run`, so the event loop keeps running meanwhile.
+
+How many batches run at once is the batcher's decision (`max_inflight_batches`); the executor only has
+enough threads for the most it may allow. Two concurrent `session.run` calls on two cores fill each
+other's gaps (feeding, serial ops, a core lent to a decoder): measured in docs/design.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +29,8 @@ from streamd.networks.savedmodel import LoadedModel
 from streamd.networks.spec import Preprocessing, graph_tensor_name
 
 logger = logging.getLogger(__name__)
+
+MAX_CONCURRENT_BATCHES = 8  # the upper bound of max_inflight_batches
 
 Finish = Callable[[dict[str, np.ndarray], list[BoxTransform]], Any]
 
@@ -76,7 +83,11 @@ class TFExecutor:
         self.means = list(means)
         self.input_tensors = [graph_tensor_name(item.tensor_name) for item in preprocessing.inputs]
         self.timings = ExecutorTimings()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"streamd-tf-{name}")
+        self._timings_lock = threading.Lock()
+        # Threads start on demand, so a network that never runs two batches at once keeps one thread.
+        self._threads = ThreadPoolExecutor(
+            max_workers=MAX_CONCURRENT_BATCHES, thread_name_prefix=f"streamd-tf-{name}"
+        )
 
     def check_fetches(self, fetches: Sequence[str]) -> tuple[str, ...]:
         """Normalise tensor names and reject those the graph does not have (cheap, any thread)."""
@@ -95,17 +106,16 @@ class TFExecutor:
         return tuple(names)
 
     async def run(self, items: Sequence[InferenceItem]) -> list[ItemOutput | BaseException]:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self.run_batch, list(items))
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self.run_batch, list(items))
 
     def run_batch(self, items: list[InferenceItem]) -> list[ItemOutput | BaseException]:
-        """Owner thread: preprocess, run, split, finish. A failure of the run fails the whole batch."""
+        """Network thread: preprocess, run, split, finish. A failure of the run fails the whole batch."""
         started = time.monotonic()
         prepared = [
             self._prepare(index, [item.images[index] for item in items], items)
             for index in range(len(self.input_tensors))
         ]
         transforms = [list(per_item) for per_item in zip(*(t for _, t in prepared), strict=True)]
-        self.timings.preprocess_s += time.monotonic() - started
         fetches = sorted({name for item in items for name in item.fetches})
         ran = time.monotonic()
         try:
@@ -118,8 +128,10 @@ class TFExecutor:
         except Exception as exc:  # TensorFlow's errors, reworded for a person
             raise InferenceError(f"{self.name}: {describe_tf_error(exc)}") from exc
         run_s = time.monotonic() - ran
-        self.timings.run_s += run_s
-        self.timings.batches += 1
+        with self._timings_lock:
+            self.timings.preprocess_s += ran - started
+            self.timings.run_s += run_s
+            self.timings.batches += 1
         if self._on_timing is not None:
             self._on_timing(ran - started, run_s)
         return [
@@ -191,7 +203,7 @@ class TFExecutor:
 
     def close(self) -> None:
         """Runs queued batches to completion, then closes the session (blocking: not on the loop)."""
-        self._thread.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
         self.model.close()
 
 
