@@ -37,7 +37,7 @@ from streamd.inference.runtime import load_network_files
 from streamd.networks.preprocessing import preprocess
 from streamd.networks.spec import Preprocessing
 from streamd.settings import load
-from streamd.video.source import to_bgr
+from streamd.video.source import to_image
 from tests.factories.daemon import free_port
 
 
@@ -86,7 +86,7 @@ def raw_with_decoder(video: Path, session: Any, input_name: str, output_name: st
             with av.open(str(video)) as container:
                 for frame in container.decode(video=0):
                     started = time.monotonic()
-                    to_bgr(frame)
+                    to_image(frame)
                     if stop.wait(max(0.0, period - (time.monotonic() - started))):
                         return
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from streamd.networks.preprocessing import convert_colour, preprocess, resize, to_input_batch
 from streamd.networks.spec import ImagePreprocessing
+from streamd.video.frames import I420Frame
 
 
 def spec(**fields: object) -> ImagePreprocessing:
@@ -134,3 +136,46 @@ def test_boxes_outside_the_frame_are_clipped() -> None:
     frame = np.zeros((10, 20, 3), dtype=np.uint8)
     _, [transform] = preprocess([frame], spec(target_size="20x10"))
     np.testing.assert_allclose(transform.to_frame(np.array([-0.5, -0.1, 2.0, 0.5])), [[0.0, 0.0, 10.0, 10.0]])
+
+
+def smooth_frame(width: int, height: int) -> np.ndarray:
+    """A BGR frame of gradients and flat blocks (what a camera sees at this scale, not noise)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    frame = np.stack([xs * 255 // width, ys * 255 // height, (xs + ys) * 255 // (width + height)], axis=2)
+    frame[height // 4 : height // 2, width // 4 : width // 2] = (30, 200, 90)
+    return frame.astype(np.uint8)
+
+
+def test_a_planar_frame_converts_once_and_resizes_from_its_planes() -> None:
+    bgr = smooth_frame(320, 180)
+    planes = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    frame = I420Frame(planes, 320, 180)
+    assert frame.shape == (180, 320, 3)
+    # Resized before any conversion, at even and odd sizes, it matches converting then resizing within
+    # a level or two; only pixels on a sharp colour edge differ more (chroma is resized at half
+    # resolution, so its edge may land half a pixel away).
+    reference = cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420)
+    for width, height in ((224, 224), (101, 57), (64, 36)):
+        resized = frame.resized_bgr(width, height)
+        expected = cv2.resize(reference, (width, height), interpolation=cv2.INTER_LINEAR)
+        assert resized.shape == (height, width, 3) and resized.dtype == np.uint8
+        difference = np.abs(resized.astype(int) - expected.astype(int))
+        assert difference.mean() < 2.5 and np.percentile(difference, 99) <= 24, difference.mean()
+    whole = frame.bgr()
+    np.testing.assert_array_equal(whole, reference)
+    assert frame.bgr() is whole  # kept, not converted again
+    with pytest.raises(ValueError, match="not an I420 image of 321x180"):
+        I420Frame(planes, 321, 180)
+
+
+@pytest.mark.parametrize("resize_type", ["SQUASH", "FILL", "CROP", "NETWORK"])
+def test_preprocessing_a_planar_frame_matches_its_bgr_pixels(resize_type: str) -> None:
+    bgr = smooth_frame(320, 180)
+    planes = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    options = spec(target_size="64" if resize_type == "NETWORK" else "64x48", resize_type=resize_type)
+    for colours in ("RGB", "GRAY"):
+        chosen = options.model_copy(update={"color_channels": colours})
+        batch, transforms = preprocess([I420Frame(planes, 320, 180)], chosen)
+        expected, expected_transforms = preprocess([cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420)], chosen)
+        assert batch.shape == expected.shape and transforms == expected_transforms
+        assert np.abs(batch - expected).mean() < 2.5

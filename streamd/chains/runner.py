@@ -25,13 +25,14 @@ from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
 from streamd.networks.postprocessing import Hypothesis, Keep, decode
+from streamd.networks.preprocessing import Image, as_array
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class ImageRef:
-    pixels: np.ndarray  # BGR at full resolution: crops come from the original pixels, never the network input
+    pixels: Image  # BGR at full resolution: crops come from the original pixels, never the network input
     to_frame: np.ndarray  # 2x3 affine: these pixels → original frame pixels
     slot: dict[str, Any]  # the result object this image's results nest in
     name: str  # stem for saved files
@@ -50,7 +51,7 @@ class ChainRunner:
         self._files_dir = files_dir
         self._metrics = metrics
 
-    async def run(self, plan: ChainPlan, frames: list[np.ndarray], uris: list[str]) -> list[dict[str, Any]]:
+    async def run(self, plan: ChainPlan, frames: list[Image], uris: list[str]) -> list[dict[str, Any]]:
         predictions: list[dict[str, Any]] = [{"uri": uri, "classes": []} for uri in uris]
         images = [
             ImageRef(frame, actions.IDENTITY.copy(), prediction, _stem(uri, index))
@@ -127,7 +128,10 @@ class ChainRunner:
         params: CropParams = node.params
         crops = []
         for item in found:
-            height, width = item.image.pixels.shape[:2]
+            if not item.hypotheses:
+                continue
+            pixels = await self._whole(item.image)
+            height, width = pixels.shape[:2]
             for index, (hypothesis, output) in enumerate(zip(item.hypotheses, item.classes, strict=True)):
                 assert hypothesis.box is not None
                 region = actions.crop_region(hypothesis.box, width, height, params)
@@ -137,7 +141,7 @@ class ChainRunner:
                 x0, y0, x1, y1 = region
                 crops.append(
                     ImageRef(
-                        item.image.pixels[y0:y1, x0:x1],
+                        pixels[y0:y1, x0:x1],
                         actions.compose(item.image.to_frame, actions.translation(x0, y0)),
                         output,
                         f"crop_{item.image.name}_{index}",
@@ -154,7 +158,7 @@ class ChainRunner:
             if not item.hypotheses:
                 continue  # nothing above the threshold: the orientation is unknown
             angle = actions.rotation_angle(item.hypotheses[0].label_name, node.params.orientation)
-            pixels, local = actions.rotate(item.image.pixels, angle)
+            pixels, local = actions.rotate(await self._whole(item.image), angle)
             turned.append(
                 ImageRef(
                     pixels,
@@ -179,12 +183,21 @@ class ChainRunner:
         for item in found:
             boxes = [h.box for h in item.hypotheses if h.box is not None]
             labels = [(h.label_name, h.score) for h in item.hypotheses if h.box is not None]
-            drawn = await asyncio.to_thread(actions.draw_boxes, item.image.pixels, boxes, labels, params)
+            drawn = await asyncio.to_thread(
+                actions.draw_boxes, await self._whole(item.image), boxes, labels, params
+            )
             if params.output_images:
                 jpeg = await asyncio.to_thread(actions.encode_jpeg, drawn)
                 item.image.slot[node.call_id] = {"images": [base64.b64encode(jpeg).decode()]}
             if params.save_img:
                 await asyncio.to_thread(self._save, params.save_path, [(f"draw_{item.image.name}", drawn)])
+
+    @staticmethod
+    async def _whole(image: ImageRef) -> np.ndarray:
+        """The image's full pixels; a stream's frame is converted from yuv420p then, off the loop."""
+        if isinstance(image.pixels, np.ndarray):
+            return image.pixels
+        return await asyncio.to_thread(as_array, image.pixels)
 
     def _save(self, save_path: str, images: list[tuple[str, np.ndarray]]) -> None:
         """Blocking: PNG files under <data_dir>/chains/<save_path>/."""

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from streamd.errors import InvalidRequestError, StreamdError
-from streamd.networks.preprocessing import BoxTransform, FrameOrder, prepare, to_input_batch
+from streamd.networks.preprocessing import BoxTransform, FrameOrder, Image, prepare, to_input_batch
 from streamd.networks.savedmodel import LoadedModel
 from streamd.networks.spec import Preprocessing, graph_tensor_name
 
@@ -46,7 +46,7 @@ class InferenceError(StreamdError):
 class InferenceItem:
     """One image per network input, the tensors to fetch, and what to do with them on the owner thread."""
 
-    images: tuple[np.ndarray, ...]
+    images: tuple[Image, ...]
     fetches: tuple[str, ...]
     finish: Finish | None = None
     frame_order: FrameOrder = "BGR"
@@ -140,7 +140,7 @@ class TFExecutor:
         ]
 
     def _prepare(
-        self, index: int, frames: list[np.ndarray], items: list[InferenceItem]
+        self, index: int, frames: list[Image], items: list[InferenceItem]
     ) -> tuple[list[np.ndarray], list[BoxTransform]]:
         spec = self.preprocessing.inputs[index].image
         images, transforms = [], []

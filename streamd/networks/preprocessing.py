@@ -9,7 +9,7 @@ executor thread just before `session.run`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -17,6 +17,25 @@ import numpy as np
 from streamd.networks.spec import ImagePreprocessing
 
 FrameOrder = Literal["BGR", "RGB"]
+
+
+class LazyImage(Protocol):
+    """A BGR frame not converted yet (a stream's decoded yuv420p frame): preprocessing asks it for its
+    resized pixels only, other users for the whole frame."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+    def bgr(self) -> np.ndarray: ...
+    def resized_bgr(self, width: int, height: int) -> np.ndarray: ...
+
+
+Image = np.ndarray | LazyImage
+
+
+def as_array(image: Image) -> np.ndarray:
+    """The image's pixels as an array (converting a lazy frame, which then keeps them)."""
+    return image if isinstance(image, np.ndarray) else image.bgr()
+
 
 # From the HWC working layout to each input layout (batch axis first).
 _LAYOUT_AXES = {"NHWC": (0, 1, 2, 3), "NCHW": (0, 3, 1, 2), "NCWH": (0, 3, 2, 1), "NWHC": (0, 2, 1, 3)}
@@ -55,7 +74,7 @@ def convert_colour(frame: np.ndarray, frame_order: FrameOrder, target: str) -> n
     return frame if target == frame_order else frame[:, :, ::-1]
 
 
-def resize(image: np.ndarray, spec: ImagePreprocessing) -> tuple[np.ndarray, BoxTransform]:
+def resize(image: Image, spec: ImagePreprocessing) -> tuple[np.ndarray, BoxTransform]:
     """Bring one HxWxC image to the network input size; returns it with its box transform."""
     height, width = image.shape[:2]
     size = spec.size_wh
@@ -81,20 +100,22 @@ def resize(image: np.ndarray, spec: ImagePreprocessing) -> tuple[np.ndarray, Box
     factor = min(out_w / width, out_h / height)
     new_w, new_h = min(out_w, max(1, round(width * factor))), min(out_h, max(1, round(height * factor)))
     x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
-    canvas = np.full((out_h, out_w, image.shape[2]), FILL_VALUE, dtype=image.dtype)
+    canvas = np.full((out_h, out_w, image.shape[2]), FILL_VALUE, dtype=np.uint8)
     canvas[y0 : y0 + new_h, x0 : x0 + new_w] = _resized(image, new_w, new_h)
     return canvas, _transform(new_w / width, new_h / height, x0, y0, out_w, out_h, image)
 
 
-def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resized(image: Image, width: int, height: int) -> np.ndarray:
     if image.shape[1] == width and image.shape[0] == height:
-        return image
+        return as_array(image)
+    if not isinstance(image, np.ndarray):
+        return image.resized_bgr(width, height)
     out = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     return out[:, :, None] if out.ndim == 2 else out
 
 
 def _transform(
-    scale_x: float, scale_y: float, offset_x: int, offset_y: int, out_w: int, out_h: int, frame: np.ndarray
+    scale_x: float, scale_y: float, offset_x: int, offset_y: int, out_w: int, out_h: int, frame: Image
 ) -> BoxTransform:
     return BoxTransform(scale_x, scale_y, offset_x, offset_y, out_w, out_h, frame.shape[1], frame.shape[0])
 
@@ -113,13 +134,14 @@ def to_input_batch(images: list[np.ndarray], spec: ImagePreprocessing, mean: np.
 
 
 def prepare(
-    frames: list[np.ndarray], spec: ImagePreprocessing, frame_order: FrameOrder = "BGR"
+    frames: list[Image], spec: ImagePreprocessing, frame_order: FrameOrder = "BGR"
 ) -> tuple[list[np.ndarray], list[BoxTransform]]:
-    """Colour and resize each frame; returns HxWxC uint8 images ready for `to_input_batch`."""
+    """Colour and resize each frame; returns HxWxC uint8 images ready for `to_input_batch`. A lazy
+    frame (always BGR) is resized before it is converted, unless the network wants GRAY."""
     images, transforms = [], []
     for frame in frames:
         if spec.color_channels == "GRAY":
-            image, transform = resize(convert_colour(frame, frame_order, "GRAY"), spec)
+            image, transform = resize(convert_colour(as_array(frame), frame_order, "GRAY"), spec)
         else:
             # Swapping channels commutes with resizing; doing it on the small image avoids copying a
             # whole 720p frame through a negative-stride view (2 ms of the 2.5 ms per frame measured).
@@ -131,7 +153,7 @@ def prepare(
 
 
 def preprocess(
-    frames: list[np.ndarray],
+    frames: list[Image],
     spec: ImagePreprocessing,
     mean: np.ndarray | None = None,
     frame_order: FrameOrder = "BGR",

@@ -15,12 +15,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import orjson
 
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.metrics import Metrics
+from streamd.networks.preprocessing import Image
 from streamd.sinks.jsonl import SinkStats
 from streamd.streams.state import StreamState, check_transition
 from streamd.video.buffer import DropPolicy, FrameBuffer
@@ -113,7 +113,7 @@ class StreamPipeline:
         self._room = asyncio.Event()  # set when a group left the chain, so frames_in_flight has room
         self._ended: SourceEvent | None = None
         self.done = asyncio.Event()
-        self.latest: tuple[np.ndarray, list[dict[str, Any]]] | None = None  # for snapshots
+        self.latest: tuple[Image, list[dict[str, Any]]] | None = None  # for snapshots
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, *, paused: bool = False) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import cv2
-import numpy as np
 
 from streamd.chains.actions import colour_of, encode_jpeg
+from streamd.networks.preprocessing import Image, as_array
 
 Box = tuple[float, float, float, float]
 
@@ -38,8 +38,8 @@ def collect(classes: list[dict[str, Any]], prefix: str = "") -> tuple[list[tuple
     return boxes, texts
 
 
-def render(pixels: np.ndarray, predictions: list[dict[str, Any]]) -> bytes:
-    canvas = pixels.copy()
+def render(pixels: Image, predictions: list[dict[str, Any]]) -> bytes:
+    canvas = as_array(pixels).copy()
     texts: list[str] = []
     for prediction in predictions:
         found_boxes, found_texts = collect(prediction.get("classes", []))
