@@ -26,6 +26,7 @@ from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
 from streamd.inference.runtime import load_network_files
 from streamd.networks.spec import Preprocessing
+from streamd.settings import InferenceConfig
 
 
 def export_mobilenet(directory: Path) -> tuple[str, str]:
@@ -64,10 +65,16 @@ def raw_rate(
 
 
 async def batcher_rate(
-    executor: TFExecutor, output_name: str, callers: int, seconds: float, max_batch: int, max_wait_s: float
+    executor: TFExecutor,
+    output_name: str,
+    callers: int,
+    seconds: float,
+    max_batch: int,
+    max_wait_s: float,
+    max_inflight: int = 1,
 ) -> tuple[float, float]:
     batcher: DynamicBatcher[InferenceItem, ItemOutput] = DynamicBatcher(
-        "bench", executor.run, BatchPolicy(max_batch_size=max_batch, max_wait_s=max_wait_s)
+        "bench", executor.run, BatchPolicy(max_batch, max_wait_s, max_inflight)
     )
     frames = [
         np.random.default_rng(i).integers(0, 255, (224, 224, 3), dtype=np.uint8) for i in range(callers)
@@ -98,7 +105,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
     parser.add_argument("--batches", default="1,4,8,16,32", help="raw batch sizes to measure")
     parser.add_argument("--max-wait-s", type=float, default=0.005)
+    parser.add_argument(
+        "--inflight-batches",
+        type=int,
+        default=InferenceConfig().max_inflight_batches,
+        help="batches running at once (default: the daemon's); 1 is measured beside it",
+    )
     args = parser.parse_args()
+    inflights = sorted({1, args.inflight_batches})
 
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = Path(tmp) / "mobilenet_v2"
@@ -119,33 +133,44 @@ def main() -> None:
         executor = TFExecutor("bench", model, preprocessing, means)
         sizes = [int(b) for b in args.batches.split(",")]
         raw: dict[int, list[float]] = {size: [] for size in sizes}
-        batched: list[float] = []
-        mean_batches: list[float] = []
+        batched: dict[int, list[float]] = {inflight: [] for inflight in inflights}
+        mean_batches: dict[int, list[float]] = {inflight: [] for inflight in inflights}
         # Interleaved rounds, medians reported: this machine's speed drifts by 10-20 % over a minute.
         for _ in range(args.rounds):
             for size in sizes:
                 raw[size].append(raw_rate(model.session, input_name, output_name, size, args.seconds))
-            rate, mean_batch = asyncio.run(
-                batcher_rate(executor, output_name, args.callers, args.seconds, max(sizes), args.max_wait_s)
-            )
-            batched.append(rate)
-            mean_batches.append(mean_batch)
+            for inflight in inflights:
+                rate, mean_batch = asyncio.run(
+                    batcher_rate(
+                        executor,
+                        output_name,
+                        args.callers,
+                        args.seconds,
+                        max(sizes),
+                        args.max_wait_s,
+                        inflight,
+                    )
+                )
+                batched[inflight].append(rate)
+                mean_batches[inflight].append(mean_batch)
         executor.close()
     medians = {size: statistics.median(rates) for size, rates in raw.items()}
     best = max(medians, key=medians.__getitem__)
     for size, rate in medians.items():
         marker = "  <- best" if size == best else ""
         print(f"raw session.run batch {size:>3}: {rate:7.1f} img/s (median of {args.rounds}){marker}")
-    rate = statistics.median(batched)
-    print(
-        f"DynamicBatcher, {args.callers} callers x single frames: {rate:7.1f} img/s "
-        f"(mean batch {statistics.median(mean_batches):.1f}, preprocessing included)"
-    )
-    print(f"ratio batcher / raw best (batch {best:>2})        : {rate / medians[best]:.2f}   (target >= 0.9)")
-    if args.callers in medians:
-        same = rate / medians[args.callers]
-        print(f"ratio batcher / raw batch {args.callers:>2} (its batch size): {same:.2f}")
-    print(f"ratio batcher / raw batch 1                : {rate / medians[1]:.2f}   (target >= 1.7)")
+    for inflight in inflights:
+        rate = statistics.median(batched[inflight])
+        print(
+            f"DynamicBatcher, {args.callers} callers x single frames, {inflight} batch(es) at once: "
+            f"{rate:7.1f} img/s (mean batch {statistics.median(mean_batches[inflight]):.1f}, "
+            "preprocessing included)"
+        )
+        print(f"  ratio batcher / raw best (batch {best:>2}): {rate / medians[best]:.2f}   (target >= 0.9)")
+        if args.callers in medians:
+            same = rate / medians[args.callers]
+            print(f"  ratio batcher / raw batch {args.callers:>2} (its batch size): {same:.2f}")
+        print(f"  ratio batcher / raw batch 1                : {rate / medians[1]:.2f}   (target >= 1.7)")
 
 
 if __name__ == "__main__":

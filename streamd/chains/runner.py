@@ -127,10 +127,9 @@ class ChainRunner:
     async def _crop(self, node: ActionNode, found: list[Found]) -> None:
         params: CropParams = node.params
         crops = []
-        for item in found:
-            if not item.hypotheses:
-                continue
-            pixels = await self._whole(item.image)
+        with_boxes = [item for item in found if item.hypotheses]
+        wholes = await asyncio.gather(*(self._whole(item.image) for item in with_boxes))
+        for item, pixels in zip(with_boxes, wholes, strict=True):
             height, width = pixels.shape[:2]
             for index, (hypothesis, output) in enumerate(zip(item.hypotheses, item.classes, strict=True)):
                 assert hypothesis.box is not None
