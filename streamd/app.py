@@ -51,7 +51,7 @@ def build_app(settings: Settings) -> web.Application:
         tasks=tasks,
         recognition=RecognitionRepository(db),
         runtime=runtime,
-        deployer=Deployer(networks, tasks, runtime, settings.networks),
+        deployer=Deployer(networks, tasks, runtime, settings.networks, metrics),
         jobs=InferenceJobs(tasks),
         chains=ChainRepository(db),
         chains_runner=runner,

@@ -90,6 +90,15 @@ class Metrics:
         self.inference_errors = Counter(
             "streamd_inference_errors_total", "Failed batches.", ["network"], registry=r
         )
+        self.item_errors = Counter(
+            "streamd_inference_item_errors_total",
+            "Items that failed: their batch failed, or their own post-processing did.",
+            ["network"],
+            registry=r,
+        )
+        self.deployments = Counter(
+            "streamd_network_deployments_total", "Deployments ended, by outcome.", ["outcome"], registry=r
+        )
         # chains
         self.chain_call_duration = Histogram(
             "streamd_chain_call_duration_seconds",

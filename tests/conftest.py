@@ -14,6 +14,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings, load
 from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf2_classifier
@@ -25,6 +26,12 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Any blocking call made on the event loop thread fails the test."""
     with blockbuster_ctx() as bb:
         yield bb
+
+
+async def metric_sample(client: TestClient, name: str, **labels: str) -> float | None:
+    """One sample of the app's metrics registry (collected in a thread: it reads /proc)."""
+    registry = client.app[SERVICES].metrics.registry
+    return await asyncio.to_thread(registry.get_sample_value, name, labels)
 
 
 def make_settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:

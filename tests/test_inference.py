@@ -19,7 +19,14 @@ from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.inference.executor import InferenceItem
 from streamd.settings import Settings
-from tests.conftest import create_network, make_settings, network_form, preprocessing_for, wait_task
+from tests.conftest import (
+    create_network,
+    make_settings,
+    metric_sample,
+    network_form,
+    preprocessing_for,
+    wait_task,
+)
 from tests.factories.models import ModelFiles, build_tf1_detector, build_tf1_fragile, classifier_weights
 
 
@@ -318,6 +325,10 @@ async def test_a_failing_session_run_fails_its_task_only(
     assert again["status"] == "success"
     other = await run_task(client, f"/v0.7/networks/{healthy['id']}/inference", json=request((0, 0, 0)))
     assert other["status"] == "success"
+    fragile_id, healthy_id = str(fragile["id"]), str(healthy["id"])
+    assert await metric_sample(client, "streamd_inference_errors_total", network=fragile_id) == 1
+    assert await metric_sample(client, "streamd_inference_item_errors_total", network=fragile_id) == 1
+    assert await metric_sample(client, "streamd_inference_item_errors_total", network=healthy_id) == 0
 
 
 async def error_of(response: Any, status: int, code: str) -> str:

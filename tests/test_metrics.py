@@ -61,6 +61,8 @@ async def test_metrics_count_a_known_workload_exactly(
     assert value(m, "streamd_inference_queue_wait_seconds_count", network=network) == 5
     assert value(m, "streamd_inference_run_duration_seconds_count", network=network) == batches
     assert value(m, "streamd_inference_errors_total", network=network) == 0
+    assert value(m, "streamd_inference_item_errors_total", network=network) == 0
+    assert value(m, "streamd_network_deployments_total", outcome="success") == 1
     # A stream hands the chain every buffered frame at once: one call may cover several frames.
     assert 1 <= value(m, "streamd_chain_call_duration_seconds_count", service="colours") <= 5
     assert value(m, "streamd_chain_detections_per_image_count", service="colours") == 5

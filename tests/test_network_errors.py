@@ -16,7 +16,14 @@ from aiohttp.test_utils import TestClient
 from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings
-from tests.conftest import create_network, make_settings, network_form, preprocessing_for, wait_task
+from tests.conftest import (
+    create_network,
+    make_settings,
+    metric_sample,
+    network_form,
+    preprocessing_for,
+    wait_task,
+)
 from tests.factories.models import ModelFiles
 from tests.test_networks_api import staged_entries, stored_files
 
@@ -298,6 +305,8 @@ async def test_models_that_do_not_load_end_their_task_in_error_and_are_removed(
     response = await client.get(f"/v0.7/networks/{network['id']}")
     assert response.status == 404
     await assert_clean(client)
+    assert await metric_sample(client, "streamd_network_deployments_total", outcome="error") == 1
+    assert await metric_sample(client, "streamd_network_deployments_total", outcome="success") is None
 
 
 async def test_mean_files_that_broadcast_deploy(client: TestClient, tf1_model: ModelFiles) -> None:

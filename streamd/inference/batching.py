@@ -86,6 +86,7 @@ class BatcherStats:
     items: int = 0
     batches: int = 0
     failed_batches: int = 0
+    failed_items: int = 0  # every item of a failed batch, plus items whose own finish failed
     cancelled_items: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
@@ -112,9 +113,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         name: str,
         runner: BatchRunner,
         policy: BatchPolicy,
-        on_batch: Callable[[int, list[float], bool], None] | None = None,
+        on_batch: Callable[[int, list[float], bool, int], None] | None = None,
     ) -> None:
-        """`on_batch(size, queue waits in seconds, failed)` is called after every batch (metrics)."""
+        """`on_batch(size, queue waits in seconds, batch failed, items failed)` is called after every
+        batch (metrics)."""
         self.name = name
         self._on_batch = on_batch
         self.policy = policy
@@ -187,8 +189,11 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             failed = True
             logger.warning("%s: batch of %d failed: %s", self.name, len(batch), exc)
             results = [exc] * len(batch)
+        failed_items = sum(isinstance(result, BaseException) for result in results)
+        self.stats.failed_items += failed_items
         if self._on_batch is not None:
-            self._on_batch(len(batch), [dispatched - waiting.arrival_s for waiting in batch], failed)
+            waits = [dispatched - waiting.arrival_s for waiting in batch]
+            self._on_batch(len(batch), waits, failed, failed_items)
         for waiting, result in zip(batch, results, strict=True):
             if waiting.future.done():
                 continue

@@ -169,18 +169,18 @@ def load_network_files(
 
 def _observers(
     metrics: Metrics, network: str
-) -> tuple[Callable[[float, float], None], Callable[[int, list[float], bool], None]]:
+) -> tuple[Callable[[float, float], None], Callable[[int, list[float], bool, int], None]]:
     preprocess = metrics.preprocess_duration.labels(network)
     run = metrics.run_duration.labels(network)
     sizes, waits = metrics.batch_size.labels(network), metrics.queue_wait.labels(network)
     items, batches = metrics.items.labels(network), metrics.batches.labels(network)
-    errors = metrics.inference_errors.labels(network)
+    errors, item_errors = metrics.inference_errors.labels(network), metrics.item_errors.labels(network)
 
     def on_timing(preprocess_s: float, run_s: float) -> None:
         preprocess.observe(preprocess_s)
         run.observe(run_s)
 
-    def on_batch(size: int, queue_waits: list[float], failed: bool) -> None:
+    def on_batch(size: int, queue_waits: list[float], failed: bool, failed_items: int) -> None:
         sizes.observe(size)
         batches.inc()
         items.inc(size)
@@ -188,5 +188,7 @@ def _observers(
             waits.observe(wait)
         if failed:
             errors.inc()
+        if failed_items:
+            item_errors.inc(failed_items)
 
     return on_timing, on_batch

@@ -19,6 +19,7 @@ import numpy as np
 
 from streamd.errors import NotFoundError, StreamdError
 from streamd.inference.runtime import InferenceRuntime, load_network_files
+from streamd.metrics import Metrics
 from streamd.networks.savedmodel import LoadedModel, check_against_preprocessing
 from streamd.networks.spec import Preprocessing
 from streamd.settings import NetworksConfig
@@ -49,8 +50,10 @@ class Deployer:
         tasks: TaskRepository,
         runtime: InferenceRuntime,
         config: NetworksConfig,
+        metrics: Metrics | None = None,
     ) -> None:
         self._networks = networks
+        self._metrics = metrics
         self._tasks = tasks
         self._runtime = runtime
         self._config = config
@@ -109,10 +112,14 @@ class Deployer:
                 network.task_id, "success", data={"network_id": network.network_id, **report}
             )
             logger.info("network %d deployed in %.2f s", network.network_id, report["load_time_s"])
+            if self._metrics is not None:
+                self._metrics.deployments.labels("success").inc()
 
     async def _fail(self, network: NetworkRecord, reason: str) -> None:
         message = f"network {network.network_id} was not deployed and has been removed: {reason}"
         logger.warning("%s", message)
+        if self._metrics is not None:
+            self._metrics.deployments.labels("error").inc()
         await self._tasks.finish(network.task_id, "error", error=message)
         with contextlib.suppress(NotFoundError):  # deleted by the user while it loaded
             await self._networks.delete(network.network_id)
