@@ -353,16 +353,22 @@ async def test_a_hanging_webhook_slows_neither_its_stream_nor_others(
     assert hooked_status["sinks"][0]["dropped"] == {}
 
 
-@pytest.fixture
-def shared_settings(tmp_path: Path) -> Settings:
+def bounded_in_flight(tmp_path: Path, frames_in_flight: int) -> Settings:
+    """The 30-frame colours video, few frames of a stream in flight, and a batcher that would wait
+    50 ms for more items: batch sizes then show which frames were in the chain together."""
     media = tmp_path / "media"
     encode_h264(media / "colours.mp4", frames=30, fps=30)
     return make_settings(
         tmp_path / "data",
         storage={"media_roots": [str(media)]},
-        streams={"frames_in_flight": 2},
+        streams={"frames_in_flight": frames_in_flight, "buffer_frames": 8},
         inference={"max_wait_s": 0.05},
     )
+
+
+@pytest.fixture
+def shared_settings(tmp_path: Path) -> Settings:
+    return bounded_in_flight(tmp_path, 2)
 
 
 async def test_frames_of_several_streams_meet_in_one_batch(
@@ -383,15 +389,7 @@ async def test_frames_of_several_streams_meet_in_one_batch(
 
 @pytest.fixture
 def three_in_flight(tmp_path: Path) -> Settings:
-    media = tmp_path / "media"
-    encode_h264(media / "colours.mp4", frames=30, fps=30)
-    # The buffer holds more than may be in flight; the batcher would wait 50 ms for more items.
-    return make_settings(
-        tmp_path / "data",
-        storage={"media_roots": [str(media)]},
-        streams={"frames_in_flight": 3, "buffer_frames": 8},
-        inference={"max_wait_s": 0.05},
-    )
+    return bounded_in_flight(tmp_path, 3)  # the buffer holds more than may be in flight
 
 
 async def test_frames_in_flight_bounds_the_frames_of_a_stream_in_the_chain(
