@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import pytest
 from streamd.networks.preprocessing import convert_colour, preprocess, resize, to_input_batch
 from streamd.networks.spec import ImagePreprocessing
 from streamd.video.frames import I420Frame
+from streamd.video.source import to_image
+from tests.factories.videos import COLOURS, encode_h264
 
 
 def spec(**fields: object) -> ImagePreprocessing:
@@ -179,3 +184,20 @@ def test_preprocessing_a_planar_frame_matches_its_bgr_pixels(resize_type: str) -
         expected, expected_transforms = preprocess([cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420)], chosen)
         assert batch.shape == expected.shape and transforms == expected_transforms
         assert np.abs(batch - expected).mean() < 2.5
+
+
+def test_decoded_h264_frames_stay_planar_and_convert_like_ffmpeg(tmp_path: Path) -> None:
+    video = encode_h264(tmp_path / "colours.mp4", frames=3, width=160, height=96)
+    with av.open(str(video)) as container:
+        for index, decoded in enumerate(container.decode(video=0)):
+            image = to_image(decoded)
+            assert isinstance(image, I420Frame) and image.shape == (96, 160, 3)
+            assert image.planes.nbytes == 160 * 96 * 3 // 2  # half of what BGR takes
+            ffmpeg = decoded.to_ndarray(format="bgr24").astype(int)
+            assert np.abs(image.bgr().astype(int) - ffmpeg).mean() < 3
+            # Each frame is one pure colour: the planar resize keeps it.
+            centre = image.resized_bgr(16, 12)[6, 8].astype(int)
+            assert np.abs(centre - COLOURS[index]).max() < 12, (index, centre)
+    # Other pixel formats become BGR arrays at once.
+    rgb = av.VideoFrame.from_ndarray(np.zeros((4, 6, 3), np.uint8), format="rgb24")
+    assert isinstance(to_image(rgb), np.ndarray) and to_image(rgb).shape == (4, 6, 3)
