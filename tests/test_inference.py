@@ -107,6 +107,12 @@ async def test_raw_inference_accepts_the_official_clients_multipart_form(
     form.add_field("output_tensors[0]", "prob")
     task = await run_task(client, f"/v0.7/networks/{network['id']}/inference", data=form)
     np.testing.assert_allclose(task["data"]["tensors"][0]["data"], expected_prob([0.0, 1.0, 0.0]), rtol=1e-5)
+    twice = FormData()
+    twice.add_field("inputs[0]image.source", png((0, 255, 0)), filename="inputs[0]image.source")
+    twice.add_field("output_tensors[0]", "prob")
+    twice.add_field("output_tensors[0]", "pooled")
+    response = await client.post(f"/v0.7/networks/{network['id']}/inference", data=twice)
+    assert "form field 'output_tensors[0]' is given twice" in await error_of(response, 400, "invalid_field")
 
 
 async def test_bbox_inputs_crop_before_inference(client: TestClient, tf1_model: ModelFiles) -> None:

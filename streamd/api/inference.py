@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamd.api.context import Services, services
 from streamd.api.formdata import unflatten
 from streamd.api.http import int_id, json_response, read_json, validate
+from streamd.api.uploads import form_parts, reject_repeated_field
 from streamd.errors import ConflictError, InvalidRequestError, PayloadTooLargeError
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import LoadedNetwork
@@ -94,12 +95,9 @@ async def _multipart_fields(request: web.Request, max_bytes: int) -> dict[str, A
     """All parts in memory (bounded): text for plain fields, bytes for file parts."""
     fields: dict[str, Any] = {}
     total = 0
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or not part.name:
-            raise InvalidRequestError("every multipart part needs a name", code="invalid_multipart")
-        if part.name in fields:
-            raise InvalidRequestError(f"form field {part.name!r} is given twice", code="invalid_field")
+    async for part in form_parts(request):
+        assert part.name is not None  # form_parts checked it
+        reject_repeated_field(part.name, fields)
         data = await part.read(decode=True)
         total += len(data)
         if total > max_bytes:

@@ -1,4 +1,5 @@
-"""Streaming multipart reader for network uploads: form fields into memory, files onto disk.
+"""Multipart bodies: the named parts of any form, and the streaming reader for network uploads (form
+fields into memory, files onto disk).
 
 File parts are written chunk by chunk into a staging directory by a worker thread, so the loop
 never blocks on disk and memory stays flat whatever the model size. The whole upload is bounded by
@@ -8,7 +9,7 @@ never blocks on disk and memory stays flat whatever the model size. The whole up
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -19,6 +20,22 @@ from streamd.errors import InvalidRequestError, PayloadTooLargeError, Unsupporte
 from streamd.networks.files import stored_path
 
 CHUNK_BYTES = 1024 * 1024
+
+
+async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+    """The parts of a multipart/form-data body, each with a name (else a 400)."""
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise InvalidRequestError("nested multipart bodies are not supported", code="invalid_multipart")
+        if not part.name:
+            raise InvalidRequestError("every multipart part needs a name", code="invalid_multipart")
+        yield part
+
+
+def reject_repeated_field(name: str, seen: Container[str]) -> None:
+    if name in seen:
+        raise InvalidRequestError(f"form field {name!r} is given twice", code="invalid_field")
 
 
 @dataclass(slots=True)
@@ -45,16 +62,11 @@ async def read_upload(
         raise _too_large(max_bytes)
     upload = Upload()
     field_bytes = 0
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise InvalidRequestError("nested multipart bodies are not supported", code="invalid_multipart")
+    async for part in form_parts(request):
         name = part.name
-        if not name:
-            raise InvalidRequestError("every multipart part needs a name", code="invalid_multipart")
+        assert name is not None  # form_parts checked it
         if part.filename is None or is_field(name):
-            if name in upload.fields:
-                raise InvalidRequestError(f"form field {name!r} is given twice", code="invalid_field")
+            reject_repeated_field(name, upload.fields)
             data = await part.read(decode=True)
             field_bytes += len(data)
             if field_bytes > max_field_bytes:
