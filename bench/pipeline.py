@@ -33,6 +33,7 @@ from aiohttp import web
 
 from bench.inference import export_mobilenet, raw_rate
 from streamd.app import build_app
+from streamd.demo import register_classifier
 from streamd.inference.runtime import load_network_files
 from streamd.networks.preprocessing import preprocess
 from streamd.networks.spec import Preprocessing
@@ -140,34 +141,20 @@ async def streamd_rate(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            form = aiohttp.FormData()
-            form.add_field("name", "mobilenet")
-            form.add_field("framework", "tensorflow-1.x")
-            form.add_field("preprocessing", orjson.dumps(preprocessing_for(input_name)).decode())
-            for path in sorted(model_dir.rglob("*")):
-                if path.is_file():
-                    form.add_field(path.name, await asyncio.to_thread(path.read_bytes), filename=path.name)
-            network = await (await http.post("/v0.7/networks", data=form)).json()
-            while (await (await http.get(f"/v0.7/tasks/{network['task_id']}")).json())["status"] == "pending":
-                await asyncio.sleep(0.1)
-            spec = await (
-                await http.post(
-                    "/v0.7/recognition/specs",
-                    json={
-                        "name": "imagenet",
-                        "outputs": [{"labels": {"labels": [{"id": i, "name": str(i)} for i in range(1000)]}}],
-                    },
-                )
-            ).json()
-            await http.post(
-                "/v0.7/recognition/versions",
-                json={
-                    "spec_id": spec["id"],
-                    "network_id": network["id"],
-                    "post_processings": [
-                        {"classification": {"output_tensor": output_name, "thresholds": [0.0] * 1000}}
-                    ],
-                },
+            files = {
+                path.name: await asyncio.to_thread(path.read_bytes)
+                for path in sorted(model_dir.rglob("*"))
+                if path.is_file()
+            }
+            await register_classifier(
+                http,
+                network_name="mobilenet",
+                files=files,
+                preprocessing=preprocessing_for(input_name),
+                spec_name="imagenet",
+                labels=[str(i) for i in range(1000)],
+                output_tensor=output_name,
+                threshold=0.0,
             )
             await http.put("/v0.7/chains/classify", json={"calls": [{"service": "imagenet"}]})
             # The first pass warms TensorFlow up: every new batch size costs oneDNN a one-time setup

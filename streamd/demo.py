@@ -78,55 +78,75 @@ def prepare(settings: Settings) -> tuple[dict[str, bytes], Path]:
     return files, video
 
 
+async def register_classifier(
+    http: aiohttp.ClientSession,
+    *,
+    network_name: str,
+    files: dict[str, bytes],
+    preprocessing: dict[str, Any],
+    spec_name: str,
+    labels: list[str],
+    output_tensor: str,
+    threshold: float,
+) -> dict[str, Any]:
+    """Over the HTTP API, as a user would: a network (waiting for its deployment), a recognition spec
+    with `labels` and a classification version of it. Returns the network."""
+    form = aiohttp.FormData()
+    form.add_field("name", network_name)
+    form.add_field("framework", "tensorflow-1.x")
+    form.add_field("preprocessing", orjson.dumps(preprocessing).decode())
+    for name, content in files.items():
+        form.add_field(name, content, filename=name)
+    network = await _ok(await http.post("/v0.7/networks", data=form))
+    while (task := await _ok(await http.get(f"/v0.7/tasks/{network['task_id']}")))["status"] == "pending":
+        await asyncio.sleep(0.1)
+    if task["status"] != "success":
+        raise RuntimeError(f"network {network_name!r} failed to deploy: {task['error']}")
+    thresholds = [threshold] * len(labels)
+    spec = await _ok(
+        await http.post(
+            "/v0.7/recognition/specs",
+            json={
+                "name": spec_name,
+                "outputs": [{"labels": {"labels": [{"id": i, "name": n} for i, n in enumerate(labels)]}}],
+            },
+        )
+    )
+    await _ok(
+        await http.post(
+            "/v0.7/recognition/versions",
+            json={
+                "spec_id": spec["id"],
+                "network_id": network["id"],
+                "post_processings": [
+                    {"classification": {"output_tensor": output_tensor, "thresholds": thresholds}}
+                ],
+            },
+        )
+    )
+    return network
+
+
 async def register(
     base: str, files: dict[str, bytes], video: Path, headers: dict[str, str]
 ) -> dict[str, Any]:
     async with aiohttp.ClientSession(base, headers=headers) as http:
-        form = aiohttp.FormData()
-        form.add_field("name", "streamd demo colours")
-        form.add_field("framework", "tensorflow-1.x")
-        form.add_field(
-            "preprocessing",
-            orjson.dumps(
-                {
-                    "inputs": [
-                        {
-                            "tensor_name": "input",
-                            "image": {"target_size": "32x32", "color_channels": "BGR", "pixel_scaling": 1.0},
-                        }
-                    ]
-                }
-            ).decode(),
-        )
-        for name, content in files.items():
-            form.add_field(name, content, filename=name)
-        network = await _ok(await http.post("/v0.7/networks", data=form))
-        while (task := await _ok(await http.get(f"/v0.7/tasks/{network['task_id']}")))["status"] == "pending":
-            await asyncio.sleep(0.2)
-        if task["status"] != "success":
-            raise RuntimeError(f"demo network failed to deploy: {task['error']}")
-        spec = await _ok(
-            await http.post(
-                "/v0.7/recognition/specs",
-                json={
-                    "name": "demo-colours",
-                    "outputs": [
-                        {"labels": {"labels": [{"id": i, "name": n} for i, n in enumerate(COLOURS)]}}
-                    ],
-                },
-            )
-        )
-        await _ok(
-            await http.post(
-                "/v0.7/recognition/versions",
-                json={
-                    "spec_id": spec["id"],
-                    "network_id": network["id"],
-                    "post_processings": [
-                        {"classification": {"output_tensor": "prob", "thresholds": [0.5] * 3}}
-                    ],
-                },
-            )
+        await register_classifier(
+            http,
+            network_name="streamd demo colours",
+            files=files,
+            preprocessing={
+                "inputs": [
+                    {
+                        "tensor_name": "input",
+                        "image": {"target_size": "32x32", "color_channels": "BGR", "pixel_scaling": 1.0},
+                    }
+                ]
+            },
+            spec_name="demo-colours",
+            labels=list(COLOURS),
+            output_tensor="prob",
+            threshold=0.5,
         )
         await _ok(await http.put("/v0.7/chains/demo", json={"calls": [{"service": "demo-colours"}]}))
         return await _ok(

@@ -1,4 +1,5 @@
-"""The real daemon in a subprocess (`python -m streamd serve`), for end-to-end tests over real HTTP.
+"""The real daemon in a subprocess (`python -m streamd serve`, or `demo`), for end-to-end tests over real
+HTTP.
 
 Synchronous helpers: use them from sync tests or through asyncio.to_thread.
 """
@@ -32,8 +33,10 @@ class Daemon:
         env: dict[str, str] | None = None,
         config: Path | None = None,
         args: tuple[str, ...] = (),
+        command: str = "serve",
     ) -> None:
         self._args = args
+        self._command = command
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -47,7 +50,7 @@ class Daemon:
             sys.executable,
             "-m",
             "streamd",
-            "serve",
+            self._command,
             "--port",
             str(self.port),
             "--data-dir",
