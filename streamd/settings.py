@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streamd.errors import ConfigError
+from streamd.networks.spec import MAX_INFLIGHT_BATCHES
 
 ENV_PREFIX = "STREAMD_"
 DEFAULT_CONFIG_PATH = Path("config/streamd.toml")
@@ -97,7 +98,10 @@ class InferenceConfig(_Section):
         0.005, ge=0.0, le=10.0, description="Longest time the first item of a batch waits for others."
     )
     max_inflight_batches: int = Field(
-        2, ge=1, le=8, description="Batches of one network running at once; more queue and grow meanwhile."
+        2,
+        ge=1,
+        le=MAX_INFLIGHT_BATCHES,
+        description="Batches of one network running at once; more queue and grow meanwhile.",
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow intra-op threads (0: TF chooses).")
     inter_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow inter-op threads (0: TF chooses).")

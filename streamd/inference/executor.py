@@ -26,11 +26,9 @@ import numpy as np
 from streamd.errors import InvalidRequestError, StreamdError
 from streamd.networks.preprocessing import BoxTransform, FrameOrder, Image, prepare, to_input_batch
 from streamd.networks.savedmodel import LoadedModel
-from streamd.networks.spec import Preprocessing, graph_tensor_name
+from streamd.networks.spec import MAX_INFLIGHT_BATCHES, Preprocessing, graph_tensor_name
 
 logger = logging.getLogger(__name__)
-
-MAX_CONCURRENT_BATCHES = 8  # the upper bound of max_inflight_batches
 
 Finish = Callable[[dict[str, np.ndarray], list[BoxTransform]], Any]
 
@@ -44,7 +42,7 @@ class InferenceError(StreamdError):
 
 @dataclass(frozen=True, slots=True)
 class InferenceItem:
-    """One image per network input, the tensors to fetch, and what to do with them on the owner thread."""
+    """One image per network input, the tensors to fetch, and what to do with them on the network's thread."""
 
     images: tuple[Image, ...]
     fetches: tuple[str, ...]
@@ -75,7 +73,7 @@ class TFExecutor:
         means: Sequence[np.ndarray | None],
         on_timing: Callable[[float, float], None] | None = None,
     ) -> None:
-        """`on_timing(preprocess_s, run_s)` is called on the owner thread after each batch (metrics)."""
+        """`on_timing(preprocess_s, run_s)` is called on the batch's thread after each batch (metrics)."""
         self.name = name
         self._on_timing = on_timing
         self.model = model
@@ -86,7 +84,7 @@ class TFExecutor:
         self._timings_lock = threading.Lock()
         # Threads start on demand, so a network that never runs two batches at once keeps one thread.
         self._threads = ThreadPoolExecutor(
-            max_workers=MAX_CONCURRENT_BATCHES, thread_name_prefix=f"streamd-tf-{name}"
+            max_workers=MAX_INFLIGHT_BATCHES, thread_name_prefix=f"streamd-tf-{name}"
         )
 
     def check_fetches(self, fetches: Sequence[str]) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_INFLIGHT_BATCHES = 8  # batches of one network at once: the bound of both settings, and the threads
+
 SUPPORTED_FRAMEWORKS = ("tensorflow-1.x",)
 MEAN_FILE_SUFFIXES = (".npy", ".binaryproto", ".proto.bin")
 
@@ -132,7 +134,7 @@ class NetworkTuning(_Strict):
 
     max_batch_size: int | None = Field(None, ge=1, le=1024)
     max_wait_s: float | None = Field(None, ge=0.0, le=10.0)
-    max_inflight_batches: int | None = Field(None, ge=1, le=8)
+    max_inflight_batches: int | None = Field(None, ge=1, le=MAX_INFLIGHT_BATCHES)
     intra_op_threads: int | None = Field(None, ge=0, le=256)
     inter_op_threads: int | None = Field(None, ge=0, le=256)
 
