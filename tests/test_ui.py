@@ -14,8 +14,9 @@ from aiohttp.test_utils import TestClient
 
 from streamd.settings import Settings
 from tests.factories.models import ModelFiles, build_tf1_detector
+from tests.factories.videos import NAMES
 from tests.test_chains import deploy_service
-from tests.test_streams import create_stream, setup_chain, wait_state
+from tests.test_streams import create_stream, read_jsonl, setup_chain, wait_state
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -67,6 +68,15 @@ async def test_snapshot_draws_the_latest_results(
     assert np.abs(image[30, 48].astype(int) - blue).max() < 40
     edge = image[9:12, 30:70].astype(int)
     assert np.abs(edge - blue).max(axis=2).mean() > 60
+    # The crops come from the decoded yuv420p frames converted whole: each box's colour is its frame's.
+    records = await read_jsonl(media_settings.storage.data_dir / "results" / "cam.jsonl")
+    assert [r["frame_index"] for r in records] == [0, 6, 12, 18, 24]
+    for record in records:
+        [prediction] = record["predictions"]
+        assert prediction["classes"], record
+        for found in prediction["classes"]:
+            assert found["cat"] in ("person", "car") and "bbox" in found
+            assert [c["cat"] for c in found["colours"]["classes"]] == [NAMES[record["frame_index"] % 3]]
 
 
 async def test_snapshot_before_any_frame_is_a_clear_404(
