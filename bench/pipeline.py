@@ -123,7 +123,9 @@ async def streamd_rate(
     frames_in_flight: int | None,
     metrics: bool = True,
     inflight_batches: int | None = None,
+    streams: int = 1,
 ) -> float:
+    """Frames processed per second of wall time, all `streams` copies of the file together."""
     port = free_port()
     settings = load(
         None,
@@ -159,23 +161,26 @@ async def streamd_rate(
             await http.put("/v0.7/chains/classify", json={"calls": [{"service": "imagenet"}]})
             # The first pass warms TensorFlow up: every new batch size costs oneDNN a one-time setup
             # (378 ms for the first batch of 16, 116 ms after). The second pass is the steady state.
-            for name in ("warm-up", "bench"):
+            for name, count in (("warm-up", 1), ("bench", streams)):
                 started = time.monotonic()
-                body = {
-                    "name": name,
-                    "source": {"uri": str(video)},
-                    "chain": "classify",
-                    "sinks": [{"type": "jsonl", "path": f"{name}.jsonl"}],
-                }
-                stream = await (await http.post("/v0.7/streams", json=body)).json()
-                while True:
-                    status = await (await http.get(f"/v0.7/streams/{stream['id']}")).json()
-                    if status["state"] in ("finished", "error"):
-                        break
-                    await asyncio.sleep(0.05)
+                ids = []
+                for index in range(count):
+                    body = {
+                        "name": f"{name}-{index}",
+                        "source": {"uri": str(video)},
+                        "chain": "classify",
+                        "sinks": [{"type": "jsonl", "path": f"{name}-{index}.jsonl"}],
+                    }
+                    ids.append((await (await http.post("/v0.7/streams", json=body)).json())["id"])
+                for stream_id in ids:
+                    while True:
+                        status = await (await http.get(f"/v0.7/streams/{stream_id}")).json()
+                        if status["state"] in ("finished", "error"):
+                            break
+                        await asyncio.sleep(0.05)
+                    assert status["frames"]["processed"] == frames, status
                 elapsed = time.monotonic() - started
-                assert status["frames"]["processed"] == frames, status
-            return frames / elapsed
+            return streams * frames / elapsed
     finally:
         await runner.cleanup()
 
@@ -193,6 +198,12 @@ def main() -> None:
     )
     parser.add_argument("--frames-in-flight", type=int, default=None, help="default: the daemon's")
     parser.add_argument("--inflight-batches", type=int, default=None, help="default: the daemon's")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="streams of the file at once (their frames share the batches); fps is their total",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--metrics-overhead",
@@ -231,6 +242,7 @@ def main() -> None:
                             args.frames_in_flight,
                             False,
                             args.inflight_batches,
+                            args.streams,
                         )
                     )
                 )
@@ -246,6 +258,7 @@ def main() -> None:
                         args.frames_in_flight,
                         True,
                         args.inflight_batches,
+                        args.streams,
                     )
                 )
             )
@@ -254,7 +267,7 @@ def main() -> None:
     raw, ours, naive = statistics.median(raws), statistics.median(streamds), statistics.median(naives)
     print(
         f"720p H.264, {frames} frames; MobileNetV2 224; "
-        f"frames in flight {args.frames_in_flight or 'default'}; "
+        f"{args.streams} stream(s) at once; frames in flight {args.frames_in_flight or 'default'}; "
         f"batches in flight {args.inflight_batches or 'default'}; {args.rounds} rounds (medians)"
     )
     raw2 = statistics.median(raws2)
