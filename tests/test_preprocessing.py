@@ -166,6 +166,12 @@ def test_a_planar_frame_converts_once_and_resizes_from_its_planes() -> None:
         assert resized.shape == (height, width, 3) and resized.dtype == np.uint8
         difference = np.abs(resized.astype(int) - expected.astype(int))
         assert difference.mean() < 2.5 and np.percentile(difference, 99) <= 24, difference.mean()
+    # GRAY comes from the Y plane alone, within a level of converting to BGR and then to GRAY.
+    luma = frame.gray()
+    assert luma.shape == (180, 320, 1)
+    expected_luma = cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY)
+    assert np.abs(luma[:, :, 0].astype(int) - expected_luma.astype(int)).max() <= 1
+    assert frame._bgr is None  # nothing so far needed the whole frame in BGR
     whole = frame.bgr()
     np.testing.assert_array_equal(whole, reference)
     assert frame.bgr() is whole  # kept, not converted again

@@ -26,6 +26,7 @@ class LazyImage(Protocol):
     @property
     def shape(self) -> tuple[int, int, int]: ...
     def bgr(self) -> np.ndarray: ...
+    def gray(self) -> np.ndarray: ...
     def resized_bgr(self, width: int, height: int) -> np.ndarray: ...
 
 
@@ -137,11 +138,14 @@ def prepare(
     frames: list[Image], spec: ImagePreprocessing, frame_order: FrameOrder = "BGR"
 ) -> tuple[list[np.ndarray], list[BoxTransform]]:
     """Colour and resize each frame; returns HxWxC uint8 images ready for `to_input_batch`. A lazy
-    frame (always BGR) is resized before it is converted, unless the network wants GRAY."""
+    frame (always BGR) is resized before it is converted, or gives its luma for GRAY."""
     images, transforms = [], []
     for frame in frames:
         if spec.color_channels == "GRAY":
-            image, transform = resize(convert_colour(as_array(frame), frame_order, "GRAY"), spec)
+            if isinstance(frame, np.ndarray):
+                image, transform = resize(convert_colour(frame, frame_order, "GRAY"), spec)
+            else:
+                image, transform = resize(frame.gray(), spec)
         else:
             # Swapping channels commutes with resizing; doing it on the small image avoids copying a
             # whole 720p frame through a negative-stride view (2 ms of the 2.5 ms per frame measured).

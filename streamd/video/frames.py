@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+_VIDEO_TO_FULL_RANGE = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+
 
 class I420Frame:
     """A decoded yuv420p frame kept in FFmpeg's planar layout (1.5 bytes a pixel instead of 3).
@@ -36,6 +38,11 @@ class I420Frame:
         if self._bgr is None:
             self._bgr = cv2.cvtColor(self.planes, cv2.COLOR_YUV2BGR_I420)
         return self._bgr
+
+    def gray(self) -> np.ndarray:
+        """uint8 HxWx1 luma straight from the Y plane, expanded from video range (16-235) as the BGR
+        conversion does; BT.601's chroma terms cancel in BGR → GRAY, so this matches it within a level."""
+        return cv2.LUT(self.planes[: self.height], _VIDEO_TO_FULL_RANGE)[:, :, None]
 
     def resized_bgr(self, width: int, height: int) -> np.ndarray:
         """Bilinear resize to `width` x `height` BGR, from the planes when the BGR frame is not made."""
