@@ -75,6 +75,28 @@ def preprocessing_for(input_name: str) -> dict[str, Any]:
     }
 
 
+async def register_classify_chain(
+    http: aiohttp.ClientSession, model_dir: Path, input_name: str, output_name: str
+) -> None:
+    """The exported MobileNetV2 as network, spec "imagenet" and version, and the chain "classify"."""
+    files = {
+        path.name: await asyncio.to_thread(path.read_bytes)
+        for path in sorted(model_dir.rglob("*"))
+        if path.is_file()
+    }
+    await register_classifier(
+        http,
+        network_name="mobilenet",
+        files=files,
+        preprocessing=preprocessing_for(input_name),
+        spec_name="imagenet",
+        labels=[str(i) for i in range(1000)],
+        output_tensor=output_name,
+        threshold=0.0,
+    )
+    await http.put("/v0.7/chains/classify", json={"calls": [{"service": "imagenet"}]})
+
+
 def raw_with_decoder(video: Path, session: Any, input_name: str, output_name: str, fps: float) -> float:
     """Raw session.run (two threads calling, batch 8, as streamd's executor runs) while a thread decodes
     the same video at `fps`, as streamd must: the ceiling on these cores for a pipeline that decodes
@@ -143,22 +165,7 @@ async def streamd_rate(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            files = {
-                path.name: await asyncio.to_thread(path.read_bytes)
-                for path in sorted(model_dir.rglob("*"))
-                if path.is_file()
-            }
-            await register_classifier(
-                http,
-                network_name="mobilenet",
-                files=files,
-                preprocessing=preprocessing_for(input_name),
-                spec_name="imagenet",
-                labels=[str(i) for i in range(1000)],
-                output_tensor=output_name,
-                threshold=0.0,
-            )
-            await http.put("/v0.7/chains/classify", json={"calls": [{"service": "imagenet"}]})
+            await register_classify_chain(http, model_dir, input_name, output_name)
             # The first pass warms TensorFlow up: every new batch size costs oneDNN a one-time setup
             # (378 ms for the first batch of 16, 116 ms after). The second pass is the steady state.
             for name, count in (("warm-up", 1), ("bench", streams)):

@@ -20,9 +20,8 @@ import aiohttp
 from aiohttp import web
 
 from bench.inference import export_mobilenet
-from bench.pipeline import encode_720p, preprocessing_for
+from bench.pipeline import encode_720p, register_classify_chain
 from streamd.app import build_app
-from streamd.demo import register_classifier
 from streamd.settings import load
 from tests.factories.daemon import free_port
 
@@ -55,22 +54,7 @@ async def soak(root: Path, streams: int, minutes: float, interval_s: float) -> l
     samples = []
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            files = {
-                path.name: await asyncio.to_thread(path.read_bytes)
-                for path in sorted((root / "model").rglob("*"))
-                if path.is_file()
-            }
-            await register_classifier(
-                http,
-                network_name="mobilenet",
-                files=files,
-                preprocessing=preprocessing_for(input_name),
-                spec_name="imagenet",
-                labels=[str(i) for i in range(1000)],
-                output_tensor=output_name,
-                threshold=0.0,
-            )
-            await http.put("/v0.7/chains/classify", json={"calls": [{"service": "imagenet"}]})
+            await register_classify_chain(http, root / "model", input_name, output_name)
             for index in range(streams):
                 body = {
                     "name": f"soak-{index}",
