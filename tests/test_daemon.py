@@ -18,6 +18,7 @@ from deepomatic.api.inputs import ImageInput
 
 from tests.factories.daemon import Daemon
 from tests.factories.models import ModelFiles
+from tests.factories.videos import COLOUR_SPEC, colour_version, encode_h264
 
 pytestmark = pytest.mark.slow
 
@@ -266,8 +267,6 @@ def test_official_client_inference_on_network_spec_and_version(daemon: Daemon, t
 def test_streams_resume_after_kill_9(tmp_path: Path, tf1_model: ModelFiles) -> None:
     import requests
 
-    from tests.factories.videos import encode_h264
-
     encode_h264(tmp_path / "data" / "media" / "loop.mp4", frames=60)
     daemon = Daemon(tmp_path / "data").start()
     register_colour_chain(daemon, tf1_model)
@@ -329,40 +328,15 @@ def register_colour_chain(daemon: Daemon, model: ModelFiles) -> None:
         timeout=30,
     ).json()
     Client(api_key="unused", host=daemon.url).Task.retrieve(network["task_id"]).wait()
-    spec = http.post(
-        f"{api}/recognition/specs",
-        json={
-            "name": "colours",
-            "outputs": [
-                {
-                    "labels": {
-                        "labels": [
-                            {"id": 1, "name": "blue"},
-                            {"id": 2, "name": "green"},
-                            {"id": 3, "name": "red"},
-                        ]
-                    }
-                }
-            ],
-        },
-        timeout=10,
-    ).json()
+    spec = http.post(f"{api}/recognition/specs", json=COLOUR_SPEC, timeout=10).json()
     http.post(
-        f"{api}/recognition/versions",
-        json={
-            "spec_id": spec["id"],
-            "network_id": network["id"],
-            "post_processings": [{"classification": {"output_tensor": "prob", "thresholds": [0.5] * 3}}],
-        },
-        timeout=10,
+        f"{api}/recognition/versions", json=colour_version(spec["id"], network["id"]), timeout=10
     ).raise_for_status()
     http.put(f"{api}/chains/whole", json={"calls": [{"service": "colours"}]}, timeout=10).raise_for_status()
 
 
 def test_sigterm_flushes_every_record_and_logs_json(tmp_path: Path, tf1_model: ModelFiles) -> None:
     import requests
-
-    from tests.factories.videos import encode_h264
 
     encode_h264(tmp_path / "data" / "media" / "loop.mp4", frames=60)
     daemon = Daemon(tmp_path / "data", args=("--log-format", "json")).start()

@@ -22,7 +22,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.factories.models import ModelFiles
-from tests.factories.videos import NAMES, encode_h264
+from tests.factories.videos import COLOUR_SPEC, NAMES, colour_version, encode_h264
 
 
 async def setup_chain(client: TestClient, model: ModelFiles) -> None:
@@ -30,35 +30,8 @@ async def setup_chain(client: TestClient, model: ModelFiles) -> None:
         client, network_form(model, preprocessing=preprocessing_for(model, pixel_scaling=1.0))
     )
     assert (await wait_task(client, network["task_id"]))["status"] == "success"
-    spec = await (
-        await client.post(
-            "/v0.7/recognition/specs",
-            json={
-                "name": "colours",
-                "outputs": [
-                    {
-                        "labels": {
-                            "labels": [
-                                {"id": 1, "name": "blue"},
-                                {"id": 2, "name": "green"},
-                                {"id": 3, "name": "red"},
-                            ]
-                        }
-                    }
-                ],
-            },
-        )
-    ).json()
-    response = await client.post(
-        "/v0.7/recognition/versions",
-        json={
-            "spec_id": spec["id"],
-            "network_id": network["id"],
-            "post_processings": [
-                {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}
-            ],
-        },
-    )
+    spec = await (await client.post("/v0.7/recognition/specs", json=COLOUR_SPEC)).json()
+    response = await client.post("/v0.7/recognition/versions", json=colour_version(spec["id"], network["id"]))
     assert response.status == 201
     response = await client.put("/v0.7/chains/whole", json={"calls": [{"service": "colours"}]})
     assert response.status == 201, await response.json()

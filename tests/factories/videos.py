@@ -11,6 +11,20 @@ import numpy as np
 COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # BGR: blue, green, red
 NAMES = ("blue", "green", "red")
 
+# The recognition spec and classification version that name a colours frame (ids 1, 2, 3 in NAMES' order).
+COLOUR_SPEC = {
+    "name": "colours",
+    "outputs": [{"labels": {"labels": [{"id": i, "name": name} for i, name in enumerate(NAMES, 1)]}}],
+}
+
+
+def colour_version(spec_id: int, network_id: int) -> dict[str, object]:
+    return {
+        "spec_id": spec_id,
+        "network_id": network_id,
+        "post_processings": [{"classification": {"output_tensor": "prob", "thresholds": [0.5] * 3}}],
+    }
+
 
 def frame_for(index: int, width: int, height: int) -> np.ndarray:
     frame = np.empty((height, width, 3), dtype=np.uint8)
