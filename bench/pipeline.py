@@ -227,6 +227,23 @@ def main() -> None:
         model, _ = load_network_files(
             root / "model", Preprocessing.model_validate(preprocessing_for(input_name))
         )
+
+        def streamd(directory: Path, metrics: bool) -> float:
+            return asyncio.run(
+                streamd_rate(
+                    directory,
+                    root / "model",
+                    input_name,
+                    output_name,
+                    video,
+                    frames,
+                    args.frames_in_flight,
+                    metrics,
+                    args.inflight_batches,
+                    args.streams,
+                )
+            )
+
         raws, raws2, streamds, naives, bare, shared = [], [], [], [], [], []
         for round_index in range(args.rounds):
             raws.append(
@@ -237,38 +254,8 @@ def main() -> None:
             )
             naives.append(naive_loop(video, model.session, input_name, output_name, root / "naive.jsonl"))
             if args.metrics_overhead:
-                bare.append(
-                    asyncio.run(
-                        streamd_rate(
-                            root / f"bare{round_index}",
-                            root / "model",
-                            input_name,
-                            output_name,
-                            video,
-                            frames,
-                            args.frames_in_flight,
-                            False,
-                            args.inflight_batches,
-                            args.streams,
-                        )
-                    )
-                )
-            streamds.append(
-                asyncio.run(
-                    streamd_rate(
-                        root / f"run{round_index}",
-                        root / "model",
-                        input_name,
-                        output_name,
-                        video,
-                        frames,
-                        args.frames_in_flight,
-                        True,
-                        args.inflight_batches,
-                        args.streams,
-                    )
-                )
-            )
+                bare.append(streamd(root / f"bare{round_index}", False))
+            streamds.append(streamd(root / f"run{round_index}", True))
             shared.append(raw_with_decoder(video, model.session, input_name, output_name, streamds[-1]))
         model.close()
     raw, ours, naive = statistics.median(raws), statistics.median(streamds), statistics.median(naives)
