@@ -86,7 +86,6 @@ class BatcherStats:
     items: int = 0
     batches: int = 0
     failed_batches: int = 0
-    failed_items: int = 0  # every item of a failed batch, plus items whose own finish failed
     cancelled_items: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
@@ -189,10 +188,9 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             failed = True
             logger.warning("%s: batch of %d failed: %s", self.name, len(batch), exc)
             results = [exc] * len(batch)
-        failed_items = sum(isinstance(result, BaseException) for result in results)
-        self.stats.failed_items += failed_items
         if self._on_batch is not None:
             waits = [dispatched - waiting.arrival_s for waiting in batch]
+            failed_items = sum(isinstance(result, BaseException) for result in results)
             self._on_batch(len(batch), waits, failed, failed_items)
         for waiting, result in zip(batch, results, strict=True):
             if waiting.future.done():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,13 +56,6 @@ class ItemOutput:
     finished: Any = None
 
 
-@dataclass(slots=True)
-class ExecutorTimings:
-    preprocess_s: float = 0.0
-    run_s: float = 0.0
-    batches: int = 0
-
-
 class TFExecutor:
     def __init__(
         self,
@@ -80,8 +72,6 @@ class TFExecutor:
         self.preprocessing = preprocessing
         self.means = list(means)
         self.input_tensors = [graph_tensor_name(item.tensor_name) for item in preprocessing.inputs]
-        self.timings = ExecutorTimings()
-        self._timings_lock = threading.Lock()
         # Threads start on demand, so a network that never runs two batches at once keeps one thread.
         self._threads = ThreadPoolExecutor(
             max_workers=MAX_INFLIGHT_BATCHES, thread_name_prefix=f"streamd-tf-{name}"
@@ -126,10 +116,6 @@ class TFExecutor:
         except Exception as exc:  # TensorFlow's errors, reworded for a person
             raise InferenceError(f"{self.name}: {describe_tf_error(exc)}") from exc
         run_s = time.monotonic() - ran
-        with self._timings_lock:
-            self.timings.preprocess_s += ran - started
-            self.timings.run_s += run_s
-            self.timings.batches += 1
         if self._on_timing is not None:
             self._on_timing(ran - started, run_s)
         return [
