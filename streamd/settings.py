@@ -57,6 +57,13 @@ class StorageConfig(_Section):
             "Empty means <data_dir>/media."
         ),
     )
+    result_roots: tuple[Path, ...] = Field(
+        (),
+        description=(
+            "Directories besides <data_dir>/results where JSONL sinks may write (absolute paths). Media "
+            "roots are never written to."
+        ),
+    )
 
 
 class AuthConfig(_Section):
@@ -164,6 +171,11 @@ class Settings(_Section):
         return self.storage.data_dir / "streamd.sqlite3"
 
     @property
+    def result_roots(self) -> tuple[Path, ...]:
+        """Where JSONL sinks may write: <data_dir>/results first, then the configured roots."""
+        return (self.storage.data_dir / "results", *self.storage.result_roots)
+
+    @property
     def media_roots(self) -> tuple[Path, ...]:
         return self.storage.media_roots or (self.storage.data_dir / "media",)
 
@@ -210,6 +222,7 @@ def load(
     storage = StorageConfig(
         data_dir=settings.storage.data_dir.expanduser().resolve(),
         media_roots=tuple(root.expanduser().resolve() for root in settings.storage.media_roots),
+        result_roots=tuple(root.expanduser().resolve() for root in settings.storage.result_roots),
     )
     return settings.model_copy(update={"storage": storage})
 

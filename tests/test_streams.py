@@ -249,32 +249,6 @@ async def test_running_streams_resume_after_a_restart(
     await wait_until(processing, 60)
 
 
-async def test_jsonl_sink_cuts_a_torn_last_line_and_rotates_whole_lines(tmp_path: Path) -> None:
-    from streamd.sinks.jsonl import JsonlSink
-
-    path = tmp_path / "out.jsonl"
-    await asyncio.to_thread(path.write_bytes, b'{"frame_index": 0}\n{"frame_ind')
-    sink = JsonlSink(path, rotate_bytes=1024, keep_files=3)
-    await sink.start()
-    for index in range(1, 101):
-        sink.emit(orjson.dumps({"frame_index": index, "pad": "x" * 40}))
-    await sink.close()
-
-    def lines() -> list[int]:
-        found = []
-        for name in ("out.jsonl.3", "out.jsonl.2", "out.jsonl.1", "out.jsonl"):
-            if (tmp_path / name).exists():
-                found += [
-                    orjson.loads(line)["frame_index"] for line in (tmp_path / name).read_bytes().splitlines()
-                ]
-        return found
-
-    kept = await asyncio.to_thread(lines)
-    assert kept == list(range(kept[0], 101))  # whole, in order; older files beyond keep_files are gone
-    assert not await asyncio.to_thread((tmp_path / "out.jsonl.4").exists)
-    assert sink.stats.delivered == 100 and sink.stats.dropped == {}
-
-
 async def test_a_truncated_video_is_refused_at_creation(
     app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
 ) -> None:

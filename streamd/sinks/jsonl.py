@@ -1,8 +1,9 @@
 """JSONL sink: one result record per line, appended to a file, rotated by size.
 
 Lines are written whole, each batch with one `write` of complete lines, so a crash never leaves half a
-record; a torn last line from an older writer is cut off when the file is opened. Writes run in a worker
-thread, fed by one task on the loop, so inference never waits on the disk.
+record. The sink only ever writes files it created: an existing file is opened only if its last whole
+line is a streamd record (a torn tail after it, from a crash, is cut off); anything else is refused
+untouched. Writes run in a worker thread, fed by one task on the loop, so inference never waits on the disk.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
+
+from streamd.errors import InvalidRequestError
+
 logger = logging.getLogger(__name__)
 
 MAX_PENDING = 10_000
+_CHUNK_BYTES = 65536
+_MAX_LINE_BYTES = 64 * 1024**2  # a record is at most a JSON body (server.json_max_bytes' default)
+RECORD_START = b'{"stream_id":'  # how every record the pipeline writes begins
 
 
 @dataclass(slots=True)
@@ -105,15 +113,15 @@ class JsonlSink:
     def _open(self) -> BinaryIO:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+b")
-        size = handle.seek(0, os.SEEK_END)
-        if size:
-            handle.seek(max(0, size - 65536))
-            tail = handle.read()
-            if not tail.endswith(b"\n"):
-                cut = tail.rfind(b"\n")
-                keep = size - len(tail) + cut + 1 if cut >= 0 else 0
-                logger.warning("%s: cutting a torn last line (%d bytes)", self.path, size - keep)
-                handle.truncate(keep)
+        try:
+            size = handle.seek(0, os.SEEK_END)
+            keep = records_end(handle, size, self.path)
+        except BaseException:
+            handle.close()
+            raise
+        if keep < size:
+            logger.warning("%s: cutting a torn last line (%d bytes)", self.path, size - keep)
+            handle.truncate(keep)
         return handle
 
     def _write(self, data: bytes) -> None:
@@ -143,3 +151,63 @@ class JsonlSink:
             await self._task
         if self._file is not None:
             await asyncio.to_thread(self._file.close)
+
+
+def check_existing(path: Path) -> None:
+    """Refuse (400) an existing file that this sink would not append to. Blocking: call in a thread."""
+    try:
+        with path.open("rb") as handle:
+            records_end(handle, handle.seek(0, os.SEEK_END), path)
+    except FileNotFoundError:
+        return
+
+
+def records_end(handle: BinaryIO, size: int, path: Path) -> int:
+    """Where the last whole streamd record of an existing file ends (what follows is a torn line).
+
+    A file whose last whole line is not a streamd record is somebody else's: refused, never "repaired".
+    """
+    if size == 0:
+        return 0
+    last_newline = _rfind_newline(handle, size)
+    if last_newline is None:  # no whole line: only a torn first record of ours may be cut
+        handle.seek(0)
+        if handle.read(len(RECORD_START)) == RECORD_START and size <= _MAX_LINE_BYTES:
+            return 0
+        raise _not_ours(path, "it holds no JSON line")
+    line_start = _rfind_newline(handle, last_newline)
+    start = 0 if line_start is None else line_start + 1
+    if last_newline - start > _MAX_LINE_BYTES:
+        raise _not_ours(path, "its last line is longer than any record")
+    handle.seek(start)
+    line = handle.read(last_newline - start)
+    if not line.startswith(RECORD_START):
+        raise _not_ours(path, "its last line is not a streamd record")
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise _not_ours(path, "its last line is not JSON") from None
+    if not isinstance(record, dict) or "frame_index" not in record:
+        raise _not_ours(path, "its last line is not a streamd record")
+    return last_newline + 1
+
+
+def _rfind_newline(handle: BinaryIO, end: int) -> int | None:
+    """Offset of the last b"\\n" before `end`, reading backwards in chunks (bounded by _MAX_LINE_BYTES)."""
+    position = end
+    while position > 0 and end - position <= _MAX_LINE_BYTES:
+        start = max(0, position - _CHUNK_BYTES)
+        handle.seek(start)
+        found = handle.read(position - start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        position = start
+    return None
+
+
+def _not_ours(path: Path, why: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"jsonl sink file {path} exists and is not a streamd results file ({why}); streamd only appends "
+        "to files it wrote: choose another path",
+        code="invalid_sink",
+    )

@@ -20,7 +20,7 @@ from streamd.errors import InvalidRequestError, NotFoundError
 from streamd.inference.sources import local_path
 from streamd.metrics import Metrics
 from streamd.settings import Settings
-from streamd.sinks.jsonl import JsonlSink
+from streamd.sinks.jsonl import JsonlSink, check_existing
 from streamd.sinks.webhook import WebhookSink
 from streamd.store.streams import StreamRepository
 from streamd.streams.pipeline import PipelineSettings, Sink, StreamPipeline
@@ -92,7 +92,7 @@ class StreamManager:
 
     @property
     def results_dir(self) -> Path:
-        return self._settings.storage.data_dir / "results"
+        return self._settings.result_roots[0]
 
     def uses_chain(self, name: str) -> list[int]:
         return [
@@ -147,27 +147,32 @@ class StreamManager:
                 spool_max_bytes=config.spool_max_bytes,
                 display_url=redact(body.url),
             )
-        return JsonlSink(self.jsonl_path(body.path), body.rotate_bytes)
+        path = Path(body.path) if Path(body.path).is_absolute() else self.results_dir / body.path
+        return JsonlSink(path, body.rotate_bytes)
 
     def jsonl_path(self, path_text: str) -> Path:
+        """The file a JSONL sink writes: under a result root (never a media root), and either new or a
+        results file streamd wrote. Blocking (resolves links, reads the file's end): call in a thread."""
         path = Path(path_text)
         if not path.is_absolute():
             path = self.results_dir / path
-        allowed = (self.results_dir, *self._settings.media_roots)
-        # pathlib already drops "." parts; ".." is refused outright rather than resolved.
-        if ".." in path.parts or not any(path.is_relative_to(root) for root in allowed):
+        roots = self._settings.result_roots
+        # pathlib already drops "." parts; ".." is refused outright rather than resolved. A link may not
+        # lead out of the roots either.
+        if ".." in path.parts or not any(path.resolve().is_relative_to(root.resolve()) for root in roots):
             raise InvalidRequestError(
                 f"jsonl path {path_text!r} must be relative (under {self.results_dir}) or inside a "
-                "configured root",
+                "result root (storage.result_roots); media roots are never written to",
                 code="invalid_sink",
             )
+        check_existing(path)
         return path
 
     async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline:
         uri, live = await self.check_source(body.source)
         for sink in body.sinks:
             if isinstance(sink, JsonlSinkBody):
-                self.jsonl_path(sink.path)
+                await asyncio.to_thread(self.jsonl_path, sink.path)
         stream_id = await self._store.create(body.name, body.model_dump())
         return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False)
 
