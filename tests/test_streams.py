@@ -416,3 +416,30 @@ async def test_http_sources_are_live_and_reconnect_when_they_end(
     assert indices == sorted(set(indices))  # in order; a live source may drop the oldest frames
     # frame_index keeps counting across the replay (30 frames a play, a multiple of 3 colours).
     assert all(r["predictions"][0]["classes"][0]["cat"] == NAMES[r["frame_index"] % 3] for r in records)
+
+
+async def test_deleting_a_stream_removes_its_webhook_spool(
+    app_client: TestClient, aiohttp_server: Any, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    receiver = Receiver()
+    receiver.down = True
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = await aiohttp_server(app)
+    await setup_chain(app_client, tf1_model)
+    url = str(server.make_url("/hook"))
+    stream = await create_stream(
+        app_client, media_settings, sinks=[{"type": "webhook", "url": url, "max_retries": 0}]
+    )
+    await wait_state(app_client, stream["id"], "finished")
+    spool = media_settings.storage.data_dir / "spool" / f"stream-{stream['id']}-sink-0"
+
+    async def spooled() -> bool:
+        current = await (await app_client.get(f"/v0.7/streams/{stream['id']}")).json()
+        return current["sinks"][0]["spooled"] == 30
+
+    await wait_until(spooled, 30)
+    assert await asyncio.to_thread((spool / "spool.jsonl").is_file)
+    assert (await app_client.delete(f"/v0.7/streams/{stream['id']}")).status == 204
+    assert not await asyncio.to_thread(spool.exists)
+    assert receiver.records == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -143,12 +144,15 @@ class StreamManager:
                 max_retries=body.max_retries,
                 batch_size=body.batch_size,
                 queue_max=config.webhook_queue_records,
-                spool_dir=self._settings.storage.data_dir / "spool" / f"stream-{stream_id}-sink-{index}",
+                spool_dir=self._spool_dir(stream_id, index),
                 spool_max_bytes=config.spool_max_bytes,
                 display_url=redact(body.url),
             )
         path = Path(body.path) if Path(body.path).is_absolute() else self.results_dir / body.path
         return JsonlSink(path, body.rotate_bytes)
+
+    def _spool_dir(self, stream_id: int, index: int) -> Path:
+        return self._settings.storage.data_dir / "spool" / f"stream-{stream_id}-sink-{index}"
 
     def jsonl_path(self, path_text: str) -> Path:
         """The file a JSONL sink writes: under a result root (never a media root), and either new or a
@@ -286,6 +290,10 @@ class StreamManager:
     async def delete(self, stream_id: int) -> None:
         pipeline = self.get(stream_id)
         await pipeline.stop()
+        # Its webhook spools go too (also those of a stream only listed since a restart, which has no
+        # sink objects): nothing will ever deliver them.
+        spools = [self._spool_dir(stream_id, index) for index in range(len(self.bodies[stream_id].sinks))]
+        await asyncio.to_thread(_remove_dirs, spools)
         del self._pipelines[stream_id]
         self.bodies.pop(stream_id, None)
         await self._store.delete(stream_id)
@@ -329,7 +337,9 @@ class StreamManager:
             PipelineSettings(1, 1, DropPolicy.WAIT),
             self._metrics,
         )
-        pipeline.state, pipeline.last_error = state, last_error
+        pipeline.state = state
+        if last_error is not None:
+            pipeline.error.set(last_error)
         self._pipelines[stream_id] = pipeline
         self.bodies[stream_id] = body
 
@@ -340,6 +350,11 @@ class StreamManager:
         for watcher in list(self._watchers):
             watcher.cancel()
         self._pipelines.clear()
+
+
+def _remove_dirs(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _sink_observer(metrics: Metrics, stream: str, sink: str) -> Callable[[str, int], None]:
