@@ -39,7 +39,7 @@ async def index(request: web.Request) -> web.Response:
             f"<td>{status['fps_in']:.1f} / {status['fps_out']:.1f}</td>"
             f"<td>{'-' if latency is None else f'{latency * 1000:.0f} ms'}</td>"
             f"<td>{status['frames']['processed']}</td><td>{sum(status['frames']['dropped'].values())}</td>"
-            f"<td>{html.escape(status['last_error'] or '')}</td><td>{image}</td></tr>"
+            f"<td>{_error_cell(status)}</td><td>{image}</td></tr>"
         )
     body = "\n".join(rows) or '<tr><td colspan="9">No streams: POST /v0.7/streams to add one.</td></tr>'
     page = f"""<!doctype html>
@@ -50,7 +50,7 @@ body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: .4em .8em; text-align: left; }}
 img {{ max-width: 320px; display: block; }} .running {{ color: #080; }} .error {{ color: #b00; }}
-.reconnecting {{ color: #c70; }} .paused, .finished {{ color: #666; }}
+.reconnecting {{ color: #c70; }} .paused, .finished, .healed {{ color: #666; }}
 </style></head><body>
 <h1>streamd {__version__}</h1>
 <table><thead><tr><th>id</th><th>name</th><th>state</th><th>fps in / out</th><th>latency p50</th>
@@ -63,3 +63,15 @@ API: <a href="/openapi.json">/openapi.json</a>,
 metrics: <a href="/metrics">/metrics</a>.</p>
 </body></html>"""
     return web.Response(text=page, content_type="text/html")
+
+
+def _error_cell(status: dict[str, object]) -> str:
+    """The stream's last error; one it has recovered from is greyed and dated, not shown as current."""
+    message = status["last_error"]
+    if not message:
+        return ""
+    if status["error_active"]:
+        return html.escape(str(message))
+    return (
+        f'<span class="healed">recovered from: {html.escape(str(message))} ({status["last_error_at"]})</span>'
+    )

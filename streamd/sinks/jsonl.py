@@ -20,6 +20,7 @@ from typing import BinaryIO
 import orjson
 
 from streamd.errors import InvalidRequestError
+from streamd.health import LastError
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,15 @@ class SinkStats:
     retried: int = 0
     spooled: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
-    last_error: str | None = None
+    error: LastError = field(default_factory=LastError)
     observe: Callable[[str, int], None] | None = None  # metrics: (outcome, count)
     observe_delivery: Callable[[float], None] | None = None  # metrics: seconds one write or POST took
 
     def count(self, outcome: str, count: int = 1) -> None:
         """outcome: emitted, delivered, retried or spooled."""
         setattr(self, outcome, getattr(self, outcome) + count)
+        if outcome == "delivered":
+            self.error.recovered()
         if self.observe is not None:
             self.observe(outcome, count)
 
@@ -62,7 +65,7 @@ class SinkStats:
             "retried": self.retried,
             "spooled": self.spooled,
             "dropped": dict(self.dropped),
-            "last_error": self.last_error,
+            **self.error.to_api(),
         }
 
 
@@ -105,7 +108,7 @@ class JsonlSink:
                     self.stats.count("delivered", len(lines))
                 except OSError as exc:  # a full disk loses these lines: counted, visible, logged
                     self.stats.drop("write_error", len(lines))
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    self.stats.error.set(f"{type(exc).__name__}: {exc}")
                     logger.warning("jsonl sink %s: %s", self.path, exc)
             if self._closing:
                 return

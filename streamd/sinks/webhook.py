@@ -138,15 +138,15 @@ class WebhookSink:
                     return "delivered"
                 message = f"HTTP {response.status} from {self.display_url}"
                 if response.status >= 500 or response.status in RETRYABLE:
-                    self.stats.last_error = message
+                    self.stats.error.set(message)
                     return "failed"
-                self.stats.last_error = message + " (records rejected)"
+                self.stats.error.set(message + " (records rejected)")
                 logger.warning(
                     "webhook %s rejected %d record(s): HTTP %d", self.display_url, len(batch), response.status
                 )
                 return "rejected"
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.stats.last_error = f"{type(exc).__name__} posting to {self.display_url}"
+            self.stats.error.set(f"{type(exc).__name__} posting to {self.display_url}")
             return "failed"
 
     async def close(self) -> None:

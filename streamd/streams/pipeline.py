@@ -19,6 +19,7 @@ import orjson
 
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
+from streamd.health import LastError
 from streamd.metrics import Metrics
 from streamd.networks.preprocessing import Image
 from streamd.sinks.jsonl import SinkStats
@@ -89,7 +90,7 @@ class StreamPipeline:
         self._series = None if metrics is None else _StreamSeries.of(metrics, str(stream_id))
         self.chain_name = chain_name
         self.state = StreamState.STARTING
-        self.last_error: str | None = None
+        self.error = LastError()
         self.reconnects = 0
         self.decoded = 0
         self.processed = 0
@@ -167,7 +168,7 @@ class StreamPipeline:
             self.reconnects += 1
             if self._series is not None:
                 self._series.reconnects.inc()
-            self.last_error = event.message
+            self.error.set(event.message)
             if self.state != StreamState.PAUSED:
                 self._set_state(StreamState.RECONNECTING)
             logger.warning(
@@ -182,7 +183,7 @@ class StreamPipeline:
         elif event.kind in ("ended", "failed"):
             self._ended = event
             if event.message:
-                self.last_error = event.message
+                self.error.set(event.message)
             assert self._buffer is not None
             self._buffer.close()  # the producer drains what is buffered, then the emitter finishes
 
@@ -251,7 +252,7 @@ class StreamPipeline:
                 predictions = await task
             except Exception as exc:  # supervision boundary: a failing model drops these frames, counted
                 self._drop("inference_error", len(frames))
-                self.last_error = f"frame {frames[0].frame_index}: {type(exc).__name__}: {exc}"
+                self.error.set(f"frame {frames[0].frame_index}: {type(exc).__name__}: {exc}")
             else:
                 for frame, prediction in zip(frames, predictions, strict=True):
                     self._write(frame, prediction)
@@ -279,6 +280,7 @@ class StreamPipeline:
         for sink in self.sinks:
             sink.emit(record)
         self.latest = (frame.pixels, [prediction])
+        self.error.recovered()
         self.processed += 1
         self._latencies.append(latency)
         if self._series is not None:
@@ -298,7 +300,7 @@ class StreamPipeline:
         latencies = sorted(self._latencies)
         return {
             "state": self.state.value,
-            "last_error": self.last_error,
+            **self.error.to_api(),
             "frames": {
                 "decoded": self.decoded,
                 "processed": self.processed,
