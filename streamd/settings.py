@@ -135,6 +135,15 @@ class StreamsConfig(_Section):
     reconnect_max_s: float = Field(
         30.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
     )
+    checkpoint_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description=(
+            "How often a stream saves the last frame all its sinks have made durable; after a crash a "
+            "file stream replays at most what came after it."
+        ),
+    )
     webhook_queue_records: int = Field(
         1000, ge=1, description="Records a webhook sink keeps in memory before spooling to disk."
     )

@@ -36,6 +36,7 @@ class SinkStats:
     delivered: int = 0
     retried: int = 0
     spooled: int = 0
+    settled: int = 0  # records no longer only in memory (written, spooled or dropped): checkpoints
     dropped: dict[str, int] = field(default_factory=dict)
     error: LastError = field(default_factory=LastError)
     observe: Callable[[str, int], None] | None = None  # metrics: (outcome, count)
@@ -48,6 +49,11 @@ class SinkStats:
             self.error.recovered()
         if self.observe is not None:
             self.observe(outcome, count)
+
+    def settle(self, count: int) -> None:
+        """`count` more records, in emission order, are written, spooled or given up on: a crash from now
+        on cannot lose them, so a stream's checkpoint may move past them."""
+        self.settled += count
 
     def delivery(self, seconds: float) -> None:
         if self.observe_delivery is not None:
@@ -91,6 +97,7 @@ class JsonlSink:
         self.stats.count("emitted")
         if len(self._pending) >= MAX_PENDING:
             self.stats.drop("queue_full")
+            self.stats.settle(1)
             return
         self._pending.append(record)
         self._wake.set()
@@ -110,6 +117,8 @@ class JsonlSink:
                     self.stats.drop("write_error", len(lines))
                     self.stats.error.set(f"{type(exc).__name__}: {exc}")
                     logger.warning("jsonl sink %s: %s", self.path, exc)
+                finally:
+                    self.stats.settle(len(lines))
             if self._closing:
                 return
 

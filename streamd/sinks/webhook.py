@@ -86,6 +86,7 @@ class WebhookSink:
         self.stats.count("spooled", accepted)
         if accepted < len(records):
             self.stats.drop("spool_full", len(records) - accepted)
+        self.stats.settle(len(records))
 
     async def _deliver_forever(self) -> None:
         failures = 0
@@ -118,6 +119,7 @@ class WebhookSink:
                 await asyncio.to_thread(self._spool.consume, len(batch))
             else:
                 del self._memory[: len(batch)]
+                self.stats.settle(len(batch))
 
     async def _next_batch(self) -> tuple[list[bytes] | None, bool]:
         if self._spool.pending:

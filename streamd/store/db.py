@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS streams (
     name TEXT NOT NULL,
     definition TEXT NOT NULL,
     desired TEXT NOT NULL,
+    run INTEGER NOT NULL DEFAULT 0,
+    checkpoint TEXT,
     create_date TEXT NOT NULL,
     update_date TEXT NOT NULL
 );
@@ -82,6 +84,15 @@ CREATE TABLE IF NOT EXISTS chains (
     update_date TEXT NOT NULL
 );
 """
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a database written by an older streamd up to SCHEMA_VERSION (tables it lacks were just
+    created by the schema script; columns added since are added here)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(streams)")}
+    if version < 5 and "run" not in columns:  # 5: a stream's run counter and resume checkpoint
+        conn.execute("ALTER TABLE streams ADD COLUMN run INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE streams ADD COLUMN checkpoint TEXT")
 
 
 def utc_now_iso() -> str:
@@ -164,6 +175,7 @@ class Database:
             )
         with conn:
             conn.executescript(_SCHEMA)
+            _migrate(conn, version)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._conn = conn
 

@@ -27,6 +27,7 @@ from streamd.store.streams import StreamRepository
 from streamd.streams.pipeline import PipelineSettings, Sink, StreamPipeline
 from streamd.streams.state import PAUSABLE, RESUMABLE, StreamState, require
 from streamd.video.buffer import DropPolicy
+from streamd.video.frames import Position
 from streamd.video.source import NETWORK_SCHEMES, SourceSettings, redact
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class StreamManager:
             if isinstance(sink, JsonlSinkBody):
                 await asyncio.to_thread(self.jsonl_path, sink.path)
         stream_id = await self._store.create(body.name, body.model_dump())
-        return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False)
+        return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
 
     async def _launch(
         self,
@@ -190,6 +191,7 @@ class StreamManager:
         live: bool,
         *,
         paused: bool,
+        start: Position | None,
     ) -> StreamPipeline:
         config = self._settings.streams
         options = body.source.options
@@ -203,6 +205,7 @@ class StreamManager:
             stall_timeout_s=options.timeout_s or config.stall_timeout_s,
             reconnect_max_s=config.reconnect_max_s,
             max_reconnects=options.max_reconnects,
+            start=start,
         )
         policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
         sinks = [self._sink(stream_id, index, sink) for index, sink in enumerate(body.sinks)]
@@ -220,12 +223,20 @@ class StreamManager:
             plan,
             sinks,
             self._runner,
-            PipelineSettings(config.buffer_frames, config.frames_in_flight, policy),
+            PipelineSettings(
+                config.buffer_frames, config.frames_in_flight, policy, config.checkpoint_interval_s
+            ),
             self._metrics,
+            run=await self._store.start_run(stream_id),
+            checkpoint=lambda position: self._store.save_checkpoint(stream_id, position),
         )
+        try:
+            await pipeline.start(paused=paused)
+        except BaseException:
+            await pipeline.stop()  # closes what started (a sink that refused its file, say)
+            raise
         self._pipelines[stream_id] = pipeline
         self.bodies[stream_id] = body
-        await pipeline.start(paused=paused)
         watcher = asyncio.create_task(self._watch(pipeline), name=f"stream-{stream_id}-watch")
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -304,20 +315,27 @@ class StreamManager:
         for record in await self._store.all():
             body = StreamBody.model_validate(record.definition)
             chain_name = body.chain if isinstance(body.chain, str) else "inline"
+            if record.desired in ("finished", "error"):
+                self._show(record.stream_id, body, chain_name, StreamState(record.desired), None)
+                continue
             try:
                 plan, chain_name = await plan_for(body.chain)
                 uri, live = await self.check_source(body.source)
+                await self._launch(
+                    record.stream_id,
+                    body,
+                    plan,
+                    chain_name,
+                    uri,
+                    live,
+                    paused=record.desired == "paused",
+                    start=record.checkpoint,
+                )
             except Exception as exc:  # supervision boundary: one broken stream must not stop the others
                 message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 logger.warning("stream %d cannot resume: %s", record.stream_id, message)
                 self._show(record.stream_id, body, chain_name, StreamState.ERROR, f"cannot resume: {message}")
                 continue
-            if record.desired in ("finished", "error"):
-                self._show(record.stream_id, body, chain_name, StreamState(record.desired), None)
-                continue
-            await self._launch(
-                record.stream_id, body, plan, chain_name, uri, live, paused=record.desired == "paused"
-            )
             resumed += 1
         return resumed
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ from streamd.networks.preprocessing import Image
 from streamd.sinks.jsonl import SinkStats
 from streamd.streams.state import StreamState, check_transition
 from streamd.video.buffer import DropPolicy, FrameBuffer
-from streamd.video.frames import Frame, SourceEvent
+from streamd.video.frames import Frame, Position, SourceEvent
 from streamd.video.source import PyAVSource, SourceSettings, redact
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ class PipelineSettings:
     buffer_frames: int
     frames_in_flight: int
     drop_policy: DropPolicy
+    checkpoint_interval_s: float = 1.0
+
+
+# Persists a stream's durable position (the manager writes it to the database).
+Checkpoint = Callable[[Position], Awaitable[None]]
 
 
 class StreamPipeline:
@@ -83,9 +89,16 @@ class StreamPipeline:
         runner: ChainRunner,
         settings: PipelineSettings,
         metrics: Metrics | None = None,
+        *,
+        run: int = 0,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.name = name
+        self.run = run  # records carry it, so a consumer can tell what a restart replays
+        self._checkpoint = checkpoint
+        self._emitted = 0
+        self._unsettled: deque[tuple[int, Position]] = deque()  # (emission number, frame) not yet durable
         self._metrics = metrics
         self._series = None if metrics is None else _StreamSeries.of(metrics, str(stream_id))
         self.chain_name = chain_name
@@ -110,6 +123,7 @@ class StreamPipeline:
         self._source: PyAVSource | None = None
         self._buffer: FrameBuffer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._checkpointer: asyncio.Task[None] | None = None
         self._frames_in_flight = 0
         self._room = asyncio.Event()  # set when a group left the chain, so frames_in_flight has room
         self._ended: SourceEvent | None = None
@@ -133,6 +147,10 @@ class StreamPipeline:
             asyncio.create_task(self._produce(in_flight), name=f"stream-{self.stream_id}-produce"),
             asyncio.create_task(self._emit(in_flight), name=f"stream-{self.stream_id}-emit"),
         ]
+        if self._checkpoint is not None:
+            self._checkpointer = asyncio.create_task(
+                self._checkpoint_forever(), name=f"stream-{self.stream_id}-checkpoint"
+            )
         if paused:
             self.pause()
         self._source.start()
@@ -155,6 +173,10 @@ class StreamPipeline:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for sink in self.sinks:
             await sink.close()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+        await self._save_checkpoint()  # after the sinks' last write: a graceful stop replays nothing
         if self._source is not None and not await asyncio.to_thread(self._source.join, 15.0):
             logger.warning("stream %d: decoder thread did not stop within 15 s", self.stream_id)
         self._set_state(StreamState.STOPPED)
@@ -267,6 +289,7 @@ class StreamPipeline:
             {
                 "stream_id": self.stream_id,
                 "stream_name": self.name,
+                "run": self.run,
                 "frame_index": frame.frame_index,
                 "pts_s": round(frame.pts_s, 6),
                 "captured_ts": frame.captured_ts,
@@ -279,6 +302,9 @@ class StreamPipeline:
         )
         for sink in self.sinks:
             sink.emit(record)
+        self._emitted += 1
+        if self._checkpoint is not None:
+            self._unsettled.append((self._emitted, frame.position))
         self.latest = (frame.pixels, [prediction])
         self.error.recovered()
         self.processed += 1
@@ -293,6 +319,30 @@ class StreamPipeline:
         if event is not None:
             self._set_state(StreamState.FINISHED if event.kind == "ended" else StreamState.ERROR)
         self.done.set()
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def durable_position(self) -> Position | None:
+        """The newest frame whose record every sink has written, spooled or given up on (records settle
+        in emission order), or None when nothing settled since the last call."""
+        settled = min((sink.stats.settled for sink in self.sinks), default=self._emitted)
+        position = None
+        while self._unsettled and self._unsettled[0][0] <= settled:
+            position = self._unsettled.popleft()[1]
+        return position
+
+    async def _save_checkpoint(self) -> None:
+        position = self.durable_position()
+        if position is None or self._checkpoint is None:
+            return
+        try:
+            await self._checkpoint(position)
+        except Exception as exc:  # supervision boundary: a restart then replays a little more, logged
+            logger.warning("stream %d: cannot save its checkpoint: %s", self.stream_id, exc)
+
+    async def _checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.checkpoint_interval_s)
+            await self._save_checkpoint()
 
     # -- status ------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -70,12 +70,33 @@ class I420Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    """Where a stream stands: its last emitted frame. A restart resumes after it (checkpoints)."""
+
+    frame_index: int
+    pts_s: float  # stream time
+    media_pts_s: float  # the frame's own timestamp in its file (or play of a live source), for seeking
+
+    def to_json(self) -> dict[str, float]:
+        return {"frame_index": self.frame_index, "pts_s": self.pts_s, "media_pts_s": self.media_pts_s}
+
+    @classmethod
+    def from_json(cls, data: dict[str, float]) -> Position:
+        return cls(int(data["frame_index"]), float(data["pts_s"]), float(data["media_pts_s"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     pixels: np.ndarray | I420Frame  # uint8 HxWx3 BGR, or yuv420p converted when needed
     frame_index: int  # position among the stream's decoded frames, counting across reconnects and loops
     pts_s: float  # stream time
     captured_ts: float  # wall clock when decoded (epoch seconds)
     decoded_s: float  # time.monotonic() when decoded, for latency
+    media_pts_s: float = 0.0  # timestamp within the current play of the source (see Position)
+
+    @property
+    def position(self) -> Position:
+        return Position(self.frame_index, self.pts_s, self.media_pts_s)
 
 
 @dataclass(frozen=True, slots=True)

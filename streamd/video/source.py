@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from streamd.video.buffer import FrameBuffer
-from streamd.video.frames import Frame, I420Frame, SourceEvent
+from streamd.video.frames import Frame, I420Frame, Position, SourceEvent
 
 logger = logging.getLogger(__name__)
 
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+LIVE_RESUME_GAP_S = 0.04  # a live source resumed after a restart continues its clock a frame later
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -46,6 +47,7 @@ class SourceSettings:
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
     max_reconnects: int | None = None  # None: for ever
+    start: Position | None = None  # resume after this frame (a checkpoint), not from the beginning
 
 
 class FpsCap:
@@ -74,8 +76,17 @@ class PyAVSource:
         self._buffer = buffer
         self._report = report
         self._stop = threading.Event()
-        self._next_index = 0
+        start = settings.start
+        self._next_index = 0 if start is None else start.frame_index + 1
+        # A file resumes at its checkpoint's own timestamp (seek, then skip what was emitted); a live
+        # source cannot seek, so its clock just continues a frame after the checkpoint.
         self._pts_offset_s = 0.0
+        self._resume_at_s: float | None = None
+        if start is not None and settings.is_live:
+            self._pts_offset_s = start.pts_s + LIVE_RESUME_GAP_S
+        elif start is not None:
+            self._pts_offset_s = start.pts_s - start.media_pts_s
+            self._resume_at_s = start.media_pts_s
         self._thread = threading.Thread(target=self._run, name=f"streamd-decode-{name}", daemon=True)
 
     def start(self) -> None:
@@ -91,6 +102,8 @@ class PyAVSource:
     def _run(self) -> None:
         attempts = 0
         cap = FpsCap(self._settings.fps_cap)
+        if self._settings.start is not None:
+            cap.keep(self._settings.start.pts_s)  # the grid continues from the last emitted frame
         while not self._stop.is_set():
             try:
                 decoded = self._play_once(cap)
@@ -143,6 +156,9 @@ class PyAVSource:
         try:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or 25)
+            skip_until, self._resume_at_s = self._resume_at_s, None
+            if skip_until is not None:
+                _seek(container, stream, skip_until)
             self._report(SourceEvent("connected"))
             packets = container.demux(stream)
             while not self._stop.is_set():
@@ -156,11 +172,15 @@ class PyAVSource:
                     self._report(SourceEvent("decode_error", str(exc)))
                     continue
                 for frame in frames:
-                    index = self._next_index
-                    self._next_index += 1
                     decoded += 1
                     pts = float(frame.time) if frame.time is not None else decoded / fps
                     last_pts = pts
+                    if skip_until is not None:
+                        if pts <= skip_until + 1e-6:  # emitted before the restart
+                            continue
+                        skip_until = None
+                    index = self._next_index
+                    self._next_index += 1
                     pts_s = self._pts_offset_s + pts
                     if not cap.keep(pts_s):
                         self._report(SourceEvent("fps_cap"))
@@ -170,7 +190,7 @@ class PyAVSource:
                         if ahead > 0 and self._stop.wait(ahead):
                             return decoded
                     pixels = to_image(frame)
-                    if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic())):
+                    if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic(), pts)):
                         self._stop.set()
                         return decoded
         finally:
@@ -178,6 +198,17 @@ class PyAVSource:
             if decoded:  # a replayed file or a reconnected camera continues the stream's clock
                 self._pts_offset_s += last_pts + 1.0 / fps
         return decoded
+
+
+def _seek(container: Any, stream: Any, pts_s: float) -> None:
+    """To the keyframe at or before `pts_s`; where the file cannot seek, decoding from the start and
+    skipping by timestamp gives the same frames, only slower."""
+    import av
+
+    try:
+        container.seek(int(pts_s / stream.time_base), stream=stream, backward=True)
+    except (av.error.FFmpegError, ValueError, TypeError) as exc:
+        logger.warning("cannot seek to %.3f s (%s): decoding from the start to resume", pts_s, exc)
 
 
 def to_image(frame: Any) -> np.ndarray | I420Frame:
