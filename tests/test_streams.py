@@ -453,3 +453,43 @@ async def test_deleting_a_stream_removes_its_webhook_spool(
     assert (await app_client.delete(f"/v0.7/streams/{stream['id']}")).status == 204
     assert not await asyncio.to_thread(spool.exists)
     assert receiver.records == []
+
+
+async def test_a_still_image_is_refused_as_a_video_source(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    import cv2
+    import numpy as np
+
+    await setup_chain(app_client, tf1_model)
+    media = media_settings.media_roots[0]
+    ok, png = cv2.imencode(".png", np.zeros((96, 160, 3), np.uint8))
+    assert ok
+    await asyncio.to_thread((media / "still.png").write_bytes, png.tobytes())
+    response = await app_client.post(
+        "/v0.7/streams",
+        json={
+            "name": "still",
+            "source": {"uri": "still.png"},
+            "chain": "whole",
+            "sinks": [{"type": "jsonl", "path": "s.jsonl"}],
+        },
+    )
+    body = await response.json()
+    assert (response.status, body["code"]) == (400, "invalid_source")
+    assert "is a still image (png_pipe), not a video" in body["error"]
+
+
+async def test_a_fast_start_file_cut_short_ends_its_stream_in_error(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    await setup_chain(app_client, tf1_model)
+    media = media_settings.media_roots[0]
+    whole = await asyncio.to_thread(encode_h264, media / "whole.mp4", 90, 30, 320, 192, faststart=True)
+    data = await asyncio.to_thread(whole.read_bytes)
+    await asyncio.to_thread((media / "cut.mp4").write_bytes, data[: len(data) // 2])
+    stream = await create_stream(app_client, media_settings, source={"uri": "cut.mp4"})
+    status = await wait_state(app_client, stream["id"], "error")
+    assert 0 < status["frames"]["processed"] < 90
+    assert "but its container declares 3.000 s: it is truncated or damaged" in status["last_error"]
+    assert status["error_active"] is True

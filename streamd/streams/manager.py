@@ -32,6 +32,9 @@ from streamd.video.source import NETWORK_SCHEMES, SourceSettings, redact
 
 logger = logging.getLogger(__name__)
 
+# FFmpeg's demuxers for single images (PNG, JPEG, BMP... are "<codec>_pipe"): a picture is not a stream.
+STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -128,6 +131,12 @@ class StreamManager:
                 if not container.streams.video:
                     raise InvalidRequestError(
                         f"source {path_text!r} has no video stream", code="invalid_source"
+                    )
+                if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+                    raise InvalidRequestError(
+                        f"source {path_text!r} is a still image ({container.format.name}), not a video: "
+                        "run a chain on it with POST /chain/{name} instead",
+                        code="invalid_source",
                     )
         except av.error.FFmpegError as exc:
             raise InvalidRequestError(

@@ -306,7 +306,8 @@ class StreamPipeline:
         if self._checkpoint is not None:
             self._unsettled.append((self._emitted, frame.position))
         self.latest = (frame.pixels, [prediction])
-        self.error.recovered()
+        if self._ended is None:  # frames still draining after a failure do not heal it
+            self.error.recovered()
         self.processed += 1
         self._latencies.append(latency)
         if self._series is not None:

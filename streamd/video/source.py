@@ -150,7 +150,7 @@ class PyAVSource:
 
         container = self._open()
         decoded = 0
-        started_wall = time.monotonic()
+        clock: float | None = None  # monotonic time of pts 0, for realtime pacing
         last_pts = 0.0
         fps = 25.0
         try:
@@ -165,6 +165,8 @@ class PyAVSource:
                 try:
                     packet = next(packets)
                 except StopIteration:
+                    if not self._settings.is_live:
+                        _check_complete(stream, last_pts + 1.0 / fps if decoded else 0.0, fps)
                     break
                 try:
                     frames = packet.decode()
@@ -179,25 +181,50 @@ class PyAVSource:
                         if pts <= skip_until + 1e-6:  # emitted before the restart
                             continue
                         skip_until = None
-                    index = self._next_index
-                    self._next_index += 1
-                    pts_s = self._pts_offset_s + pts
-                    if not cap.keep(pts_s):
-                        self._report(SourceEvent("fps_cap"))
-                        continue
-                    if self._settings.realtime:
-                        ahead = pts - (time.monotonic() - started_wall)
-                        if ahead > 0 and self._stop.wait(ahead):
-                            return decoded
-                    pixels = to_image(frame)
-                    if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic(), pts)):
-                        self._stop.set()
+                    if clock is None:
+                        clock = time.monotonic() - pts
+                    if not self._deliver(frame, pts, cap, clock):
                         return decoded
         finally:
             container.close()
             if decoded:  # a replayed file or a reconnected camera continues the stream's clock
                 self._pts_offset_s += last_pts + 1.0 / fps
         return decoded
+
+    def _deliver(self, frame: Any, pts: float, cap: FpsCap, clock: float) -> bool:
+        """Number the frame, apply the fps cap and realtime pacing, buffer it; False once stopping."""
+        index = self._next_index
+        self._next_index += 1
+        pts_s = self._pts_offset_s + pts
+        if not cap.keep(pts_s):
+            self._report(SourceEvent("fps_cap"))
+            return True
+        if self._settings.realtime:
+            ahead = pts - (time.monotonic() - clock)
+            if ahead > 0 and self._stop.wait(ahead):
+                return False
+        pixels = to_image(frame)
+        if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic(), pts)):
+            self._stop.set()
+            return False
+        return True
+
+
+class TruncatedFileError(Exception):
+    """A file ended before its container said it would."""
+
+
+def _check_complete(stream: Any, end_s: float, fps: float) -> None:
+    """A file whose frames stop well before the duration its container declares was cut short (a
+    download or copy that did not finish): that is an error, not the end of the video."""
+    if stream.duration is None or not stream.time_base:
+        return  # e.g. MPEG-TS: nothing declared to compare with
+    declared_s = float((stream.duration + (stream.start_time or 0)) * stream.time_base)
+    if end_s < declared_s - max(2.0 / fps, 0.1):
+        raise TruncatedFileError(
+            f"the file ends at {end_s:.3f} s but its container declares {declared_s:.3f} s: it is "
+            "truncated or damaged"
+        )
 
 
 def _seek(container: Any, stream: Any, pts_s: float) -> None:

@@ -32,9 +32,13 @@ def frame_for(index: int, width: int, height: int) -> np.ndarray:
     return frame
 
 
-def encode_h264(path: Path, frames: int, fps: int = 30, width: int = 160, height: int = 96) -> Path:
+def encode_h264(
+    path: Path, frames: int, fps: int = 30, width: int = 160, height: int = 96, *, faststart: bool = False
+) -> Path:
+    """`faststart` puts the MP4's index first, as files made for the web have it (a cut copy then still
+    opens)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream("h264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
