@@ -119,6 +119,15 @@ class InferenceConfig(_Section):
     url_max_bytes: int = Field(20 * 1024**2, ge=1024, description="Largest image fetched from a URL source.")
 
 
+class ChainsConfig(_Section):
+    max_calls: int = Field(
+        256, ge=1, le=100_000, description="Most calls one chain may have; a longer chain is a 400."
+    )
+    max_depth: int = Field(
+        32, ge=1, le=256, description="Deepest nesting of calls (service, action, service...) in a chain."
+    )
+
+
 class StreamsConfig(_Section):
     buffer_frames: int = Field(
         8, ge=1, le=1000, description="Decoded frames a stream buffers before its policy acts."
@@ -171,6 +180,7 @@ class Settings(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API key authentication.")
     networks: NetworksConfig = Field(default_factory=NetworksConfig, description="Neural networks.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching and TF.")
+    chains: ChainsConfig = Field(default_factory=ChainsConfig, description="Chain validation bounds.")
     streams: StreamsConfig = Field(default_factory=StreamsConfig, description="Video streams and sinks.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")

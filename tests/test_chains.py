@@ -464,6 +464,20 @@ INVALID = [
         "output.confidence: unknown field",
     ),
     ("no data", [{"service": "things"}], 400, 1005, 'needs "data"'),
+    (
+        "too many calls",
+        [CALL] + [{"action": {"type": "filter", "classes": ["car"]}}] * 20_000,
+        400,
+        1006,
+        "the chain has 20001 calls; at most 256 are allowed (chains.max_calls)",
+    ),
+    (
+        "too deep",
+        [CALL] + [{"action": {"type": "crop"}}, {"service": "things"}] * 20,
+        400,
+        1006,
+        "is nested 33 calls deep; a chain may be at most 32 deep (chains.max_depth)",
+    ),
 ]
 
 
@@ -532,3 +546,19 @@ def test_saved_file_stem_ignores_data_uris(tmp_path: Path) -> None:
 
     assert _stem("data:image/png;base64,xx", 3) == "image3"
     assert _stem("/media/cam 1/frame.jpg", 0) == "frame"
+
+
+def test_a_wide_chain_of_twenty_thousand_calls_is_planned_in_one_pass() -> None:
+    """Ids, default parents, cycles, depths and collisions are checked in linear time: one detector with
+    19,999 filters under it (the quadratic version took 13 s on 20,000 calls)."""
+    from streamd.chains.plan import build_plan
+    from streamd.chains.spec import ResolvedService, parse_body
+
+    things = ResolvedService("things", 1, 1, 1, True, ("car",), (), ())
+    calls = [{"id": "d", "service": "things"}] + [
+        {"id": f"f{index}", "parent_id": "d", "action": {"type": "filter", "classes": ["car"]}}
+        for index in range(19_999)
+    ]
+    plan = build_plan(parse_body({"calls": calls}), lambda name: things, require_data=False)
+    [root] = plan.roots
+    assert [child.call_id for child in root.children] == [f"f{index}" for index in range(19_999)]

@@ -3,6 +3,8 @@ under `/v0.7/chains` (validate and store, list, retrieve, delete, run on data)."
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import time
 from typing import Any
@@ -31,9 +33,16 @@ def chain_name(request: web.Request) -> str:
     return name
 
 
-async def plan_for(svc: Services, body: ChainBody, *, require_data: bool) -> ChainPlan:
+async def plan_for(svc: Services, raw: Any, *, require_data: bool) -> tuple[ChainBody, ChainPlan]:
+    """Validate a chain body into a plan. Parsing and the tree checks run in a worker thread: bounded
+    and linear, but a body of hundreds of calls must not hold the loop (and /healthz) for a moment."""
+    limits = svc.settings.chains
+    body = await asyncio.to_thread(parse_body, raw, limits.max_calls)
     resolve = await resolver_for(body, svc.recognition, svc.networks)
-    return build_plan(body, resolve, require_data=require_data)
+    plan = await asyncio.to_thread(
+        functools.partial(build_plan, require_data=require_data, max_depth=limits.max_depth), body, resolve
+    )
+    return body, plan
 
 
 async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[str]) -> web.Response:
@@ -57,17 +66,14 @@ async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[s
 async def run_chain(request: web.Request) -> web.Response:
     """DeepDetect's `/chain/{name}`: the name only labels the run; nothing is stored."""
     svc = services(request)
-    body = parse_body(await read_json(request))
-    plan = await plan_for(svc, body, require_data=True)
+    _, plan = await plan_for(svc, await read_json(request), require_data=True)
     return await execute(svc, plan, plan.data)
 
 
 async def put_chain(request: web.Request) -> web.Response:
     svc = services(request)
     name = chain_name(request)
-    raw = await read_json(request)
-    body = parse_body(raw)
-    await plan_for(svc, body, require_data=False)
+    body, _ = await plan_for(svc, await read_json(request), require_data=False)
     record, created = await svc.chains.put(
         name, {"calls": [c.model_dump(exclude_none=True) for c in body.calls]}
     )
@@ -107,5 +113,5 @@ async def run_stored_chain(request: web.Request) -> web.Response:
             'the body needs "data": a list of images (data URIs, media paths or URLs)',
             dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
         )
-    plan = await plan_for(svc, parse_body(record.definition), require_data=False)
+    _, plan = await plan_for(svc, record.definition, require_data=False)
     return await execute(svc, plan, data)

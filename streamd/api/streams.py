@@ -10,7 +10,7 @@ from aiohttp import web
 from streamd.api.chains import plan_for
 from streamd.api.context import Services, services
 from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
-from streamd.chains.spec import ChainPlan, parse_body
+from streamd.chains.spec import ChainPlan
 from streamd.errors import InvalidRequestError, NotFoundError
 from streamd.streams.manager import StreamBody, WebhookSinkBody
 from streamd.streams.pipeline import StreamPipeline
@@ -23,8 +23,8 @@ async def chain_plan(svc: Services, chain: str | dict[str, Any]) -> tuple[ChainP
             record = await svc.chains.get(chain)
         except NotFoundError as exc:
             raise InvalidRequestError(exc.message, code="chain_not_found") from None
-        return await plan_for(svc, parse_body(record.definition), require_data=False), chain
-    return await plan_for(svc, parse_body(chain), require_data=False), "inline"
+        return (await plan_for(svc, record.definition, require_data=False))[1], chain
+    return (await plan_for(svc, chain, require_data=False))[1], "inline"
 
 
 def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Rules (docs/design.md): ids default as in DeepDetect (a service's id is its index, an action's the
 action counter); without `parent_id` an action applies to the last service (or filter) before it and a
 service to the last crop/rotate before it, else it is a root on the whole image. Services hang under
-crop or rotate; crop, filter, rotate and draw_bbox hang under a service or a filter. Pure.
+crop or rotate; crop, filter, rotate and draw_bbox hang under a service or a filter. Pure, and linear
+in the number of calls (bounded by the caller, chains.max_calls) times the depth (chains.max_depth), so
+a hostile body costs milliseconds; the API runs it in a worker thread all the same.
 """
 
 from __future__ import annotations
@@ -29,20 +31,24 @@ from streamd.chains.spec import (
     describe_errors,
 )
 
+DEFAULT_MAX_DEPTH = 32
 
-def build_plan(body: ChainBody, resolve: Resolver, *, require_data: bool) -> ChainPlan:
+
+def build_plan(
+    body: ChainBody, resolve: Resolver, *, require_data: bool, max_depth: int = DEFAULT_MAX_DEPTH
+) -> ChainPlan:
     calls = body.calls
     _check_kinds(calls)
     ids = _assign_ids(calls)
     parents = _assign_parents(calls, ids)
-    _check_acyclic(parents, ids)
+    _check_depths(parents, ids, max_depth)
     nodes = [_node(index, call, ids[index], resolve) for index, call in enumerate(calls)]
     for index, parent in enumerate(parents):
         if parent is not None:
             _check_edge(index, parent, nodes, parents)
             nodes[parent].children.append(nodes[index])
     roots = tuple(node for node, parent in zip(nodes, parents, strict=True) if parent is None)
-    _check_collisions(calls, nodes, parents)
+    _check_collisions(nodes, parents)
     data = _data(calls, require_data)
     return ChainPlan(roots=roots, data=data)  # type: ignore[arg-type]
 
@@ -74,23 +80,25 @@ def _assign_ids(calls: list[ChainCall]) -> list[str]:
     when a default would clash with an id already taken (DeepDetect keeps the two kinds apart)."""
     explicit = {call.id for call in calls if call.id}
     ids: list[str] = []
+    taken: dict[str, int] = {}
     actions = 0
     for index, call in enumerate(calls):
         if call.id:
             call_id = call.id
-            if call_id in ids:
+            if call_id in taken:
                 raise ChainError(
-                    f"{_where(index)}: id {call_id!r} is already used by call {ids.index(call_id)}; "
+                    f"{_where(index)}: id {call_id!r} is already used by call {taken[call_id]}; "
                     "ids must be unique",
                     dd_code=DD_SERVICE_BAD_REQUEST,
                 )
         else:
             call_id = str(index) if call.service else str(actions)
-            if call_id in explicit or call_id in ids:
+            if call_id in explicit or call_id in taken:
                 call_id = f"call-{index}" if call.service else f"action-{actions}"
         if call.action:
             actions += 1
         ids.append(call_id)
+        taken[call_id] = index
     return ids
 
 
@@ -101,46 +109,58 @@ def _action_type(call: ChainCall) -> str | None:
 def _assign_parents(calls: list[ChainCall], ids: list[str]) -> list[int | None]:
     by_id = {call_id: index for index, call_id in enumerate(ids)}
     parents: list[int | None] = []
+    last_result: int | None = None  # the last service (or filter): where an action applies by default
+    last_images: int | None = None  # the last crop/rotate: where a service takes its images by default
     for index, call in enumerate(calls):
         if call.parent_id is not None:
             if call.parent_id not in by_id:
+                known = ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else "")
                 raise ChainError(
                     f"{_where(index, call.id)}: parent_id {call.parent_id!r} names no call; known ids: "
-                    f"{', '.join(ids)}",
+                    f"{known}",
                     dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
                 )
             parents.append(by_id[call.parent_id])
         elif index == 0:
             parents.append(None)
         elif call.action is not None:  # DeepDetect: an action applies to the last service run (or filter)
-            parents.append(
-                _last(calls, index, lambda c: c.service is not None or _action_type(c) == "filter")
-            )
+            parents.append(last_result)
         else:  # DeepDetect: a service feeds on the last action's images; none yet → a root
-            parents.append(_last(calls, index, lambda c: _action_type(c) in IMAGE_ACTIONS))
+            parents.append(last_images)
+        if call.service is not None or _action_type(call) == "filter":
+            last_result = index
+        elif _action_type(call) in IMAGE_ACTIONS:
+            last_images = index
     return parents
 
 
-def _last(calls: list[ChainCall], before: int, wanted) -> int | None:  # type: ignore[no-untyped-def]
-    for index in range(before - 1, -1, -1):
-        if wanted(calls[index]):
-            return index
-    return None
-
-
-def _check_acyclic(parents: list[int | None], ids: list[str]) -> None:
+def _check_depths(parents: list[int | None], ids: list[str], max_depth: int) -> None:
+    """A tree (no call is its own ancestor) at most `max_depth` calls deep; each call is walked once."""
+    depth: list[int] = [-1] * len(parents)
     for start in range(len(parents)):
-        seen = {start}
-        current = parents[start]
-        while current is not None:
-            if current in seen:
+        path: list[int] = []
+        on_path: set[int] = set()
+        current: int | None = start
+        while current is not None and depth[current] < 0:
+            if current in on_path:
                 raise ChainError(
                     f"call {start} (id {ids[start]!r}) is its own ancestor through parent_id; "
                     "a chain is a tree",
                     dd_code=DD_SERVICE_BAD_REQUEST,
                 )
-            seen.add(current)
+            path.append(current)
+            on_path.add(current)
             current = parents[current]
+        level = 0 if current is None else depth[current] + 1
+        for node in reversed(path):
+            depth[node] = level
+            level += 1
+        if level > max_depth:
+            raise ChainError(
+                f"call {start} (id {ids[start]!r}) is nested {level} calls deep; a chain may be at most "
+                f"{max_depth} deep (chains.max_depth)",
+                dd_code=DD_SERVICE_BAD_REQUEST,
+            )
 
 
 def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> ServiceNode | ActionNode:
@@ -236,24 +256,29 @@ def _describe_node(node: ServiceNode | ActionNode) -> str:
     return f"{node.kind} action {node.call_id!r}"
 
 
-def _input_slot(index: int, nodes: list[ServiceNode | ActionNode], parents: list[int | None]) -> str:
-    """Which result object a node's images nest their results in."""
+def _input_slot(
+    index: int, nodes: list[ServiceNode | ActionNode], parents: list[int | None], known: dict[int, str]
+) -> str:
+    """Which result object a node's images nest their results in (memoised in `known`: linear overall)."""
+    if index in known:
+        return known[index]
     node, parent = nodes[index], parents[index]
     if parent is None:
-        return "image"
-    if isinstance(node, ServiceNode):
+        slot = "image"
+    elif isinstance(node, ServiceNode):
         above = nodes[parent]
         assert isinstance(above, ActionNode)
-        if above.kind == "crop":
-            return f"crop:{above.call_id}"
-        return _input_slot(parent, nodes, parents)  # rotate: same images, turned
-    return _input_slot(_service_of(index, nodes, parents).index, nodes, parents)
+        # A crop's images are its own result objects; a rotate's are its parent's images, turned.
+        slot = f"crop:{above.call_id}" if above.kind == "crop" else _input_slot(parent, nodes, parents, known)
+    else:
+        slot = _input_slot(_service_of(index, nodes, parents).index, nodes, parents, known)
+    known[index] = slot
+    return slot
 
 
-def _check_collisions(
-    calls: list[ChainCall], nodes: list[ServiceNode | ActionNode], parents: list[int | None]
-) -> None:
+def _check_collisions(nodes: list[ServiceNode | ActionNode], parents: list[int | None]) -> None:
     written: dict[tuple[str, str], int] = {}
+    slots: dict[int, str] = {}
     first_root = True
     for index, node in enumerate(nodes):
         if isinstance(node, ServiceNode):
@@ -266,7 +291,7 @@ def _check_collisions(
             key = node.call_id
         else:
             continue
-        slot = (_input_slot(index, nodes, parents), key)
+        slot = (_input_slot(index, nodes, parents, slots), key)
         if slot in written:
             raise ChainError(
                 f"calls {written[slot]} and {index} would both write {key!r} in the same result object; "

@@ -180,10 +180,17 @@ class ChainPlan:
 Resolver = Callable[[str], ResolvedService]
 
 
-def parse_body(body: Any) -> ChainBody:
-    """`{"chain": {"calls": [...]}}` (DeepDetect) or `{"calls": [...]}`."""
+def parse_body(body: Any, max_calls: int | None = None) -> ChainBody:
+    """`{"chain": {"calls": [...]}}` (DeepDetect) or `{"calls": [...]}`, at most `max_calls` calls
+    (counted before validating them, so a huge body costs nothing)."""
     if isinstance(body, dict) and isinstance(body.get("chain"), dict):
         body = body["chain"]
+    calls = body.get("calls") if isinstance(body, dict) else None
+    if max_calls is not None and isinstance(calls, list) and len(calls) > max_calls:
+        raise ChainError(
+            f"the chain has {len(calls)} calls; at most {max_calls} are allowed (chains.max_calls)",
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        )
     try:
         return ChainBody.model_validate(body)
     except ValidationError as exc:
