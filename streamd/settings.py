@@ -163,6 +163,29 @@ class StreamsConfig(_Section):
     )
 
 
+class EgressConfig(_Section):
+    deny_cidrs: tuple[str, ...] = Field(
+        ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"),
+        description=(
+            "Address ranges stream sources and webhook sinks may not reach: link-local (the cloud "
+            "metadata service) and 'this host' by default. Private ranges stay allowed: cameras live there."
+        ),
+    )
+    allow_cidrs: tuple[str, ...] = Field(
+        (), description="Ranges allowed even when a deny range holds them (exceptions to deny_cidrs)."
+    )
+    allow_self: bool = Field(
+        False, description="Allow sources and webhooks to reach the daemon's own listening address and port."
+    )
+
+    @field_validator("deny_cidrs", "allow_cidrs")
+    @classmethod
+    def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in cidrs:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad range
+        return cidrs
+
+
 class MetricsConfig(_Section):
     enabled: bool = Field(
         True, description="Serve Prometheus metrics on /metrics (off: no metric is recorded)."
@@ -182,6 +205,7 @@ class Settings(_Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching and TF.")
     chains: ChainsConfig = Field(default_factory=ChainsConfig, description="Chain validation bounds.")
     streams: StreamsConfig = Field(default_factory=StreamsConfig, description="Video streams and sinks.")
+    egress: EgressConfig = Field(default_factory=EgressConfig, description="Where streams may connect.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
+from streamd.egress import EgressPolicy, EgressResolver
 from streamd.sinks.jsonl import SinkStats
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class WebhookSink:
         spool_dir: Path,
         spool_max_bytes: int,
         display_url: str,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.url = url
         self.display_url = display_url
@@ -56,11 +58,16 @@ class WebhookSink:
         self._wake = asyncio.Event()
         self._closing = False
         self._session: aiohttp.ClientSession | None = None
+        self._egress = egress
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self._spool.open)
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        # Connections go only to addresses the egress rules allow (names resolved, then filtered).
+        resolver = EgressResolver(self._egress) if self._egress is not None else None
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout, connector=aiohttp.TCPConnector(resolver=resolver)
+        )
         self._task = asyncio.create_task(self._deliver_forever(), name=f"webhook-sink-{self.display_url}")
         if self._spool.pending:
             self._wake.set()
@@ -130,10 +137,18 @@ class WebhookSink:
 
     async def _post(self, batch: list[bytes]) -> str:
         assert self._session is not None
+        if self._egress is not None and not self._egress.allows_url(self.url):
+            # aiohttp connects to an IP literal without asking the resolver: checked here. The records
+            # stay queued (then spooled) until the rules allow the address.
+            self.stats.error.set(f"{self.display_url} is not allowed by the egress rules")
+            return "failed"
         body = batch[0] if self._batch_size == 1 else b"[" + b",".join(batch) + b"]"
         started = time.monotonic()
         try:
-            async with self._session.post(self.url, data=body, headers=self._headers) as response:
+            # Never follow a redirect: a 307 would re-POST the records wherever the receiver points.
+            async with self._session.post(
+                self.url, data=body, headers=self._headers, allow_redirects=False
+            ) as response:
                 await response.read()
                 self.stats.delivery(time.monotonic() - started)
                 if response.status < 300:
@@ -142,13 +157,17 @@ class WebhookSink:
                 if response.status >= 500 or response.status in RETRYABLE:
                     self.stats.error.set(message)
                     return "failed"
+                if 300 <= response.status < 400:
+                    message += " (a redirect: not followed; point the sink at the final URL)"
                 self.stats.error.set(message + " (records rejected)")
                 logger.warning(
                     "webhook %s rejected %d record(s): HTTP %d", self.display_url, len(batch), response.status
                 )
                 return "rejected"
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.stats.error.set(f"{type(exc).__name__} posting to {self.display_url}")
+            # Refused, timed out or unreachable read alike outside: the log has which.
+            logger.info("webhook %s: %s: %s", self.display_url, type(exc).__name__, exc)
+            self.stats.error.set(f"connection failed posting to {self.display_url}")
             return "failed"
 
     async def close(self) -> None:

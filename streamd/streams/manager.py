@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
+from streamd.egress import EgressPolicy
 from streamd.errors import InvalidRequestError, NotFoundError
 from streamd.inference.sources import local_path
 from streamd.metrics import Metrics
@@ -91,6 +92,7 @@ class StreamManager:
         self._metrics = metrics
         self._runner = runner
         self._settings = settings
+        self._egress = EgressPolicy(settings.egress, settings.server)
         self._pipelines: dict[int, StreamPipeline] = {}
         self.bodies: dict[int, StreamBody] = {}
         self._watchers: set[asyncio.Task[None]] = set()
@@ -110,6 +112,7 @@ class StreamManager:
         """The URI FFmpeg opens and whether it is live; local files must be videos under a media root."""
         uri = source.uri
         if uri.startswith(NETWORK_SCHEMES):
+            await self._egress.check_url("source", uri)
             return uri, True
         path_text = uri.removeprefix("file://")
         return await asyncio.to_thread(self._check_file, path_text), False
@@ -157,6 +160,7 @@ class StreamManager:
                 spool_dir=self._spool_dir(stream_id, index),
                 spool_max_bytes=config.spool_max_bytes,
                 display_url=redact(body.url),
+                egress=self._egress,
             )
         path = Path(body.path) if Path(body.path).is_absolute() else self.results_dir / body.path
         return JsonlSink(path, body.rotate_bytes)
@@ -184,9 +188,11 @@ class StreamManager:
 
     async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline:
         uri, live = await self.check_source(body.source)
-        for sink in body.sinks:
+        for index, sink in enumerate(body.sinks):
             if isinstance(sink, JsonlSinkBody):
                 await asyncio.to_thread(self.jsonl_path, sink.path)
+            else:
+                await self._egress.check_url(f"sinks[{index}]", sink.url)
         stream_id = await self._store.create(body.name, body.model_dump())
         return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
 
@@ -215,6 +221,7 @@ class StreamManager:
             reconnect_max_s=config.reconnect_max_s,
             max_reconnects=options.max_reconnects,
             start=start,
+            egress=self._egress,
         )
         policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
         sinks = [self._sink(stream_id, index, sink) for index, sink in enumerate(body.sinks)]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from streamd.egress import EgressDeniedError, EgressPolicy
 from streamd.video.buffer import FrameBuffer
 from streamd.video.frames import Frame, I420Frame, Position, SourceEvent
 
@@ -48,6 +49,7 @@ class SourceSettings:
     reconnect_max_s: float = 30.0
     max_reconnects: int | None = None  # None: for ever
     start: Position | None = None  # resume after this frame (a checkpoint), not from the beginning
+    egress: EgressPolicy | None = None  # where a network source may connect (checked at each open)
 
 
 class FpsCap:
@@ -109,7 +111,7 @@ class PyAVSource:
                 decoded = self._play_once(cap)
                 error = None
             except Exception as exc:  # supervision boundary: a broken source is a state, never a crash
-                decoded, error = 0, f"{type(exc).__name__}: {redact(str(exc))}"
+                decoded, error = 0, _describe(exc)
             if self._stop.is_set():
                 return
             if not self._settings.is_live:
@@ -134,6 +136,20 @@ class PyAVSource:
             if self._stop.wait(delay):
                 return
 
+    def _open_checked(self) -> Any:
+        """Open the source; for a network source the error says no more than "connection failed" (what
+        FFmpeg says would tell open ports from closed ones to whoever creates streams: it goes to the
+        log)."""
+        if not self._settings.is_live:
+            return self._open()
+        if self._settings.egress is not None:
+            self._settings.egress.check_url_blocking(self._settings.uri)
+        try:
+            return self._open()
+        except Exception as exc:
+            logger.warning("cannot open %s: %s: %s", redact(self._settings.uri), type(exc).__name__, exc)
+            raise ConnectionFailedError("connection failed (the daemon log has the details)") from None
+
     def _open(self) -> Any:
         import av
 
@@ -148,7 +164,7 @@ class PyAVSource:
         """Open, decode until the end; returns the number of frames decoded."""
         import av
 
-        container = self._open()
+        container = self._open_checked()
         decoded = 0
         clock: float | None = None  # monotonic time of pts 0, for realtime pacing
         last_pts = 0.0
@@ -210,6 +226,10 @@ class PyAVSource:
         return True
 
 
+class ConnectionFailedError(Exception):
+    """A network source could not be opened (details logged, not shown)."""
+
+
 class TruncatedFileError(Exception):
     """A file ended before its container said it would."""
 
@@ -225,6 +245,12 @@ def _check_complete(stream: Any, end_s: float, fps: float) -> None:
             f"the file ends at {end_s:.3f} s but its container declares {declared_s:.3f} s: it is "
             "truncated or damaged"
         )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ConnectionFailedError | EgressDeniedError):
+        return str(exc)
+    return f"{type(exc).__name__}: {redact(str(exc))}"
 
 
 def _seek(container: Any, stream: Any, pts_s: float) -> None:
