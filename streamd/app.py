@@ -85,7 +85,12 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         logger.warning(
             "%d inference task(s) were interrupted by the last stop and are now in error", interrupted
         )
+    pruner = asyncio.create_task(
+        svc.jobs.prune_forever(svc.settings.storage.task_retention_s), name="streamd-task-pruner"
+    )
     yield
+    pruner.cancel()
+    await asyncio.gather(pruner, return_exceptions=True)
     await svc.jobs.close()
     await svc.runtime.close()
 

@@ -57,6 +57,14 @@ class StorageConfig(_Section):
             "Empty means <data_dir>/media."
         ),
     )
+    task_retention_s: float = Field(
+        86400.0,
+        gt=0,
+        description=(
+            "Finished tasks (inferences, failed deployments) are deleted this long after they ended; a "
+            "network's deployment task stays while the network exists."
+        ),
+    )
     result_roots: tuple[Path, ...] = Field(
         (),
         description=(
@@ -262,10 +270,12 @@ def load(
     except ValidationError as exc:
         source = f"{path} and the environment" if path else "the environment"
         raise ConfigError(f"invalid configuration (from {source}):\n{_describe(exc)}") from None
-    storage = StorageConfig(
-        data_dir=settings.storage.data_dir.expanduser().resolve(),
-        media_roots=tuple(root.expanduser().resolve() for root in settings.storage.media_roots),
-        result_roots=tuple(root.expanduser().resolve() for root in settings.storage.result_roots),
+    storage = settings.storage.model_copy(
+        update={
+            "data_dir": settings.storage.data_dir.expanduser().resolve(),
+            "media_roots": tuple(root.expanduser().resolve() for root in settings.storage.media_roots),
+            "result_roots": tuple(root.expanduser().resolve() for root in settings.storage.result_roots),
+        }
     )
     return settings.model_copy(update={"storage": storage})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streamd.errors import StreamdError
@@ -46,6 +47,17 @@ class InferenceJobs:
             await self._tasks.finish(task_id, "error", error=f"inference failed: {type(exc).__name__}: {exc}")
         else:
             await self._tasks.finish(task_id, "success", data=data)
+
+    async def prune_forever(self, retention_s: float) -> None:
+        """Delete finished tasks older than `retention_s`, checking a few times per retention period
+        (at most every 10 minutes), so the tasks table does not grow with every inference ever made."""
+        interval_s = min(max(retention_s / 4, 0.05), 600.0)
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(seconds=retention_s)
+            pruned = await self._tasks.prune(cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            if pruned:
+                logger.info("pruned %d finished task(s) older than %.0f s", pruned, retention_s)
+            await asyncio.sleep(interval_s)
 
     async def recover(self) -> int:
         """End the inference tasks a crash left pending."""

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streamd.networks.fields import Description, Metadata, Name
+
 SUPPORTED_POST_PROCESSINGS = (
     "classification {output_tensor, thresholds} or detection {thresholds, "
     "nms_threshold, discard_threshold, direct_output {boxes_tensor, scores_tensor, classes_tensor}}"
@@ -31,7 +33,7 @@ class _Strict(BaseModel):
 
 class Label(_Strict):
     id: int
-    name: str = Field(min_length=1)
+    name: Name
 
 
 class LabelsOutput(_Strict):
@@ -53,16 +55,16 @@ class SpecOutput(_Strict):
 
 
 class RecognitionSpecCreate(_Strict):
-    name: str = Field(min_length=1, max_length=255)
-    description: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    description: Description = ""
+    metadata: Metadata = Field(default_factory=dict)
     outputs: tuple[SpecOutput, ...] = Field(min_length=1)
 
 
 class RecognitionSpecPatch(_Strict):
-    name: str | None = Field(None, min_length=1, max_length=255)
-    description: str | None = None
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
     current_version_id: int | None = None
 
 

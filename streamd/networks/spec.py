@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streamd.networks.fields import Description, Metadata, Name
+
 MAX_INFLIGHT_BATCHES = 8  # batches of one network at once: the bound of both settings, and the threads
 
 SUPPORTED_FRAMEWORKS = ("tensorflow-1.x",)
@@ -152,9 +154,9 @@ def _check_tuning(metadata: dict[str, Any] | None) -> None:
 class NetworkSpec(_Strict):
     """What a create request carries besides files."""
 
-    name: str = Field(min_length=1, max_length=255)
-    description: str = Field("", max_length=10_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    description: Description = ""
+    metadata: Metadata = Field(default_factory=dict)
     framework: str
     preprocessing: Preprocessing
     postprocessings: tuple[dict[str, Any], ...] = ()
@@ -176,9 +178,9 @@ class NetworkSpec(_Strict):
 
 
 class NetworkPatch(_Strict):
-    name: str | None = Field(None, min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=10_000)
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
 
     @field_validator("metadata")
     @classmethod

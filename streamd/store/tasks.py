@@ -115,6 +115,19 @@ class TaskRepository:
 
         return await self._db.run(fail)
 
+    async def prune(self, older_than: str) -> int:
+        """Delete finished tasks last updated before `older_than` (ISO, as stored: it sorts as text),
+        except a network's deployment task, which its network row still names."""
+
+        def prune(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM tasks WHERE status != 'pending' AND date_updated < ? "
+                "AND id NOT IN (SELECT task_id FROM networks)",
+                (older_than,),
+            ).rowcount
+
+        return await self._db.run(prune)
+
     async def count_pending(self) -> int:
         return await self._db.run(
             lambda conn: conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'pending'").fetchone()[0]
