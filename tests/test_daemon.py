@@ -16,9 +16,9 @@ from deepomatic.api.client import Client
 from deepomatic.api.exceptions import ClientError, TaskError
 from deepomatic.api.inputs import ImageInput
 
-from tests.factories.daemon import Daemon
+from tests.factories.daemon import Daemon, register_colour_chain
 from tests.factories.models import ModelFiles
-from tests.factories.videos import COLOUR_SPEC, colour_version, encode_h264
+from tests.factories.videos import encode_h264
 
 pytestmark = pytest.mark.slow
 
@@ -308,31 +308,6 @@ def test_streams_resume_after_kill_9(tmp_path: Path, tf1_model: ModelFiles) -> N
         assert all(json.loads(line)["stream_id"] == stream["id"] for line in after)
     finally:
         assert daemon.stop() == 0
-
-
-def register_colour_chain(daemon: Daemon, model: ModelFiles) -> None:
-    """Network, spec, version and the chain "whole" through the daemon's HTTP API."""
-    import requests
-
-    http, api = requests.Session(), daemon.url + "v0.7"
-    network = http.post(
-        f"{api}/networks",
-        data={
-            "name": "c",
-            "framework": "tensorflow-1.x",
-            "preprocessing": json.dumps(
-                {"inputs": [{"tensor_name": "input", "image": {"target_size": "8x8"}}]}
-            ),
-        },
-        files={name: (name, content) for name, content in model.contents.items()},
-        timeout=30,
-    ).json()
-    Client(api_key="unused", host=daemon.url).Task.retrieve(network["task_id"]).wait()
-    spec = http.post(f"{api}/recognition/specs", json=COLOUR_SPEC, timeout=10).json()
-    http.post(
-        f"{api}/recognition/versions", json=colour_version(spec["id"], network["id"]), timeout=10
-    ).raise_for_status()
-    http.put(f"{api}/chains/whole", json={"calls": [{"service": "colours"}]}, timeout=10).raise_for_status()
 
 
 def test_sigterm_flushes_every_record_and_logs_json(tmp_path: Path, tf1_model: ModelFiles) -> None:

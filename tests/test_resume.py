@@ -15,10 +15,9 @@ import requests
 from streamd.app import build_app
 from streamd.settings import Settings
 from tests.conftest import wait_until
-from tests.factories.daemon import Daemon
+from tests.factories.daemon import Daemon, register_colour_chain
 from tests.factories.models import ModelFiles
 from tests.factories.videos import NAMES, encode_h264
-from tests.test_daemon import register_colour_chain
 from tests.test_streams import create_stream, read_jsonl, setup_chain, wait_state
 
 

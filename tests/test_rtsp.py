@@ -4,11 +4,7 @@ freeze: reconnection, stall timeout, refused connections, credential redaction."
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,51 +17,17 @@ from streamd.settings import Settings
 from tests.conftest import make_settings, wait_until
 from tests.factories.daemon import free_port
 from tests.factories.models import ModelFiles
+from tests.factories.rtsp import RtspServer
 from tests.test_streams import read_jsonl, setup_chain, wait_state
 
 pytestmark = pytest.mark.slow
-
-SERVER = Path(__file__).parent / "factories" / "rtsp_server.py"
-RED_CAMERA = (
-    "( videotestsrc is-live=true pattern=solid-color foreground-color=0xffff0000 ! "
-    "video/x-raw,width=160,height=96,framerate=30/1 ! "
-    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 )"
-)
-
-
-class RtspServer:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["/usr/bin/python3", str(SERVER), str(self.port), "/cam", RED_CAMERA],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("the RTSP server did not start; are gstreamer1.0-rtsp and python3-gi installed?")
-
-    def signal(self, sig: int) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, sig)
-        if sig == signal.SIGKILL:
-            self.process.wait(10)
 
 
 @pytest.fixture
 def rtsp() -> Iterator[RtspServer]:
     server = RtspServer(free_port())
     yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(10)
+    server.close()
 
 
 @pytest.fixture

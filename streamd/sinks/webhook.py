@@ -19,6 +19,7 @@ import aiohttp
 
 from streamd.egress import EgressPolicy, EgressResolver
 from streamd.sinks.jsonl import SinkStats
+from streamd.video.source import redact
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class WebhookSink:
                 return "rejected"
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Refused, timed out or unreachable read alike outside: the log has which.
-            logger.info("webhook %s: %s: %s", self.display_url, type(exc).__name__, exc)
+            logger.info("webhook %s: %s: %s", self.display_url, type(exc).__name__, redact(str(exc)))
             self.stats.error.set(f"connection failed posting to {self.display_url}")
             return "failed"
 

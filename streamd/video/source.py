@@ -147,7 +147,9 @@ class PyAVSource:
         try:
             return self._open()
         except Exception as exc:
-            logger.warning("cannot open %s: %s: %s", redact(self._settings.uri), type(exc).__name__, exc)
+            logger.warning(
+                "cannot open %s: %s: %s", redact(self._settings.uri), type(exc).__name__, redact(str(exc))
+            )
             raise ConnectionFailedError("connection failed (the daemon log has the details)") from None
 
     def _open(self) -> Any:

@@ -18,6 +18,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from deepomatic.api.client import Client
+
+from tests.factories.models import ModelFiles
+from tests.factories.videos import COLOUR_SPEC, colour_version
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -102,3 +107,28 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def register_colour_chain(daemon: Daemon, model: ModelFiles) -> None:
+    """Network, spec, version and the chain "whole" through the daemon's HTTP API."""
+    import requests
+
+    http, api = requests.Session(), daemon.url + "v0.7"
+    network = http.post(
+        f"{api}/networks",
+        data={
+            "name": "c",
+            "framework": "tensorflow-1.x",
+            "preprocessing": json.dumps(
+                {"inputs": [{"tensor_name": "input", "image": {"target_size": "8x8"}}]}
+            ),
+        },
+        files={name: (name, content) for name, content in model.contents.items()},
+        timeout=30,
+    ).json()
+    Client(api_key="unused", host=daemon.url).Task.retrieve(network["task_id"]).wait()
+    spec = http.post(f"{api}/recognition/specs", json=COLOUR_SPEC, timeout=10).json()
+    http.post(
+        f"{api}/recognition/versions", json=colour_version(spec["id"], network["id"]), timeout=10
+    ).raise_for_status()
+    http.put(f"{api}/chains/whole", json={"calls": [{"service": "colours"}]}, timeout=10).raise_for_status()
