@@ -147,3 +147,24 @@ def test_warmed_sizes_are_one_the_powers_of_two_and_the_maximum() -> None:
         [1, 2, 4, 8, 16, 32],
         [1, 2, 4, 8, 16, 32, 48],
     ]
+
+
+async def test_a_function_network_fed_by_a_name_outside_its_signatures_is_refused_with_their_inputs(
+    client: TestClient, keras_export: Any
+) -> None:
+    how, files, _expected = keras_export
+    if how != "save":
+        pytest.skip(
+            "model.export() runs in a session, whose message lists placeholders (test_network_errors)"
+        )
+    preprocessing = preprocessing_for(files)
+    preprocessing["inputs"][0]["tensor_name"] = "inputs"  # the Keras input's name, not the signature's
+    network = await create_network(
+        client, network_form(None, preprocessing=preprocessing, files=files.contents)
+    )
+    task = await wait_task(client, network["task_id"])
+    assert task["error"] == (
+        f"network {network['id']} was not deployed and has been removed: preprocessing.inputs[0].tensor_name "
+        f"'inputs' is not an input of the SavedModel's signatures; they are: {files.input_tensor}"
+    )
+    await assert_clean(client)

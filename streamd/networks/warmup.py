@@ -116,6 +116,12 @@ def warm_up(
     started = time.monotonic()
     outputs = probe_outputs(model, preprocessing)
     sizes = warm_sizes(max_batch_size)
+    if not outputs and model.kind == "function":
+        # Only signature outputs exist there: none fed means nothing could ever be asked of it.
+        raise ModelLoadError(
+            "no signature of the SavedModel is fed entirely by the preprocessing's tensor_name(s); its "
+            f"inputs are: {', '.join(model.input_names()) or 'none'}"
+        )
     if not outputs:
         return WarmUp(outputs, [], 0.0)
     call = "session.run" if model.kind == "session" else "the signature function"
