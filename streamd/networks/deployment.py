@@ -119,10 +119,11 @@ class Deployer:
                 network, f"unexpected error while loading the model: {type(exc).__name__}: {exc}"
             )
         else:
-            if await self._networks.mark_deployed(network.network_id):
-                self._runtime.adopt(network, model, means)
-            else:
+            if not await self._networks.mark_deployed(network.network_id):
+                # Deleted while it loaded: the delete ends the task ("deleted before ..."), not us.
                 await asyncio.to_thread(model.close)
+                return
+            self._runtime.adopt(network, model, means)
             await self._tasks.finish(
                 network.task_id, "success", data={"network_id": network.network_id, **report}
             )
@@ -131,6 +132,13 @@ class Deployer:
                 self._metrics.deployments.labels("success").inc()
 
     async def _fail(self, network: NetworkRecord, reason: str) -> None:
+        try:
+            await self._networks.get(network.network_id)
+        except NotFoundError:
+            # Deleted while it loaded: the delete removes the row before the files, so a load that
+            # failed on the vanishing files lands here, and the delete's own message must end the task.
+            logger.info("network %d deleted during its deployment (%s)", network.network_id, reason)
+            return
         message = f"network {network.network_id} was not deployed and has been removed: {reason}"
         logger.warning("%s", message)
         if self._metrics is not None:
