@@ -46,10 +46,11 @@ def load_savedmodel(export_dir: Path, intra_op_threads: int = 0, inter_op_thread
     started = time.monotonic()
     meta = _read_metagraph(export_dir)
     tags, signatures = tuple(meta.meta_info_def.tags), _signatures(meta)
-    model: LoadedModel = _load_session(export_dir, tags, signatures, intra_op_threads, inter_op_threads)
-    unrestored = _unrestored_variables(model)
+    session = _load_session(export_dir, tags, signatures, intra_op_threads, inter_op_threads)
+    model: LoadedModel = session
+    unrestored = _unrestored_variables(session)
     if unrestored:
-        model.close()
+        session.close()
         logger.info(
             "%s: the TF1 loader leaves %d variable(s) unrestored (%s); running its signatures through "
             "tf.saved_model.load",
