@@ -1,9 +1,10 @@
 """TFExecutor: one loaded network and the threads that run its batches.
 
 A batch of items goes in; on one of the network's threads each input's images are preprocessed into one
-tensor, `session.run` fetches the union of the tensors the items asked for, and each item gets its slice
-(and its own `finish` callback's result, e.g. post-processing). TensorFlow releases the GIL inside
-`session.run`, so the event loop keeps running meanwhile.
+tensor, the model (`session.run`, or a signature function for networks the TF1 loader cannot run, see
+networks/savedmodel.py) fetches the union of the tensors the items asked for, and each item gets its
+slice (and its own `finish` callback's result, e.g. post-processing). TensorFlow releases the GIL while
+it runs, so the event loop keeps running meanwhile.
 
 How many batches run at once is the batcher's decision (`max_inflight_batches`); the executor only has
 enough threads for the most it may allow. Two concurrent `session.run` calls on two cores fill each
@@ -24,8 +25,8 @@ import numpy as np
 
 from streamd.errors import InvalidRequestError, StreamdError
 from streamd.networks.preprocessing import BoxTransform, FrameOrder, Image, prepare, to_input_batch
-from streamd.networks.savedmodel import LoadedModel
 from streamd.networks.spec import MAX_INFLIGHT_BATCHES, Preprocessing, graph_tensor_name
+from streamd.networks.tfmodel import LoadedModel, describe_tf_error
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class TFExecutor:
         self.preprocessing = preprocessing
         self.means = list(means)
         self.input_tensors = [graph_tensor_name(item.tensor_name) for item in preprocessing.inputs]
+        self._call = "session.run" if model.kind == "session" else "the signature function"
         # Threads start on demand, so a network that never runs two batches at once keeps one thread.
         self._threads = ThreadPoolExecutor(
             max_workers=MAX_INFLIGHT_BATCHES, thread_name_prefix=f"streamd-tf-{name}"
@@ -82,16 +84,21 @@ class TFExecutor:
         names = []
         for name in fetches:
             tensor_name = graph_tensor_name(name)
-            try:
-                self.model.graph.get_tensor_by_name(tensor_name)
-            except (KeyError, ValueError):
-                raise InvalidRequestError(
-                    f"tensor {name!r} is not in the graph of {self.name}; check the name (e.g. 'prob' or "
-                    "'prob:0')",
-                    code="unknown_tensor",
-                ) from None
+            if not self.model.can_fetch(tensor_name, self.input_tensors):
+                raise InvalidRequestError(f"tensor {name!r} {self._fetch_hint()}", code="unknown_tensor")
             names.append(tensor_name)
         return tuple(names)
+
+    def _fetch_hint(self) -> str:
+        if self.model.kind == "session":
+            return f"is not in the graph of {self.name}; check the name (e.g. 'prob' or 'prob:0')"
+        # Only signature outputs exist once a SavedModel runs as functions: say which.
+        outputs = [name for sig in self.model.signatures for name in sig.outputs.values()]
+        fed = [name for name in outputs if self.model.can_fetch(name, self.input_tensors)]
+        return (
+            f"is not an output of the signatures of {self.name} that its inputs feed; they are: "
+            f"{', '.join(sorted(fed)) or 'none'}"
+        )
 
     async def run(self, items: Sequence[InferenceItem]) -> list[ItemOutput | BaseException]:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self.run_batch, list(items))
@@ -114,7 +121,7 @@ class TFExecutor:
         except InferenceError:
             raise
         except Exception as exc:  # TensorFlow's errors, reworded for a person
-            raise InferenceError(f"{self.name}: {describe_tf_error(exc)}") from exc
+            raise InferenceError(f"{self.name}: {describe_tf_error(exc, self._call)}") from exc
         run_s = time.monotonic() - ran
         if self._on_timing is not None:
             self._on_timing(ran - started, run_s)
@@ -150,7 +157,7 @@ class TFExecutor:
     def _run_batched(
         self, prepared: list[tuple[list[np.ndarray], list[BoxTransform]]], fetches: list[str], size: int
     ) -> list[dict[str, np.ndarray]]:
-        values = self.model.session.run(fetches, feed_dict=self._feed(prepared, slice(None)))
+        values = self.model.run(fetches, self._feed(prepared, slice(None)))
         per_item: list[dict[str, np.ndarray]] = [{} for _ in range(size)]
         for name, value in zip(fetches, values, strict=True):
             array = np.asarray(value)
@@ -166,7 +173,7 @@ class TFExecutor:
     def _run_single(
         self, prepared: list[tuple[list[np.ndarray], list[BoxTransform]]], fetches: list[str], index: int
     ) -> dict[str, np.ndarray]:
-        values = self.model.session.run(fetches, feed_dict=self._feed(prepared, slice(index, index + 1)))
+        values = self.model.run(fetches, self._feed(prepared, slice(index, index + 1)))
         out = {}
         for name, value in zip(fetches, values, strict=True):
             array = np.asarray(value)
@@ -189,17 +196,3 @@ class TFExecutor:
         """Runs queued batches to completion, then closes the session (blocking: not on the loop)."""
         self._threads.shutdown(wait=True)
         self.model.close()
-
-
-def describe_tf_error(exc: Exception) -> str:
-    """TensorFlow's OpError text is a traceback digest; keep the node and the sentence that matters."""
-    message = getattr(exc, "message", None) or str(exc)
-    noise = ("Graph execution error", "Detected at node", "Node:")
-    lines = [
-        line.strip()
-        for line in message.splitlines()
-        if line.strip() and not line.startswith((" ", "\t")) and not line.startswith(noise)
-    ]
-    node = getattr(getattr(exc, "node_def", None), "name", None)
-    where = f" at node {node!r}" if node else ""
-    return f"session.run failed{where}: {type(exc).__name__}: {lines[-1] if lines else message}"

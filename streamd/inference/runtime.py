@@ -21,8 +21,9 @@ from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
 from streamd.metrics import Metrics
 from streamd.networks.meanfile import load_mean
-from streamd.networks.savedmodel import LoadedModel, load_savedmodel
+from streamd.networks.savedmodel import load_savedmodel
 from streamd.networks.spec import NetworkTuning, Preprocessing
+from streamd.networks.tfmodel import LoadedModel
 from streamd.settings import InferenceConfig
 from streamd.store.networks import NetworkRecord, NetworkRepository
 

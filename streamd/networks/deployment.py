@@ -1,5 +1,6 @@
-"""Deployment tasks: each new network is loaded once off the event loop and checked against its
-preprocessing; the task ends `success`, or `error` with a message a person can act on.
+"""Deployment tasks: each new network is loaded once off the event loop, checked against its
+preprocessing and run on test batches of the sizes its batcher will use (networks/warmup.py); the task
+ends `success`, or `error` with a message a person can act on.
 
 A network that fails to deploy is removed (row and files): only loadable networks stay registered.
 A network that deploys is handed, loaded, to the inference runtime (eager loading). The coroutines run
@@ -20,8 +21,10 @@ import numpy as np
 from streamd.errors import NotFoundError, StreamdError
 from streamd.inference.runtime import InferenceRuntime, load_network_files
 from streamd.metrics import Metrics
-from streamd.networks.savedmodel import LoadedModel, check_against_preprocessing
+from streamd.networks.savedmodel import check_against_preprocessing
 from streamd.networks.spec import Preprocessing
+from streamd.networks.tfmodel import LoadedModel
+from streamd.networks.warmup import warm_up
 from streamd.settings import NetworksConfig
 from streamd.store.networks import NetworkRecord, NetworkRepository
 from streamd.store.tasks import TaskRepository
@@ -30,16 +33,27 @@ logger = logging.getLogger(__name__)
 
 
 def validate_network(
-    export_dir: Path, preprocessing: Preprocessing, intra_op_threads: int, inter_op_threads: int
+    export_dir: Path,
+    preprocessing: Preprocessing,
+    max_batch_size: int,
+    intra_op_threads: int,
+    inter_op_threads: int,
 ) -> tuple[LoadedModel, list[np.ndarray | None], dict[str, Any]]:
-    """Load the SavedModel and check it; blocking, runs on the deploy thread."""
+    """Load the SavedModel, check it and run it; blocking, runs on the deploy thread."""
     model, means = load_network_files(export_dir, preprocessing, intra_op_threads, inter_op_threads)
     try:
         inputs = check_against_preprocessing(model, export_dir, preprocessing)
+        warmed = warm_up(model, preprocessing, means, max_batch_size)
     except BaseException:
         model.close()
         raise
-    report = {"inputs": inputs, "tags": list(model.tags), "load_time_s": round(model.load_time_s, 3)}
+    report = {
+        "inputs": inputs,
+        "tags": list(model.tags),
+        "runtime": model.kind,
+        "load_time_s": round(model.load_time_s, 3),
+        **warmed.report(),
+    }
     return model, means, report
 
 
@@ -86,6 +100,7 @@ class Deployer:
             validate_network,
             export_dir,
             network.preprocessing_spec,
+            self._runtime.policy(network).max_batch_size,
             *self._runtime.tf_threads(network),
         )
         try:
@@ -95,8 +110,8 @@ class Deployer:
         except TimeoutError:
             await self._fail(
                 network,
-                f"loading took longer than networks.deploy_timeout_s={self._config.deploy_timeout_s:g} s; "
-                "raise the setting for very large models",
+                "loading and test batches took longer than networks.deploy_timeout_s="
+                f"{self._config.deploy_timeout_s:g} s; raise the setting for very large models",
             )
         except Exception as exc:  # supervision boundary: a broken model must not break the daemon
             logger.exception("deployment of network %d failed unexpectedly", network.network_id)
@@ -104,10 +119,11 @@ class Deployer:
                 network, f"unexpected error while loading the model: {type(exc).__name__}: {exc}"
             )
         else:
-            if await self._networks.mark_deployed(network.network_id):
-                self._runtime.adopt(network, model, means)
-            else:
+            if not await self._networks.mark_deployed(network.network_id):
+                # Deleted while it loaded: the delete ends the task ("deleted before ..."), not us.
                 await asyncio.to_thread(model.close)
+                return
+            self._runtime.adopt(network, model, means)
             await self._tasks.finish(
                 network.task_id, "success", data={"network_id": network.network_id, **report}
             )
@@ -116,6 +132,13 @@ class Deployer:
                 self._metrics.deployments.labels("success").inc()
 
     async def _fail(self, network: NetworkRecord, reason: str) -> None:
+        try:
+            await self._networks.get(network.network_id)
+        except NotFoundError:
+            # Deleted while it loaded: the delete removes the row before the files, so a load that
+            # failed on the vanishing files lands here, and the delete's own message must end the task.
+            logger.info("network %d deleted during its deployment (%s)", network.network_id, reason)
+            return
         message = f"network {network.network_id} was not deployed and has been removed: {reason}"
         logger.warning("%s", message)
         if self._metrics is not None:

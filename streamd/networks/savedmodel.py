@@ -1,5 +1,10 @@
-"""Loading TensorFlow SavedModels through `tf.compat.v1`, so TF1 graphs and TF2 exports alike are
-addressed by tensor name, and checking them against their preprocessing.
+"""Loading TensorFlow SavedModels and checking them against their preprocessing.
+
+Each SavedModel runs where it runs correctly: the TF1 `Session` loader when every variable its
+signatures read was restored (TF1 graphs, `tf.Module` exports, Keras 3 `model.export()`), which keeps
+any tensor of the graph addressable and the per-network thread pools; otherwise (a Keras model saved
+with `tf.saved_model.save`, whose object-based variables the TF1 loader leaves unrestored) the
+signature functions of `tf.saved_model.load`, addressed by the tensor names of its `signature_def`s.
 
 Everything here blocks (TensorFlow import, graph load, variable restore): call it from a worker
 thread, never from the event loop. TensorFlow is imported lazily because it costs seconds.
@@ -9,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +22,13 @@ import numpy as np
 from streamd.errors import ModelLoadError
 from streamd.networks.meanfile import load_mean
 from streamd.networks.spec import Preprocessing, graph_tensor_name
+from streamd.networks.tfmodel import FunctionModel, LoadedModel, SessionModel, Shape, Signature
 
 logger = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
-
-
-@dataclass(slots=True)
-class LoadedModel:
-    """A SavedModel loaded into its own graph and session; owned by exactly one thread."""
-
-    graph: Any
-    session: Any
-    tags: tuple[str, ...]
-    load_time_s: float
-
-    def close(self) -> None:
-        self.session.close()
+# Written by tf.saved_model.save next to the real signatures; it runs the init ops, takes no input.
+INIT_SIGNATURE = "__saved_model_init_op"
 
 
 def tensorflow_version() -> str | None:
@@ -50,13 +44,32 @@ def tensorflow_version() -> str | None:
 
 def load_savedmodel(export_dir: Path, intra_op_threads: int = 0, inter_op_threads: int = 0) -> LoadedModel:
     started = time.monotonic()
-    tags = _read_tags(export_dir)
+    meta = _read_metagraph(export_dir)
+    tags, signatures = tuple(meta.meta_info_def.tags), _signatures(meta)
+    session = _load_session(export_dir, tags, signatures, intra_op_threads, inter_op_threads)
+    model: LoadedModel = session
+    unrestored = _unrestored_variables(session)
+    if unrestored:
+        session.close()
+        logger.info(
+            "%s: the TF1 loader leaves %d variable(s) unrestored (%s); running its signatures through "
+            "tf.saved_model.load",
+            export_dir.name,
+            len(unrestored),
+            ", ".join(unrestored[:3]),
+        )
+        model = _load_functions(export_dir, tags, signatures)
+    model.load_time_s = time.monotonic() - started
+    return model
+
+
+def _load_session(
+    export_dir: Path, tags: tuple[str, ...], signatures: tuple[Signature, ...], intra: int, inter: int
+) -> SessionModel:
     import tensorflow as tf
 
     graph = tf.Graph()
-    config = tf.compat.v1.ConfigProto(
-        intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads
-    )
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
     session = tf.compat.v1.Session(graph=graph, config=config)
     try:
         with graph.as_default():
@@ -64,11 +77,55 @@ def load_savedmodel(export_dir: Path, intra_op_threads: int = 0, inter_op_thread
     except Exception as exc:
         session.close()
         raise ModelLoadError(_explain_load_failure(export_dir, exc)) from None
-    return LoadedModel(graph, session, tags, time.monotonic() - started)
+    return SessionModel(graph, session, tags, signatures)
 
 
-def _read_tags(export_dir: Path) -> tuple[str, ...]:
-    """Tags of the MetaGraph to load: the one tagged `serve`, else the first one."""
+def _unrestored_variables(model: SessionModel) -> list[str]:
+    """Resource variables that the signatures' outputs read and the TF1 loader did not restore.
+
+    Checked per signature rather than over the whole graph: `model.export()` graphs hold unused,
+    never-restored copies of the variables beside the ones their functions capture."""
+    import tensorflow as tf
+
+    handles: dict[str, Any] = {}
+    names = {op.name for op in model.graph.get_operations()}
+    pending = [
+        model.graph.get_operation_by_name(name.split(":")[0])
+        for sig in model.signatures
+        for name in sig.outputs.values()
+        if name.split(":")[0] in names
+    ]
+    seen = {op.name for op in pending}
+    while pending:
+        op = pending.pop()
+        if op.type == "VarHandleOp":
+            handles[op.name] = op.outputs[0]
+        for parent in [tensor.op for tensor in op.inputs] + list(op.control_inputs):
+            if parent.name not in seen:
+                seen.add(parent.name)
+                pending.append(parent)
+    if not handles:
+        return []
+    with model.graph.as_default(), tf.name_scope("streamd_restored"):
+        checks = [tf.raw_ops.VarIsInitializedOp(resource=handle) for handle in handles.values()]
+    restored = model.session.run(checks)
+    return sorted(name for name, ok in zip(handles, restored, strict=True) if not ok)
+
+
+def _load_functions(
+    export_dir: Path, tags: tuple[str, ...], signatures: tuple[Signature, ...]
+) -> FunctionModel:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(export_dir), tags=list(tags))
+        return FunctionModel(loaded, tags, signatures)
+    except Exception as exc:
+        raise ModelLoadError(_explain_load_failure(export_dir, exc)) from None
+
+
+def _read_metagraph(export_dir: Path) -> Any:
+    """The MetaGraph to load: the one tagged `serve`, else the first one."""
     from google.protobuf import message, text_format
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -89,11 +146,29 @@ def _read_tags(export_dir: Path) -> tuple[str, ...]:
         ) from None
     if not proto.meta_graphs:
         raise ModelLoadError("the SavedModel holds no MetaGraph; re-export it with a 'serve' tag")
-    tag_sets = [tuple(meta.meta_info_def.tags) for meta in proto.meta_graphs]
-    for tags in tag_sets:
-        if SERVE_TAG in tags:
-            return tags
-    return tag_sets[0]
+    for meta in proto.meta_graphs:
+        if SERVE_TAG in meta.meta_info_def.tags:
+            return meta
+    return proto.meta_graphs[0]
+
+
+def _signatures(meta: Any) -> tuple[Signature, ...]:
+    return tuple(
+        Signature(
+            key,
+            {arg: info.name for arg, info in sig.inputs.items()},
+            {out: info.name for out, info in sig.outputs.items()},
+            {arg: _proto_shape(info.tensor_shape) for arg, info in sig.inputs.items()},
+        )
+        for key, sig in sorted(meta.signature_def.items())
+        if key != INIT_SIGNATURE and sig.outputs
+    )
+
+
+def _proto_shape(shape: Any) -> Shape:
+    if shape.unknown_rank:
+        return None
+    return tuple(None if dim.size < 0 else dim.size for dim in shape.dim)
 
 
 def _explain_load_failure(export_dir: Path, exc: Exception) -> str:
@@ -115,13 +190,9 @@ def check_against_preprocessing(
         name = graph_tensor_name(item.tensor_name)
         field = f"preprocessing.inputs[{index}].tensor_name"
         try:
-            tensor = model.graph.get_tensor_by_name(name)
-        except (KeyError, ValueError):
-            raise ModelLoadError(
-                f"{field} {item.tensor_name!r} is not a tensor of the graph; its placeholders are: "
-                f"{', '.join(_placeholders(model.graph)) or 'none'}"
-            ) from None
-        graph_shape = _shape(tensor)
+            graph_shape = model.input_shape(name)
+        except KeyError:
+            raise ModelLoadError(f"{field} {item.tensor_name!r} {_inputs_hint(model)}") from None
         expected = (None, *item.image.input_shape())
         _check_shape(field, item.tensor_name, graph_shape, expected)
         if item.image.mean_file is not None:
@@ -131,20 +202,14 @@ def check_against_preprocessing(
     return report
 
 
-def _placeholders(graph: Any) -> list[str]:
-    return [f"{op.name}:0" for op in graph.get_operations() if op.type == "Placeholder"][:20]
+def _inputs_hint(model: LoadedModel) -> str:
+    names = ", ".join(model.input_names()) or "none"
+    if model.kind == "session":
+        return f"is not a tensor of the graph; its placeholders are: {names}"
+    return f"is not an input of the SavedModel's signatures; they are: {names}"
 
 
-def _shape(tensor: Any) -> tuple[int | None, ...] | None:
-    shape = tensor.shape
-    if shape.rank is None:
-        return None
-    return tuple(shape.as_list())
-
-
-def _check_shape(
-    field: str, tensor_name: str, graph_shape: tuple[int | None, ...] | None, expected: tuple[int | None, ...]
-) -> None:
+def _check_shape(field: str, tensor_name: str, graph_shape: Shape, expected: tuple[int | None, ...]) -> None:
     if graph_shape is None:
         return
     fits = len(graph_shape) == len(expected) and all(

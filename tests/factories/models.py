@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -153,3 +154,58 @@ def _save(graph: object, export_dir: Path) -> None:
         builder = tf.compat.v1.saved_model.Builder(str(export_dir))
         builder.add_meta_graph_and_variables(session, [tf.compat.v1.saved_model.tag_constants.SERVING])
         builder.save()
+
+
+KERAS_BIAS = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+
+
+def build_keras_classifier(export_dir: Path, *, how: str) -> tuple[ModelFiles, Any]:
+    """A Keras 3 classifier (mean over H,W → dense softmax, fixed weights and bias) exported with
+    `tf.saved_model.save(model, dir)` (`how="save"`) or `model.export(dir)` (`how="export"`).
+
+    Returns the files, with the signature's tensor names read from saved_model.pb (Keras chooses
+    them), and the Keras model itself, so tests compare with its own output."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(CLASSIFIER_CLASSES, activation="softmax")
+    model = keras.Model(inputs, dense(pooled))
+    dense.set_weights([classifier_weights(3), KERAS_BIAS])
+    if how == "save":
+        tf.saved_model.save(model, str(export_dir))
+    else:
+        model.export(str(export_dir), verbose=False)
+    input_name, output_name = serving_signature_names(export_dir)
+    return ModelFiles.read(export_dir, input_name, output_name), model
+
+
+def serving_signature_names(export_dir: Path) -> tuple[str, str]:
+    """(input, output) tensor names of the `serving_default` signature, as saved_model.pb names them."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    signature = proto.meta_graphs[0].signature_def["serving_default"]
+    [tensor_in], [tensor_out] = signature.inputs.values(), signature.outputs.values()
+    return tensor_in.name, tensor_out.name
+
+
+def build_tf1_unrunnable(export_dir: Path) -> ModelFiles:
+    """A classifier whose output reads a variable that nothing saves or initializes (a local
+    variable without an init op): it loads, and fails in every session.run."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3], name="input")
+        pooled = tf.reduce_mean(images, axis=[1, 2])
+        weights = tf.compat.v1.get_variable(
+            "unsaved_weights",
+            initializer=tf.constant(classifier_weights(3)),
+            collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES],
+        )
+        tf.nn.softmax(tf.matmul(pooled, weights), name="prob")
+        _save(graph, export_dir)
+    return ModelFiles.read(export_dir, "input:0", "prob:0")
