@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from streamd.errors import ConfigError
+from streamd.errors import ConfigError, DatabaseUnusableError
 from streamd.settings import Settings, is_loopback, load
 
 logger = logging.getLogger("streamd")
+
+EXIT_DATABASE = 3  # the database cannot be opened, written or trusted (2: bad configuration)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"streamd: {exc.message}", file=sys.stderr)
         return 2
+    except DatabaseUnusableError as exc:
+        print(f"streamd: {exc.message}", file=sys.stderr)
+        return EXIT_DATABASE
 
 
 def _parser() -> argparse.ArgumentParser:

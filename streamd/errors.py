@@ -71,3 +71,16 @@ class ModelLoadError(StreamdError):
 
     http_status = 400
     code = "model_load_failed"
+
+
+class InsufficientStorageError(StreamdError):
+    """The disk (or the database on it) is full: 507, nothing partial left behind."""
+
+    http_status = 507
+    code = "insufficient_storage"
+
+
+class DatabaseUnusableError(StreamdError):
+    """The database file cannot be opened, written or trusted at start: the daemon exits (code 3)."""
+
+    code = "database_unusable"

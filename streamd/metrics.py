@@ -50,6 +50,12 @@ class Metrics:
             ["stream", "reason"],
             registry=r,
         )
+        self.discontinuities = Counter(
+            "streamd_stream_discontinuities_total",
+            "Timestamps that went backwards (joined segments, camera resync, wrap), folded into pts_s.",
+            ["stream"],
+            registry=r,
+        )
         self.reconnects = Counter(
             "streamd_stream_reconnects_total", "Source reconnections.", ["stream"], registry=r
         )

@@ -17,10 +17,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if not services(request).ready:
+    """Ready: started, and the database takes writes (a tiny one, each probe). About the daemon only: a
+    failing sink shows in its stream's status (`degraded`), not here."""
+    svc = services(request)
+    if not svc.ready:
         raise UnavailableError(
             "streamd is still starting (opening the store, resuming deployments)", code="not_ready"
         )
+    problem = await svc.db.probe_write()
+    if problem is not None:
+        raise UnavailableError(f"the database cannot be written: {problem}", code="database_unwritable")
     return json_response({"status": "ready"})
 
 

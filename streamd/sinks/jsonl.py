@@ -21,6 +21,7 @@ import orjson
 
 from streamd.errors import InvalidRequestError
 from streamd.health import LastError
+from streamd.sinks.files import append_whole, open_append
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,10 @@ class JsonlSink:
                     self.stats.count("delivered", len(lines))
                 except OSError as exc:  # a full disk loses these lines: counted, visible, logged
                     self.stats.drop("write_error", len(lines))
-                    self.stats.error.set(f"{type(exc).__name__}: {exc}")
-                    logger.warning("jsonl sink %s: %s", self.path, exc)
+                    if self.stats.error.set(f"{type(exc).__name__}: {exc}"):
+                        logger.warning(
+                            "jsonl sink %s: %s; dropping records until writes succeed", self.path, exc
+                        )
                 finally:
                     self.stats.settle(len(lines))
             if self._closing:
@@ -124,7 +127,7 @@ class JsonlSink:
 
     def _open(self) -> BinaryIO:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+b")
+        handle = open_append(self.path)
         try:
             size = handle.seek(0, os.SEEK_END)
             keep = records_end(handle, size, self.path)
@@ -138,8 +141,7 @@ class JsonlSink:
 
     def _write(self, data: bytes) -> None:
         assert self._file is not None
-        self._file.write(data)
-        self._file.flush()
+        append_whole(self._file, data)
         if self._file.tell() >= self._rotate_bytes:
             self._rotate()
 
@@ -153,7 +155,7 @@ class JsonlSink:
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
         oldest = self.path.with_name(f"{self.path.name}.{self._keep + 1}")
         oldest.unlink(missing_ok=True)
-        self._file = self.path.open("a+b")
+        self._file = open_append(self.path)
 
     async def close(self) -> None:
         """Write everything emitted so far, then close the file."""

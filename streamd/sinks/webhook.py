@@ -1,11 +1,16 @@
 """Webhook sink: POSTs result records (one object, or arrays of `batch_size`) to a URL, in order.
 
-Failures (connection errors, timeouts, 5xx, 408, 429) are retried with exponential backoff. Records wait
-in a bounded memory queue; once it is full, or the head has failed `max_retries` times, records go to a
-disk spool (JSONL + a read offset) and are delivered from there, still in order, when the receiver is
-back. Only a spool over `spool_max_bytes` loses records, counted as `spool_full`. A 4xx other than
-408/429 means the receiver refuses the record: it is dropped and counted as `rejected`. Delivery runs
-in one task on the loop; spool files are read and written in worker threads.
+While the receiver answers, records wait in a small memory queue (`streams.webhook_queue_records`:
+what a `kill -9` can lose while the receiver is up, with the batch being POSTed). The first failed POST
+(connection error, timeout, 5xx, 408, 429) moves the queue to a disk spool (JSONL + a read offset);
+from then on every record is written to the spool as it comes, whatever the backoff, and delivered from
+there, in order, once the receiver is back. A spool over `spool_max_bytes` loses records (`spool_full`);
+a disk that refuses writes keeps them in memory up to the same bound, then loses them (`disk_full`),
+shown in `last_error`, logged, and healed by the next write that succeeds. A 4xx other than 408/429
+(or a redirect) means the receiver refuses the records: dropped, counted as `rejected`.
+
+Two tasks on the loop, both supervised (a crash is logged and the task restarted): delivery, and the
+spool writer; spool files are read and written in worker threads.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from pathlib import Path
 import aiohttp
 
 from streamd.egress import EgressPolicy, EgressResolver
+from streamd.health import supervise
 from streamd.sinks.jsonl import SinkStats
+from streamd.sinks.spool import Spool
 from streamd.video.source import redact
 
 logger = logging.getLogger(__name__)
@@ -26,6 +33,7 @@ logger = logging.getLogger(__name__)
 RETRYABLE = frozenset({408, 429})
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 10.0
+DISK_RETRY_S = 1.0
 
 
 class WebhookSink:
@@ -37,7 +45,6 @@ class WebhookSink:
         *,
         headers: dict[str, str],
         timeout_s: float,
-        max_retries: int,
         batch_size: int,
         queue_max: int,
         spool_dir: Path,
@@ -50,17 +57,19 @@ class WebhookSink:
         self.stats = SinkStats()
         self._headers = {"Content-Type": "application/json", **headers}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._max_retries = max_retries
         self._batch_size = batch_size
         self._queue_max = queue_max
-        self._memory: list[bytes] = []
-        self._spill: list[bytes] = []  # bound for the spool, written by the delivery task (not on the loop)
+        self._memory: list[bytes] = []  # older than anything spilled or spooled
+        self._spill: list[bytes] = []  # bound for the spool, in emission order
         self._spool = Spool(spool_dir, spool_max_bytes)
-        self._wake = asyncio.Event()
+        self._spool_lock = asyncio.Lock()  # one writer of the spool at a time keeps the order
+        self._disk_failing = False
+        self._wake = asyncio.Event()  # delivery: something to send
+        self._spill_wake = asyncio.Event()  # writer: something to spool
         self._closing = False
         self._session: aiohttp.ClientSession | None = None
         self._egress = egress
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await asyncio.to_thread(self._spool.open)
@@ -69,7 +78,11 @@ class WebhookSink:
         self._session = aiohttp.ClientSession(
             timeout=self._timeout, connector=aiohttp.TCPConnector(resolver=resolver)
         )
-        self._task = asyncio.create_task(self._deliver_forever(), name=f"webhook-sink-{self.display_url}")
+        name = f"webhook-sink-{self.display_url}"
+        self._tasks = [
+            supervise(self._deliver_forever, f"{name}-deliver", self._crashed),
+            supervise(self._write_spill_forever, f"{name}-spool", self._crashed),
+        ]
         if self._spool.pending:
             self._wake.set()
 
@@ -79,28 +92,68 @@ class WebhookSink:
 
     def emit(self, record: bytes) -> None:
         self.stats.count("emitted")
-        # Once anything is spooled, newer records queue behind it on disk: order is kept.
+        # Once anything is spilled or spooled, newer records queue behind it on disk: order is kept.
         if self._spool.pending or self._spill or len(self._memory) >= self._queue_max:
+            if self._disk_failing and len(self._spill) >= self._queue_max:
+                self.stats.drop("disk_full")  # the spool cannot take them and memory is bounded
+                self.stats.settle(1)
+                return
             self._spill.append(record)
+            self._spill_wake.set()
         else:
             self._memory.append(record)
         self._wake.set()
 
-    async def _flush_spill(self) -> None:
-        """Memory first, then the spill: the spool holds records in emission order."""
-        records, self._memory, self._spill = self._memory + self._spill, [], []
-        accepted = await asyncio.to_thread(self._spool.append, records)
-        # Counted here, on the loop, which owns the stats.
+    def _crashed(self, exc: BaseException) -> None:
+        self.stats.error.set(f"delivery crashed ({type(exc).__name__}: {exc}); restarted")
+
+    # -- to the spool ----------------------------------------------------------------------------------
+    async def _spool_records(self, *, with_memory: bool) -> bool:
+        """Write the spill (after the memory queue, when asked) to the spool; False if the disk refused
+        it, in which case the records stay where they were, in order."""
+        async with self._spool_lock:
+            if not with_memory and self._memory:
+                return True  # the memory queue goes first: the delivery task moves both together
+            records = (self._memory if with_memory else []) + self._spill
+            if not records:
+                return True
+            taken_memory, taken_spill = (len(self._memory) if with_memory else 0), len(self._spill)
+            try:
+                accepted = await asyncio.to_thread(self._spool.append, records)
+            except OSError as exc:
+                self._disk_failing = True
+                if self.stats.error.set(f"cannot write the spool: {exc}"):
+                    logger.warning(
+                        "webhook %s: cannot write its spool (%s); records wait in memory",
+                        self.display_url,
+                        exc,
+                    )
+                return False
+            del self._memory[:taken_memory]
+            del self._spill[:taken_spill]
+        if self._disk_failing:
+            self._disk_failing = False
+            logger.info("webhook %s: its spool takes records again", self.display_url)
         self.stats.count("spooled", accepted)
         if accepted < len(records):
             self.stats.drop("spool_full", len(records) - accepted)
         self.stats.settle(len(records))
+        self._wake.set()
+        return True
 
+    async def _write_spill_forever(self) -> None:
+        """Spilled records reach the disk as they come, not when delivery next looks (it may be in a
+        backoff sleep or a POST): a `kill -9` then loses none of them."""
+        while True:
+            await self._spill_wake.wait()
+            self._spill_wake.clear()
+            while self._spill and not await self._spool_records(with_memory=False):
+                await asyncio.sleep(DISK_RETRY_S)
+
+    # -- delivery ---------------------------------------------------------------------------------------
     async def _deliver_forever(self) -> None:
         failures = 0
         while True:
-            if self._spill:
-                await self._flush_spill()
             batch, from_spool = await self._next_batch()
             if batch is None:
                 if self._closing:
@@ -112,8 +165,8 @@ class WebhookSink:
             if outcome == "failed":
                 failures += 1
                 self.stats.count("retried")
-                if not from_spool and (failures > self._max_retries or self._closing):
-                    await self._flush_spill()  # the receiver stays down: free the memory, keep order on disk
+                if not from_spool:
+                    await self._spool_records(with_memory=True)  # durable from the first failure on
                 if self._closing:
                     return  # what is left stays in the spool for the next start
                 await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** min(failures - 1, 10)))
@@ -130,10 +183,10 @@ class WebhookSink:
                 self.stats.settle(len(batch))
 
     async def _next_batch(self) -> tuple[list[bytes] | None, bool]:
-        if self._spool.pending:
-            return await asyncio.to_thread(self._spool.peek, self._batch_size), True
         if self._memory:
             return self._memory[: self._batch_size], False
+        if self._spool.pending:
+            return await asyncio.to_thread(self._spool.peek, self._batch_size), True
         return None, False
 
     async def _post(self, batch: list[bytes]) -> str:
@@ -152,97 +205,50 @@ class WebhookSink:
             ) as response:
                 await response.read()
                 self.stats.delivery(time.monotonic() - started)
-                if response.status < 300:
-                    return "delivered"
-                message = f"HTTP {response.status} from {self.display_url}"
-                if response.status >= 500 or response.status in RETRYABLE:
-                    self.stats.error.set(message)
-                    return "failed"
-                if 300 <= response.status < 400:
-                    message += " (a redirect: not followed; point the sink at the final URL)"
-                self.stats.error.set(message + " (records rejected)")
-                logger.warning(
-                    "webhook %s rejected %d record(s): HTTP %d", self.display_url, len(batch), response.status
-                )
-                return "rejected"
+                return self._outcome(response.status, len(batch))
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Refused, timed out or unreachable read alike outside: the log has which.
             logger.info("webhook %s: %s: %s", self.display_url, type(exc).__name__, redact(str(exc)))
             self.stats.error.set(f"connection failed posting to {self.display_url}")
             return "failed"
 
+    def _outcome(self, status: int, count: int) -> str:
+        if status < 300:
+            return "delivered"
+        message = f"HTTP {status} from {self.display_url}"
+        if status >= 500 or status in RETRYABLE:
+            self.stats.error.set(message)
+            return "failed"
+        if 300 <= status < 400:
+            message += " (a redirect: not followed; point the sink at the final URL)"
+        self.stats.error.set(message + " (records rejected)")
+        logger.warning("webhook %s rejected %d record(s): HTTP %d", self.display_url, count, status)
+        return "rejected"
+
     async def close(self) -> None:
-        """Try to deliver what is queued (up to max_retries), spool the rest, stop."""
+        """Deliver what the receiver takes now, spool the rest, stop. Never raises: what a failing disk
+        cannot take is counted as lost and logged."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
-        if self._memory or self._spill:
-            await self._flush_spill()
+        deliver, writer = self._tasks or (None, None)
+        if deliver is not None:
+            await asyncio.gather(deliver, return_exceptions=True)
+        if writer is not None:
+            async with self._spool_lock:  # never cut the writer off in the middle of an append
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        if (self._memory or self._spill) and not await self._spool_records(with_memory=True):
+            lost = len(self._memory) + len(self._spill)
+            self.stats.drop("disk_full", lost)
+            self.stats.settle(lost)
+            logger.error(
+                "webhook %s: %d record(s) lost at close: the spool cannot be written", self.display_url, lost
+            )
+            self._memory.clear()
+            self._spill.clear()
         if self._session is not None:
             await self._session.close()
-        await asyncio.to_thread(self._spool.close)
-
-
-class Spool:
-    """Append-only JSONL file plus a persisted read offset; blocking methods, called from worker threads."""
-
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        self._data = directory / "spool.jsonl"
-        self._offset_file = directory / "spool.offset"
-        self._max_bytes = max_bytes
-        self._offset = 0
-        self._size = 0
-        self._count = 0
-
-    @property
-    def pending(self) -> int:
-        return self._count
-
-    @property
-    def pending_bytes(self) -> int:
-        return self._size - self._offset
-
-    def open(self) -> None:
-        self._data.parent.mkdir(parents=True, exist_ok=True)
-        if self._data.exists():
-            self._size = self._data.stat().st_size
-            self._offset = int(self._offset_file.read_text() or 0) if self._offset_file.exists() else 0
-            with self._data.open("rb") as handle:
-                handle.seek(self._offset)
-                self._count = sum(1 for line in handle if line.endswith(b"\n"))
-
-    def append(self, records: list[bytes]) -> int:
-        accepted = []
-        for record in records:
-            if self._size - self._offset + len(record) + 1 > self._max_bytes:
-                break
-            accepted.append(record + b"\n")
-            self._size += len(record) + 1
-        if accepted:
-            with self._data.open("ab") as handle:
-                handle.write(b"".join(accepted))
-            self._count += len(accepted)
-        return len(accepted)
-
-    def peek(self, count: int) -> list[bytes]:
-        with self._data.open("rb") as handle:
-            handle.seek(self._offset)
-            return [handle.readline().rstrip(b"\n") for _ in range(min(count, self._count))]
-
-    def consume(self, count: int) -> None:
-        with self._data.open("rb") as handle:
-            handle.seek(self._offset)
-            for _ in range(count):
-                self._offset += len(handle.readline())
-        self._count -= count
-        if self._count == 0:  # drained: start the files afresh
-            self._data.unlink(missing_ok=True)
-            self._offset_file.unlink(missing_ok=True)
-            self._offset = self._size = 0
-        else:
-            self._offset_file.write_text(str(self._offset))
-
-    def close(self) -> None:
-        if self._count:
-            self._offset_file.write_text(str(self._offset))
+        try:
+            await asyncio.to_thread(self._spool.close)
+        except OSError as exc:
+            logger.error("webhook %s: cannot save its spool's read offset: %s", self.display_url, exc)

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from streamd.errors import DatabaseUnusableError, InsufficientStorageError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -77,6 +79,10 @@ CREATE TABLE IF NOT EXISTS streams (
     create_date TEXT NOT NULL,
     update_date TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY,
+    checked TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS chains (
     name TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
@@ -95,6 +101,21 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         conn.execute("ALTER TABLE streams ADD COLUMN checkpoint TEXT")
 
 
+def _is_storage_failure(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "disk is full" in text or "readonly" in text or "disk i/o error" in text
+
+
+def _unusable(path: Path, exc: BaseException) -> str:
+    """One line: which file, what is wrong, what to do."""
+    reason = " ".join(str(exc).split())  # quick_check lists problems on several lines
+    return (
+        f"database {path} cannot be used ({type(exc).__name__}: {reason}). Restore it from a backup, or "
+        f"move it aside (with its -wal and -shm files) to start with an empty one; if it is read-only, "
+        "make it and its directory writable"
+    )
+
+
 def utc_now_iso() -> str:
     """ISO 8601 with microseconds and `Z`, as the Deepomatic API writes dates."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -107,10 +128,15 @@ class Database:
         self._path = path
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self.write_error: str | None = None  # set while writes fail (read-only file, full disk)
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamd-db")
-        await self._submit(self._connect)
+        try:
+            await self._submit(self._connect)
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise DatabaseUnusableError(_unusable(self._path, exc)) from None
         logger.info("database open at %s", self._path)
 
     async def close(self) -> None:
@@ -126,10 +152,33 @@ class Database:
 
         def transaction() -> T:
             assert self._conn is not None
-            with self._conn:
-                return fn(self._conn)
+            try:
+                with self._conn:
+                    result = fn(self._conn)
+            except sqlite3.OperationalError as exc:
+                if _is_storage_failure(exc):
+                    self.write_error = f"{type(exc).__name__}: {exc}"
+                    raise InsufficientStorageError(
+                        f"the database cannot be written ({exc}): free space on the disk holding "
+                        f"{self._path.parent}"
+                    ) from None
+                raise
+            self.write_error = None
+            return result
 
         return await self._submit(transaction)
+
+    async def probe_write(self) -> str | None:
+        """A tiny write, for readiness: None when the database takes writes, else why not."""
+
+        def touch(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO health (id, checked) VALUES (1, ?)", (utc_now_iso(),))
+
+        try:
+            await self.run(touch)
+        except (InsufficientStorageError, sqlite3.Error) as exc:
+            return self.write_error or f"{type(exc).__name__}: {exc}"
+        return None
 
     async def page(
         self,
@@ -169,10 +218,16 @@ class Database:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             conn.close()
-            raise RuntimeError(
+            raise DatabaseUnusableError(
                 f"database {self._path} has schema version {version}, newer than this streamd "
                 f"({SCHEMA_VERSION}); upgrade streamd or point storage.data_dir elsewhere"
             )
+        # Garbage in the middle of the file would otherwise pass as a database that serves reads and
+        # fails every write: check the pages before trusting it.
+        problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            conn.close()
+            raise sqlite3.DatabaseError(f"quick_check: {problem}")
         with conn:
             conn.executescript(_SCHEMA)
             _migrate(conn, version)

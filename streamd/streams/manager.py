@@ -67,6 +67,7 @@ class WebhookSinkBody(_Strict):
     url: str = Field(pattern=r"^https?://")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(5.0, gt=0, le=300)
+    # Accepted for compatibility, no longer used: the first failed POST spools at once (durability).
     max_retries: int = Field(3, ge=0, le=100)
     batch_size: int = Field(1, ge=1, le=1000)
 
@@ -154,7 +155,6 @@ class StreamManager:
                 body.url,
                 headers=body.headers,
                 timeout_s=body.timeout_s,
-                max_retries=body.max_retries,
                 batch_size=body.batch_size,
                 queue_max=config.webhook_queue_records,
                 spool_dir=self._spool_dir(stream_id, index),
@@ -315,8 +315,13 @@ class StreamManager:
         return pipeline
 
     async def delete(self, stream_id: int) -> None:
+        """Delete always deletes: a sink that cannot flush (a full disk) is logged and its loss counted,
+        and the row and spools go all the same."""
         pipeline = self.get(stream_id)
-        await pipeline.stop()
+        try:
+            await pipeline.stop()
+        except Exception:  # supervision boundary: stopping may fail, deleting must not
+            logger.exception("stream %d: stopping it failed; deleting it anyway", stream_id)
         # Its webhook spools go too (also those of a stream only listed since a restart, which has no
         # sink objects): nothing will ever deliver them.
         spools = [self._spool_dir(stream_id, index) for index in range(len(self.bodies[stream_id].sinks))]

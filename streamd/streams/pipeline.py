@@ -54,6 +54,7 @@ class _StreamSeries:
     processed: Any
     reconnects: Any
     latency: Any
+    discontinuities: Any
 
     @classmethod
     def of(cls, metrics: Metrics, stream: str) -> _StreamSeries:
@@ -62,6 +63,7 @@ class _StreamSeries:
             metrics.frames_processed.labels(stream),
             metrics.reconnects.labels(stream),
             metrics.stream_latency.labels(stream),
+            metrics.discontinuities.labels(stream),
         )
 
 
@@ -105,6 +107,7 @@ class StreamPipeline:
         self.state = StreamState.STARTING
         self.error = LastError()
         self.reconnects = 0
+        self.discontinuities = 0
         self.decoded = 0
         self.processed = 0
         self.dropped: dict[str, int] = {}
@@ -172,7 +175,11 @@ class StreamPipeline:
         self._resume.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for sink in self.sinks:
-            await sink.close()
+            try:
+                await sink.close()
+            except Exception as exc:  # supervision boundary: one sink's failure must not keep the others
+                sink.stats.error.set(f"closing failed: {type(exc).__name__}: {exc}")
+                logger.exception("stream %d: closing its %s sink failed", self.stream_id, sink.kind)
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
@@ -200,6 +207,10 @@ class StreamPipeline:
                 event.message,
                 extra={"stream_id": self.stream_id},
             )
+        elif event.kind == "discontinuity":
+            self.discontinuities += 1
+            if self._series is not None:
+                self._series.discontinuities.inc()
         elif event.kind in ("decode_error", "fps_cap"):
             self._drop(event.kind, event.count)
         elif event.kind in ("ended", "failed"):
@@ -351,6 +362,8 @@ class StreamPipeline:
         latencies = sorted(self._latencies)
         return {
             "state": self.state.value,
+            # A sink failing now (full disk, receiver down) shows on the stream itself, not only in sinks[n].
+            "degraded": any(sink.stats.error.active for sink in self.sinks),
             **self.error.to_api(),
             "frames": {
                 "decoded": self.decoded,
@@ -359,6 +372,7 @@ class StreamPipeline:
                 "buffered": len(self._buffer) if self._buffer is not None else 0,
             },
             "reconnects": self.reconnects,
+            "discontinuities": self.discontinuities,
             "fps_in": round(len(_window(self._decoded_at, now)) / WINDOW_S, 2),
             "fps_out": round(len(_window(self._processed_at, now)) / WINDOW_S, 2),
             "latency_s": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95)},

@@ -103,6 +103,7 @@ class Frame:
 class SourceEvent:
     """What a decoder thread tells its stream: connected, ended, failed (with a reason), reconnecting."""
 
-    kind: str  # "connected" | "ended" | "failed" | "reconnecting" | "decode_error" | "fps_cap"
+    # "connected" | "ended" | "failed" | "reconnecting" | "decode_error" | "fps_cap" | "discontinuity"
+    kind: str
     message: str = ""
     count: int = 1

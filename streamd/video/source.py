@@ -27,6 +27,7 @@ from streamd.video.frames import Frame, I420Frame, Position, SourceEvent
 logger = logging.getLogger(__name__)
 
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+DECLARED_DURATION_FORMATS = ("mov,mp4", "matroska")
 LIVE_RESUME_GAP_S = 0.04  # a live source resumed after a restart continues its clock a frame later
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
@@ -169,7 +170,7 @@ class PyAVSource:
         container = self._open_checked()
         decoded = 0
         clock: float | None = None  # monotonic time of pts 0, for realtime pacing
-        last_pts = 0.0
+        last_pts = end_pts = 0.0
         fps = 25.0
         try:
             stream = container.streams.video[0]
@@ -184,7 +185,7 @@ class PyAVSource:
                     packet = next(packets)
                 except StopIteration:
                     if not self._settings.is_live:
-                        _check_complete(stream, last_pts + 1.0 / fps if decoded else 0.0, fps)
+                        _check_complete(container, stream, end_pts + 1.0 / fps if decoded else 0.0, fps)
                     break
                 try:
                     frames = packet.decode()
@@ -194,13 +195,18 @@ class PyAVSource:
                 for frame in frames:
                     decoded += 1
                     pts = float(frame.time) if frame.time is not None else decoded / fps
-                    last_pts = pts
+                    if decoded > 1 and pts <= last_pts:
+                        # Backwards (joined segments, a camera resync, a wrap): stream time goes on a
+                        # frame later, so pts_s, the fps grid and realtime pacing stay monotonic.
+                        self._pts_offset_s += last_pts - pts + 1.0 / fps
+                        self._report(SourceEvent("discontinuity"))
+                    last_pts, end_pts = pts, max(end_pts, pts)
                     if skip_until is not None:
                         if pts <= skip_until + 1e-6:  # emitted before the restart
                             continue
                         skip_until = None
                     if clock is None:
-                        clock = time.monotonic() - pts
+                        clock = time.monotonic() - (self._pts_offset_s + pts)
                     if not self._deliver(frame, pts, cap, clock):
                         return decoded
         finally:
@@ -218,7 +224,7 @@ class PyAVSource:
             self._report(SourceEvent("fps_cap"))
             return True
         if self._settings.realtime:
-            ahead = pts - (time.monotonic() - clock)
+            ahead = pts_s - (time.monotonic() - clock)
             if ahead > 0 and self._stop.wait(ahead):
                 return False
         pixels = to_image(frame)
@@ -236,11 +242,14 @@ class TruncatedFileError(Exception):
     """A file ended before its container said it would."""
 
 
-def _check_complete(stream: Any, end_s: float, fps: float) -> None:
+def _check_complete(container: Any, stream: Any, end_s: float, fps: float) -> None:
     """A file whose frames stop well before the duration its container declares was cut short (a
-    download or copy that did not finish): that is an error, not the end of the video."""
+    download or copy that did not finish): that is an error, not the end of the video. Only containers
+    whose header declares the duration (MP4/MOV, Matroska/WebM); MPEG-TS only estimates it."""
+    if not container.format.name.startswith(DECLARED_DURATION_FORMATS):
+        return
     if stream.duration is None or not stream.time_base:
-        return  # e.g. MPEG-TS: nothing declared to compare with
+        return
     declared_s = float((stream.duration + (stream.start_time or 0)) * stream.time_base)
     if end_s < declared_s - max(2.0 / fps, 0.1):
         raise TruncatedFileError(

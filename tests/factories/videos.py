@@ -49,3 +49,27 @@ def encode_h264(
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def encode_joined_ts(path: Path, segments: tuple[int, ...], fps: int = 30) -> Path:
+    """MPEG-TS segments joined byte for byte, as a recorder or `cat` makes them: each segment's
+    timestamps start again at 0, so they jump backwards at every join. Frames keep counting across
+    segments (frame i is COLOURS[i % 3])."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts, start = [], 0
+    for frames in segments:
+        segment = path.with_name(f"{path.stem}.part{len(parts)}.ts")
+        with av.open(str(segment), "w", format="mpegts") as container:
+            stream = container.add_stream("h264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+            stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+            for index in range(start, start + frames):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame_for(index, 160, 96), "bgr24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        parts.append(segment.read_bytes())
+        segment.unlink()
+        start += frames
+    path.write_bytes(b"".join(parts))
+    return path

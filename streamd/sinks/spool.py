@@ -1,0 +1,98 @@
+"""A webhook sink's disk spool: an append-only JSONL file plus a persisted read offset.
+
+Blocking methods, called from worker threads; a lock orders the delivery task's reads and consumes with
+the spool writer's appends, which run in different threads. Records are appended whole or not at all
+(`sinks.files`), and a torn tail left by a crash is cut off when the spool is opened, so nothing is ever
+appended after half a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+from streamd.sinks.files import append_whole, last_newline_end, open_append
+
+logger = logging.getLogger(__name__)
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self._data = directory / "spool.jsonl"
+        self._offset_file = directory / "spool.offset"
+        self._max_bytes = max_bytes
+        self._offset = 0
+        self._size = 0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._count
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._size - self._offset
+
+    def open(self) -> None:
+        self._data.parent.mkdir(parents=True, exist_ok=True)
+        if not self._data.exists():
+            return
+        with open_append(self._data) as handle:
+            size = handle.seek(0, 2)
+            whole = last_newline_end(handle, size)
+            if whole < size:
+                logger.warning("%s: cutting a torn last record (%d bytes)", self._data, size - whole)
+                handle.truncate(whole)
+        self._size = whole
+        offset = int(self._offset_file.read_text() or 0) if self._offset_file.exists() else 0
+        self._offset = min(offset, whole)
+        with self._data.open("rb") as handle:
+            handle.seek(self._offset)
+            self._count = sum(1 for line in handle if line.endswith(b"\n"))
+
+    def append(self, records: list[bytes]) -> int:
+        """Append what fits under max_bytes, whole; returns how many. OSError (full disk): none."""
+        with self._lock:
+            accepted, size = [], self._size - self._offset
+            for record in records:
+                if size + len(record) + 1 > self._max_bytes:
+                    break
+                accepted.append(record + b"\n")
+                size += len(record) + 1
+            if accepted:
+                data = b"".join(accepted)
+                with open_append(self._data) as handle:
+                    append_whole(handle, data)
+                self._size += len(data)
+                self._count += len(accepted)
+            return len(accepted)
+
+    def peek(self, count: int) -> list[bytes]:
+        with self._lock, self._data.open("rb") as handle:
+            handle.seek(self._offset)
+            return [handle.readline().rstrip(b"\n") for _ in range(min(count, self._count))]
+
+    def consume(self, count: int) -> None:
+        with self._lock:
+            with self._data.open("rb") as handle:
+                handle.seek(self._offset)
+                for _ in range(count):
+                    self._offset += len(handle.readline())
+            self._count -= count
+            if self._count == 0:  # drained: start the files afresh
+                self._data.unlink(missing_ok=True)
+                self._offset_file.unlink(missing_ok=True)
+                self._offset = self._size = 0
+            else:
+                self._offset_file.write_text(str(self._offset))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._count:
+                self._offset_file.write_text(str(self._offset))
+
+    def remove(self) -> None:
+        shutil.rmtree(self._data.parent, ignore_errors=True)

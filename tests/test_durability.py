@@ -1,0 +1,257 @@
+"""Durability on a real full disk (a tmpfs the tests fill), damaged databases, and supervised tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from streamd.app import build_app
+from streamd.errors import DatabaseUnusableError
+from streamd.health import supervise
+from streamd.settings import Settings
+from streamd.store.db import Database
+from tests.conftest import make_settings, wait_until
+from tests.factories.disk import SmallDisk, small_disk
+from tests.factories.models import ModelFiles
+from tests.factories.videos import encode_h264
+from tests.test_streams import Receiver, create_stream, setup_chain
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    with small_disk(tmp_path / "disk", 8 * 1024**2) as mounted:
+        yield mounted
+
+
+@pytest.fixture
+def disk_settings(tmp_path: Path, disk: SmallDisk) -> Settings:
+    media = tmp_path / "media"
+    encode_h264(media / "long.mp4", frames=90, fps=30)
+    return make_settings(
+        disk.path / "data",
+        storage={"media_roots": [str(media)]},
+        streams={"webhook_queue_records": 10, "checkpoint_interval_s": 0.2},
+    )
+
+
+LOOPING = {"uri": "long.mp4", "options": {"loop": True, "realtime": True}}
+
+
+async def stream_status(client: TestClient, stream_id: int) -> dict[str, Any]:
+    return await (await client.get(f"/v0.7/streams/{stream_id}")).json()
+
+
+async def until(client: TestClient, stream_id: int, check: Any, timeout_s: float = 30) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        status = await stream_status(client, stream_id)
+        return status if check(status) else None
+
+    return await wait_until(reached, timeout_s)
+
+
+def whole_lines(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), "a torn last line"
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+async def test_a_jsonl_sink_on_a_full_disk_drops_whole_records_counted_once_and_recovers(
+    aiohttp_client: Any, disk_settings: Settings, disk: SmallDisk, tf1_model: ModelFiles
+) -> None:
+    client = await aiohttp_client(build_app(disk_settings))
+    await setup_chain(client, tf1_model)
+    stream = await create_stream(client, disk_settings, source=LOOPING, fps=10)
+    sid = stream["id"]
+    await until(client, sid, lambda s: s["sinks"][0]["delivered"] >= 5)
+    await asyncio.to_thread(disk.fill)
+    failing = await until(client, sid, lambda s: s["sinks"][0]["dropped"].get("write_error", 0) >= 3)
+    assert failing["degraded"] is True and failing["sinks"][0]["error_active"] is True
+    assert "No space left on device" in failing["sinks"][0]["last_error"]
+    assert failing["state"] == "running" and failing["error_active"] is False  # the stream itself is fine
+    path = disk_settings.storage.data_dir / "results" / "cam.jsonl"
+    await asyncio.to_thread(whole_lines, path)
+    await asyncio.to_thread(disk.free)
+    healed = await until(client, sid, lambda s: not s["sinks"][0]["error_active"])
+    assert healed["degraded"] is False and healed["sinks"][0]["last_error_at"]
+    assert (await client.post(f"/v0.7/streams/{sid}/pause")).status == 200
+    sink = (
+        await until(
+            client,
+            sid,
+            lambda s: (
+                s["sinks"][0]["delivered"] + s["sinks"][0]["dropped"]["write_error"]
+                == s["sinks"][0]["emitted"]
+            ),
+        )
+    )["sinks"][0]
+    records = await asyncio.to_thread(whole_lines, path)
+    indices = [record["frame_index"] for record in records]
+    assert len(records) == sink["delivered"]  # what was counted as dropped never reached the file
+    assert indices == sorted(set(indices))
+    assert (indices[-1] - indices[0]) // 3 + 1 == sink["delivered"] + sink["dropped"]["write_error"]
+
+
+async def test_a_webhook_spool_on_a_full_disk_bounds_memory_counts_drops_and_recovers_in_order(
+    aiohttp_client: Any, aiohttp_server: Any, disk_settings: Settings, disk: SmallDisk, tf1_model: ModelFiles
+) -> None:
+    receiver = Receiver()
+    receiver.down = True
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = await aiohttp_server(app)
+    client = await aiohttp_client(build_app(disk_settings))
+    await setup_chain(client, tf1_model)
+    hook = {"type": "webhook", "url": str(server.make_url("/hook"))}
+    stream = await create_stream(client, disk_settings, source=LOOPING, fps=10, sinks=[hook])
+    sid = stream["id"]
+    await until(client, sid, lambda s: s["sinks"][0]["spooled"] >= 5)
+    await asyncio.to_thread(disk.fill)
+    full = await until(client, sid, lambda s: s["sinks"][0]["dropped"].get("disk_full", 0) >= 3)
+    assert "cannot write the spool" in full["sinks"][0]["last_error"] and full["degraded"] is True
+    spool = disk_settings.storage.data_dir / "spool" / f"stream-{sid}-sink-0" / "spool.jsonl"
+    await asyncio.to_thread(whole_lines, spool)
+    await asyncio.to_thread(disk.free)
+    await until(client, sid, lambda s: "cannot write the spool" not in (s["sinks"][0]["last_error"] or ""))
+    receiver.down = False
+    await until(client, sid, lambda s: not s["degraded"])
+    assert (await client.post(f"/v0.7/streams/{sid}/pause")).status == 200
+
+    def settled(status: dict[str, Any]) -> bool:
+        sink = status["sinks"][0]
+        return sink["delivered"] + sink["dropped"].get("disk_full", 0) == sink["emitted"]
+
+    sink = (await until(client, sid, settled))["sinks"][0]
+    indices = [record["frame_index"] for record in receiver.records]
+    assert len(indices) == sink["delivered"] and indices == sorted(set(indices))  # in order, no copies
+    assert sink["dropped"]["disk_full"] >= 3 and set(sink["dropped"]) == {"disk_full"}
+
+
+async def test_delete_always_deletes_even_on_a_full_disk(
+    aiohttp_client: Any, aiohttp_server: Any, disk_settings: Settings, disk: SmallDisk, tf1_model: ModelFiles
+) -> None:
+    async def down(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/hook", down)
+    server = await aiohttp_server(app)
+    first = await aiohttp_client(build_app(disk_settings))
+    await setup_chain(first, tf1_model)
+    hook = {"type": "webhook", "url": str(server.make_url("/hook"))}
+    stream = await create_stream(first, disk_settings, source=LOOPING, fps=10, sinks=[hook])
+    await until(first, stream["id"], lambda s: s["sinks"][0]["spooled"] >= 5)
+    await asyncio.to_thread(disk.fill)
+    await until(first, stream["id"], lambda s: s["sinks"][0]["dropped"].get("disk_full", 0) >= 1)
+    assert (await first.delete(f"/v0.7/streams/{stream['id']}")).status == 204
+    assert not await asyncio.to_thread(
+        (disk_settings.storage.data_dir / "spool" / f"stream-{stream['id']}-sink-0").exists
+    )
+    await first.close()
+    await asyncio.to_thread(disk.free)
+    second = await aiohttp_client(build_app(disk_settings))
+    assert (await (await second.get("/v0.7/streams")).json())["count"] == 0
+
+
+async def test_readyz_fails_while_the_database_cannot_be_written(
+    aiohttp_client: Any, disk_settings: Settings, disk: SmallDisk
+) -> None:
+    client = await aiohttp_client(build_app(disk_settings))
+    assert (await client.get("/readyz")).status == 200
+    await asyncio.to_thread(disk.fill)
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert (response.status, body["code"]) == (503, "database_unwritable"), body
+    assert "disk is full" in body["error"]
+    assert (await client.get("/healthz")).status == 200  # alive, not ready
+    await asyncio.to_thread(disk.free)
+    assert (await client.get("/readyz")).status == 200
+
+
+def damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 3]
+    elif how == "garbage header":
+        data[:100] = b"\x5a" * 100
+    else:  # garbage in the middle: a b-tree page of the streams table
+        page = 4096
+        data[2 * page : 3 * page] = b"\xa5" * page
+    path.write_bytes(bytes(data))
+
+
+async def make_database(path: Path) -> None:
+    db = Database(path)
+    await db.open()
+    for index in range(200):
+        await db.run(
+            lambda conn, index=index: conn.execute(
+                "INSERT INTO chains (name, definition, create_date, update_date) VALUES (?, ?, '', '')",
+                (f"chain-{index}", "x" * 200),
+            )
+        )
+    await db.close()
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage header", "garbage in the middle"])
+async def test_a_damaged_database_is_refused_at_start_with_one_clear_line(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "streamd.sqlite3"
+    await make_database(path)
+    await asyncio.to_thread(damage, path, how)
+    with pytest.raises(DatabaseUnusableError) as raised:
+        await Database(path).open()
+    message = raised.value.message
+    assert message.startswith(f"database {path} cannot be used (")
+    assert "Restore it from a backup, or move it aside" in message and "\n" not in message
+
+
+async def test_a_read_only_database_is_refused_at_start(tmp_path: Path, disk: SmallDisk) -> None:
+    path = disk.path / "streamd.sqlite3"
+    await make_database(path)
+    await asyncio.to_thread(disk.remount, "ro")
+    try:
+        with pytest.raises(DatabaseUnusableError, match=r"cannot be used .*(readonly|read-only)"):
+            await Database(path).open()
+    finally:
+        await asyncio.to_thread(disk.remount, "rw")
+
+
+@pytest.mark.slow
+def test_the_daemon_exits_3_with_one_line_on_a_damaged_database(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    asyncio.run(make_database(data / "streamd.sqlite3"))
+    damage(data / "streamd.sqlite3", "garbage header")
+    done = subprocess.run(
+        [sys.executable, "-m", "streamd", "serve", "--port", "0", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("streamd: ")]
+    assert f"database {data / 'streamd.sqlite3'} cannot be used" in line
+
+
+async def test_a_supervised_task_that_crashes_is_logged_reported_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs, crashes = [], []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ValueError("boom")
+
+    task = supervise(flaky, "test-flaky", crashes.append, restart_s=0.01)
+    await asyncio.wait_for(task, 5)
+    assert len(runs) == 2 and [str(exc) for exc in crashes] == ["boom"]
+    assert "test-flaky crashed; restarting in 0.0 s" in caplog.text and "ValueError: boom" in caplog.text
