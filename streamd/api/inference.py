@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from streamd.api.context import Services, services
 from streamd.api.formdata import unflatten
 from streamd.api.http import int_id, json_response, read_json, validate
-from streamd.api.uploads import form_parts, reject_repeated_field
+from streamd.api.uploads import form_parts, read_field_bytes, read_text_field, reject_repeated_field
 from streamd.errors import ConflictError, InvalidRequestError, PayloadTooLargeError
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import LoadedNetwork
@@ -98,11 +98,14 @@ async def _multipart_fields(request: web.Request, max_bytes: int) -> dict[str, A
     async for part in form_parts(request):
         assert part.name is not None  # form_parts checked it
         reject_repeated_field(part.name, fields)
-        data = await part.read(decode=True)
-        total += len(data)
+        if part.filename is not None:
+            fields[part.name] = await read_field_bytes(part, part.name)
+            total += len(fields[part.name])
+        else:
+            fields[part.name], size = await read_text_field(part, part.name)
+            total += size
         if total > max_bytes:
             raise PayloadTooLargeError(f"the request is larger than server.json_max_bytes={max_bytes}")
-        fields[part.name] = bytes(data) if part.filename is not None else data.decode("utf-8")
     return fields
 
 

@@ -153,7 +153,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             given = request.query.get("api_key")
         if not given:
             raise UnauthorizedError("authentication required: send your key in the X-API-KEY header")
-        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates; surrogateescape gets the bytes back.
+        given_bytes = given.encode("utf-8", "surrogateescape")
+        if not any(hmac.compare_digest(given_bytes, key.encode()) for key in keys):
             raise UnauthorizedError("the X-API-KEY header holds an unknown key; check the key you were given")
     return await handler(request)
 

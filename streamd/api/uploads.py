@@ -9,12 +9,13 @@ never blocks on disk and memory stays flat whatever the model size. The whole up
 from __future__ import annotations
 
 import asyncio
+import binascii
 from collections.abc import AsyncIterator, Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from streamd.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from streamd.networks.files import stored_path
@@ -24,13 +25,54 @@ CHUNK_BYTES = 1024 * 1024
 
 async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
     """The parts of a multipart/form-data body, each with a name (else a 400)."""
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
+    try:
+        reader = await request.multipart()
+    except ValueError as exc:  # no or an invalid boundary parameter
+        raise InvalidRequestError(
+            f"the multipart body cannot be read: {exc}; let your client set the Content-Type (curl -F does)",
+            code="invalid_multipart",
+        ) from None
+    while (part := await _next_part(reader)) is not None:
         if not isinstance(part, BodyPartReader):
             raise InvalidRequestError("nested multipart bodies are not supported", code="invalid_multipart")
         if not part.name:
             raise InvalidRequestError("every multipart part needs a name", code="invalid_multipart")
         yield part
+
+
+async def read_text_field(part: BodyPartReader, name: str) -> tuple[str, int]:
+    """A text part decoded by its charset (utf-8 unless given), and its size in bytes; a part that does
+    not decode is the client's mistake, so a 400 naming the field."""
+    data = await read_field_bytes(part, name)
+    charset = part.get_charset(default="utf-8")
+    try:
+        return data.decode(charset), len(data)
+    except LookupError:  # also codecs that are not text encodings ('base64', 'rot13')
+        message = f"form field {name!r} has unknown charset {charset!r}"
+    except (UnicodeError, ValueError) as exc:
+        message = f"form field {name!r} is not valid {charset} text ({exc})"
+    raise InvalidRequestError(f"{message}; send text fields as utf-8", code="invalid_encoding")
+
+
+async def read_field_bytes(part: BodyPartReader, name: str) -> bytes:
+    """A whole part (bounded by the app's client_max_size), its Content-Transfer-Encoding undone."""
+    try:
+        return bytes(await part.read(decode=True))
+    # aiohttp raises RuntimeError for an unknown transfer encoding, binascii.Error for bad base64.
+    except (RuntimeError, binascii.Error) as exc:
+        raise InvalidRequestError(
+            f"form field {name!r} cannot be decoded: {exc}; send it without Content-Transfer-Encoding",
+            code="invalid_encoding",
+        ) from None
+
+
+async def _next_part(reader: MultipartReader) -> Any:
+    try:
+        return await reader.next()
+    except ValueError as exc:  # aiohttp's word for a body that breaks the multipart syntax
+        raise InvalidRequestError(
+            f"the multipart body is malformed: {exc}", code="invalid_multipart"
+        ) from None
 
 
 def reject_repeated_field(name: str, seen: Container[str]) -> None:
@@ -67,13 +109,12 @@ async def read_upload(
         assert name is not None  # form_parts checked it
         if part.filename is None or is_field(name):
             reject_repeated_field(name, upload.fields)
-            data = await part.read(decode=True)
-            field_bytes += len(data)
+            upload.fields[name], size = await read_text_field(part, name)
+            field_bytes += size
             if field_bytes > max_field_bytes:
                 raise PayloadTooLargeError(
                     f"form fields exceed server.json_max_bytes={max_field_bytes}; keep files in file parts"
                 )
-            upload.fields[name] = data.decode(part.get_charset(default="utf-8"), errors="strict")
             continue
         if name in upload.files:
             raise InvalidRequestError(
