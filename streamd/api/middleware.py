@@ -116,9 +116,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(
+        response = error_response(
             exc.status, code, _http_message(request, exc), _dd_code(request, exc, exc.status)
         )
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110 15.5.6
+        return response
     except Exception as exc:  # supervision boundary: one broken request must never take the daemon down
         logger.exception("unhandled error in %s %s", request.method, request.rel_url.path)
         message = "internal error; the daemon log has the details"
@@ -142,11 +145,12 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     keys = services(request).settings.auth.api_keys
-    if keys and request.path not in OPEN_PATHS:
+    # Every route also answers with a trailing slash, and so must the exemption.
+    if keys and request.path not in OPEN_PATHS and request.path.removesuffix("/") not in OPEN_PATHS:
         given = request.headers.get("X-API-KEY")
         if (
             not given
-            and request.method == "GET"
+            and request.method in ("GET", "HEAD")
             and (request.path == "/" or request.path.endswith("/snapshot.jpg"))
         ):
             # A browser cannot send headers for <img> tags: the HTML page passes ?api_key= instead.

@@ -99,9 +99,14 @@ ROUTES: tuple[Route, ...] = tuple(Route(*row) for row in _TABLE)
 
 def setup_routes(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        paths = [route.path]
         if not route.path.endswith((".json", ".jpg")) and route.path != "/":
-            app.router.add_route(route.method, route.path + "/", route.handler)
+            paths.append(route.path + "/")
+        for path in paths:
+            app.router.add_route(route.method, path, route.handler)
+            if route.method == "GET":
+                # HEAD wherever GET: aiohttp drops the body and keeps the headers (RFC 9110 9.3.2).
+                app.router.add_route("HEAD", path, route.handler)
 
 
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
