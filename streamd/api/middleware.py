@@ -17,6 +17,7 @@ from aiohttp import web
 from streamd.api.context import services
 from streamd.api.http import json_response
 from streamd.errors import StreamdError, UnauthorizedError, UnsupportedMediaTypeError
+from streamd.logs import printable
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("streamd.access")
@@ -25,6 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Probes and scrapers must work without a key; everything else is the API.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+MAX_REQUEST_ID = 128
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 _HTTP_CODES = {
@@ -77,7 +79,8 @@ def _dd_code(request: web.Request, exc: Exception, status: int) -> int | None:
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
+    # Escaped once here: the id goes into log lines and back out in a response header.
+    request_id = printable(request.headers.get("X-Request-ID", ""))[:MAX_REQUEST_ID] or uuid.uuid4().hex[:16]
     started = time.monotonic()
     response = await handler(request)
     elapsed = time.monotonic() - started
@@ -88,17 +91,18 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     if metrics is not None:
         metrics.http_requests.labels(route, request.method, str(response.status)).inc()
         metrics.http_duration.labels(route, request.method).observe(elapsed)
+    path = printable(request.rel_url.path)  # '%0a' in a URL is a newline in the decoded path
     access_logger.info(
         "%s %s %d %.1fms request_id=%s",
         request.method,
-        request.rel_url.path,
+        path,
         response.status,
         elapsed * 1000,
         request_id,
         extra={
             "request_id": request_id,
             "method": request.method,
-            "path": request.rel_url.path,
+            "path": path,
             "status": response.status,
             "duration_ms": round(elapsed * 1000, 2),
         },
@@ -123,7 +127,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110 15.5.6
         return response
     except Exception as exc:  # supervision boundary: one broken request must never take the daemon down
-        logger.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+        logger.exception("unhandled error in %s %s", request.method, printable(request.rel_url.path))
         message = "internal error; the daemon log has the details"
         return error_response(500, "internal_error", message, _dd_code(request, exc, 500))
 
