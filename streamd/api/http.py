@@ -10,6 +10,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from streamd.api.body import read_step, refuse_large_body
+from streamd.api.context import services
 from streamd.api.formdata import check_nesting
 from streamd.errors import InvalidRequestError, NotFoundError, UnsupportedMediaTypeError
 
@@ -36,7 +38,8 @@ async def read_json(request: web.Request) -> Any:
             f"this endpoint takes a JSON body, got Content-Type {request.content_type!r}; "
             "send it with 'Content-Type: application/json'"
         )
-    body = await request.read()
+    refuse_large_body(request, services(request).settings.server.json_max_bytes, "server.json_max_bytes")
+    body = await read_step(request, request.read())
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

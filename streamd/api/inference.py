@@ -15,6 +15,7 @@ import numpy as np
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamd.api.body import refuse_large_body
 from streamd.api.context import Services, services
 from streamd.api.formdata import unflatten
 from streamd.api.http import int_id, json_response, read_json, validate
@@ -83,6 +84,7 @@ class DecodedInput:
 
 async def read_inference_body(request: web.Request, svc: Services) -> InferenceBody:
     if request.content_type == "multipart/form-data":
+        refuse_large_body(request, svc.settings.server.json_max_bytes, "server.json_max_bytes")
         raw: Any = unflatten(await _multipart_fields(request, svc.settings.server.json_max_bytes))
     else:
         raw = await read_json(request)
@@ -99,10 +101,10 @@ async def _multipart_fields(request: web.Request, max_bytes: int) -> dict[str, A
         assert part.name is not None  # form_parts checked it
         reject_repeated_field(part.name, fields)
         if part.filename is not None:
-            fields[part.name] = await read_field_bytes(part, part.name)
+            fields[part.name] = await read_field_bytes(request, part, part.name)
             total += len(fields[part.name])
         else:
-            fields[part.name], size = await read_text_field(part, part.name)
+            fields[part.name], size = await read_text_field(request, part, part.name)
             total += size
         if total > max_bytes:
             raise PayloadTooLargeError(f"the request is larger than server.json_max_bytes={max_bytes}")

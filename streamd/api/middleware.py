@@ -16,7 +16,13 @@ from aiohttp import web
 
 from streamd.api.context import services
 from streamd.api.http import json_response
-from streamd.errors import StreamdError, UnauthorizedError, UnsupportedMediaTypeError
+from streamd.errors import (
+    ClientDisconnectedError,
+    RequestTimeoutError,
+    StreamdError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
 from streamd.logs import printable
 
 logger = logging.getLogger(__name__)
@@ -35,6 +41,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -62,6 +69,7 @@ _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
     404: "NotFound",
+    408: "RequestTimeout",
     409: "Conflict",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
@@ -115,7 +123,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except StreamdError as exc:
-        return error_response(exc.http_status, exc.code, exc.message, _dd_code(request, exc, exc.http_status))
+        response = error_response(
+            exc.http_status, exc.code, exc.message, _dd_code(request, exc, exc.http_status)
+        )
+        if isinstance(exc, RequestTimeoutError | ClientDisconnectedError):
+            # The rest of the body is not coming: close rather than let aiohttp wait to drain it.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

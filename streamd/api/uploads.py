@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from aiohttp import BodyPartReader, MultipartReader, web
 
+from streamd.api.body import read_step, refuse_large_body
 from streamd.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from streamd.networks.files import stored_path
 
@@ -32,7 +33,7 @@ async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
             f"the multipart body cannot be read: {exc}; let your client set the Content-Type (curl -F does)",
             code="invalid_multipart",
         ) from None
-    while (part := await _next_part(reader)) is not None:
+    while (part := await read_step(request, _next_part(reader))) is not None:
         if not isinstance(part, BodyPartReader):
             raise InvalidRequestError("nested multipart bodies are not supported", code="invalid_multipart")
         if not part.name:
@@ -40,10 +41,10 @@ async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
         yield part
 
 
-async def read_text_field(part: BodyPartReader, name: str) -> tuple[str, int]:
+async def read_text_field(request: web.Request, part: BodyPartReader, name: str) -> tuple[str, int]:
     """A text part decoded by its charset (utf-8 unless given), and its size in bytes; a part that does
     not decode is the client's mistake, so a 400 naming the field."""
-    data = await read_field_bytes(part, name)
+    data = await read_field_bytes(request, part, name)
     charset = part.get_charset(default="utf-8")
     try:
         return data.decode(charset), len(data)
@@ -54,10 +55,10 @@ async def read_text_field(part: BodyPartReader, name: str) -> tuple[str, int]:
     raise InvalidRequestError(f"{message}; send text fields as utf-8", code="invalid_encoding")
 
 
-async def read_field_bytes(part: BodyPartReader, name: str) -> bytes:
+async def read_field_bytes(request: web.Request, part: BodyPartReader, name: str) -> bytes:
     """A whole part (bounded by the app's client_max_size), its Content-Transfer-Encoding undone."""
     try:
-        return bytes(await part.read(decode=True))
+        return bytes(await read_step(request, part.read(decode=True)))
     # aiohttp raises RuntimeError for an unknown transfer encoding, binascii.Error for bad base64.
     except (RuntimeError, binascii.Error) as exc:
         raise InvalidRequestError(
@@ -100,8 +101,7 @@ async def read_upload(
             "this endpoint takes multipart/form-data (fields and files, curl -F), "
             f"got {request.content_type!r}"
         )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise _too_large(max_bytes)
+    refuse_large_body(request, max_bytes, "server.upload_max_bytes")
     upload = Upload()
     field_bytes = 0
     async for part in form_parts(request):
@@ -109,7 +109,7 @@ async def read_upload(
         assert name is not None  # form_parts checked it
         if part.filename is None or is_field(name):
             reject_repeated_field(name, upload.fields)
-            upload.fields[name], size = await read_text_field(part, name)
+            upload.fields[name], size = await read_text_field(request, part, name)
             field_bytes += size
             if field_bytes > max_field_bytes:
                 raise PayloadTooLargeError(
@@ -121,17 +121,17 @@ async def read_upload(
                 f"file {name!r} is uploaded twice; send each file once", code="invalid_file"
             )
         target = staging_dir / stored_path(name)
-        upload.total_bytes = await _save(part, target, upload.total_bytes, max_bytes)
+        upload.total_bytes = await _save(request, part, target, upload.total_bytes, max_bytes)
         upload.files.append(name)
     return upload
 
 
-async def _save(part: BodyPartReader, target: Path, total: int, max_bytes: int) -> int:
+async def _save(request: web.Request, part: BodyPartReader, target: Path, total: int, max_bytes: int) -> int:
     loop = asyncio.get_running_loop()
     fh: BinaryIO = await loop.run_in_executor(None, _open, target)
     try:
         buffer = bytearray()
-        while chunk := await part.read_chunk(CHUNK_BYTES):
+        while chunk := await read_step(request, part.read_chunk(CHUNK_BYTES)):
             total += len(chunk)
             if total > max_bytes:
                 raise _too_large(max_bytes)

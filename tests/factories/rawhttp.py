@@ -25,10 +25,15 @@ async def raw_request(port: int, head: bytes, body: bytes = b"", timeout_s: floa
     try:
         writer.write(head.rstrip(b"\r\n") + b"\r\nConnection: close\r\n\r\n" + body)
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            # By Content-Length, not to EOF: the server may keep the connection to drain the request body.
+            head_bytes = await reader.readuntil(b"\r\n\r\n")
+            response = parse_response(head_bytes)
+            length = int(response.headers.get("content-length", "0"))
+            body = await reader.readexactly(length)
     finally:
         writer.close()
-    return parse_response(data)
+    return RawResponse(response.status, response.headers, body)
 
 
 def parse_response(data: bytes) -> RawResponse:
