@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import content_type_conformance, response_schema_conformance
 
 from streamd.api.routes import openapi_document
 from tests.factories.daemon import Daemon
@@ -17,7 +18,7 @@ from tests.factories.daemon import Daemon
 schema = schemathesis.openapi.from_dict(openapi_document())
 # The daemon is one process for the module; `POST` bodies that are valid would create networks,
 # streams and tasks, which is fine: each example is independent of the others' outcome.
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 10
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +43,5 @@ def test_no_request_gets_a_server_error(case: schemathesis.Case, daemon: Daemon)
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}\n"
         f"{case.as_curl_command()}"
     )
+    # What the daemon answers is what /openapi.json says it answers (schemas, content types).
+    case.validate_response(response, checks=[response_schema_conformance, content_type_conformance])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -90,17 +91,42 @@ def int_id(request: web.Request, name: str, what: str) -> int:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class QueryInt:
+    """An integer query parameter: read by `query_int` and described in /openapi.json from the same
+    object, so the document states the bounds the handler enforces."""
+
+    name: str
+    default: int
+    low: int
+    high: int
+    description: str
+
+    def openapi(self) -> dict[str, Any]:
+        schema = {"type": "integer", "minimum": self.low, "maximum": self.high, "default": self.default}
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": False,
+            "description": self.description,
+            "schema": schema,
+        }
+
+
+OFFSET = QueryInt("offset", 0, 0, 2**62, "Items to skip (LimitOffset pagination).")
+LIMIT = QueryInt("limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE, "Items per page.")
+PAGE_PARAMS = (OFFSET, LIMIT)
+
+
 def page_params(request: web.Request) -> tuple[int, int]:
-    return (
-        query_int(request, "offset", 0, 0, 2**62),
-        query_int(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
-    )
+    return query_int(request, OFFSET), query_int(request, LIMIT)
 
 
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def query_int(request: web.Request, param: QueryInt) -> int:
+    name, low, high = param.name, param.low, param.high
     raw = request.query.get(name)
     if raw is None or raw == "":
-        return default
+        return param.default
     # ASCII digits only, and few of them: int() also takes '٣', '1_000' and ' 1 ', and converting
     # thousands of digits costs CPU on the loop before failing.
     value = int(raw) if _INTEGER.fullmatch(raw) else None

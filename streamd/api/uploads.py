@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from streamd.api.body import read_step, refuse_large_body
 from streamd.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from streamd.logs import printable
 from streamd.networks.files import stored_path
 
 CHUNK_BYTES = 1024 * 1024
@@ -70,9 +72,11 @@ async def read_field_bytes(request: web.Request, part: BodyPartReader, name: str
 async def _next_part(reader: MultipartReader) -> Any:
     try:
         return await reader.next()
-    except ValueError as exc:  # aiohttp's word for a body that breaks the multipart syntax
+    # aiohttp's words for a body that breaks the multipart syntax, or a part header that breaks HTTP's.
+    except (ValueError, BadHttpMessage) as exc:
+        reason = exc.message if isinstance(exc, BadHttpMessage) else str(exc)
         raise InvalidRequestError(
-            f"the multipart body is malformed: {exc}", code="invalid_multipart"
+            f"the multipart body is malformed: {printable(str(reason))[:200]}", code="invalid_multipart"
         ) from None
 
 
