@@ -7,12 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.app import build_app
 from streamd.settings import Settings
-from tests.conftest import make_settings, network_form, wait_until
+from tests.conftest import make_settings, network_form, preprocessing_for, wait_until
 from tests.factories.daemon import Daemon
 from tests.factories.models import ModelFiles
 from tests.factories.rawhttp import raw_request
@@ -121,3 +122,33 @@ async def test_client_that_leaves_mid_upload_is_one_info_line(tmp_path: Path, tf
 
 async def _empty(settings: Settings) -> bool:
     return await staged_entries(settings) == []
+
+
+async def test_slow_but_steady_field_is_not_timed_out(
+    aiohttp_client: Any, tmp_path: Path, tf1_model: ModelFiles
+) -> None:
+    """The timeout is per read: a field arriving in pieces, each within it, may take longer in total."""
+    settings = await asyncio.to_thread(make_settings, tmp_path / "data", server={"read_timeout_s": 0.5})
+    client = await aiohttp_client(build_app(settings))
+    writer = network_form(None, fields={"description": "x" * 9_000}, files=dict(tf1_model.contents))
+    writer.add_field("preprocessing", orjson.dumps(preprocessing_for(tf1_model)).decode())
+    payload = writer()
+    data = bytearray()
+
+    class Sink:
+        async def write(self, chunk: bytes) -> None:
+            data.extend(chunk)
+
+    await payload.write(Sink())
+    start = bytes(data).index(b"x" * 100)
+    reader, stream = await asyncio.open_connection("127.0.0.1", client.server.port)
+    stream.write(upload_head(payload.content_type, len(data)) + b"\r\n\r\n" + bytes(data[:start]))
+    for offset in range(start, start + 9_000, 1_500):  # 6 pieces, 0.2 s apart: 1.2 s in all
+        await asyncio.sleep(0.2)
+        stream.write(bytes(data[offset : offset + 1_500]))
+        await stream.drain()
+    stream.write(bytes(data[start + 9_000 :]))
+    await stream.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    stream.close()
+    assert status_line.startswith(b"HTTP/1.1 201 "), status_line

@@ -19,6 +19,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from streamd.api.body import read_step, refuse_large_body
+from streamd.api.context import services
 from streamd.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from streamd.logs import printable
 from streamd.networks.files import stored_path
@@ -58,9 +59,18 @@ async def read_text_field(request: web.Request, part: BodyPartReader, name: str)
 
 
 async def read_field_bytes(request: web.Request, part: BodyPartReader, name: str) -> bytes:
-    """A whole part (bounded by the app's client_max_size), its Content-Transfer-Encoding undone."""
+    """A whole part (at most server.json_max_bytes), its Content-Transfer-Encoding undone. Read chunk by
+    chunk so that the read timeout applies to each wait, not to the whole field."""
+    max_bytes = services(request).settings.server.json_max_bytes
+    data = bytearray()
+    while chunk := await read_step(request, part.read_chunk(CHUNK_BYTES)):
+        data += chunk
+        if len(data) > max_bytes:
+            raise PayloadTooLargeError(
+                f"form field {name!r} is larger than server.json_max_bytes={max_bytes}"
+            )
     try:
-        return bytes(await read_step(request, part.read(decode=True)))
+        return bytes(part.decode(data))
     # aiohttp raises RuntimeError for an unknown transfer encoding, binascii.Error for bad base64.
     except (RuntimeError, binascii.Error) as exc:
         raise InvalidRequestError(
