@@ -17,7 +17,7 @@ from streamd.settings import Settings
 from tests.conftest import make_settings, network_form, preprocessing_for
 from tests.factories.models import ModelFiles
 from tests.factories.rawhttp import raw_request
-from tests.test_inference import deploy, png
+from tests.test_inference import CLASSES_SPEC, create_json, deploy, png
 from tests.test_network_errors import assert_clean, assert_error
 
 
@@ -84,13 +84,23 @@ async def test_multipart_inference_field_that_does_not_decode_is_a_400(
     client: TestClient, tf1_model: ModelFiles, case: str, value: bytes, content_type: str, message: str
 ) -> None:
     network = await deploy(client, tf1_model)
-    body, form_type = multipart(
-        [("inputs[0]image.source", png((0, 0, 255)), "image/png"), ("output_tensors[0]", value, content_type)]
+    spec = await create_json(client, "/v0.7/recognition/specs", CLASSES_SPEC)
+    classification = {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}
+    version = await create_json(
+        client,
+        "/v0.7/recognition/versions",
+        {"spec_id": spec["id"], "network_id": network["id"], "post_processings": [classification]},
     )
-    response = await client.post(
-        f"/v0.7/networks/{network['id']}/inference", data=body, headers={"Content-Type": form_type}
-    )
-    await assert_error(response, 400, "invalid_encoding", message.replace("'name'", "'output_tensors[0]'"))
+    for path, field in (
+        (f"/v0.7/networks/{network['id']}/inference", "output_tensors[0]"),
+        (f"/v0.7/recognition/versions/{version['id']}/inference", "show_discarded"),
+        (f"/v0.7/recognition/specs/{spec['id']}/inference", "show_discarded"),
+    ):
+        body, form_type = multipart(
+            [("inputs[0]image.source", png((0, 0, 255)), "image/png"), (field, value, content_type)]
+        )
+        response = await client.post(path, data=body, headers={"Content-Type": form_type})
+        await assert_error(response, 400, "invalid_encoding", message.replace("'name'", repr(field)))
 
 
 async def test_form_field_nested_too_deep_is_a_400(client: TestClient, tf1_model: ModelFiles) -> None:
