@@ -35,6 +35,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     max_examples=MAX_EXAMPLES,
     deadline=None,
     derandomize=True,  # the same examples on every run: CI failures reproduce locally
+    database=None,  # nothing written into the checkout (.hypothesis/)
     suppress_health_check=list(HealthCheck),
 )
 def test_no_request_gets_a_server_error(case: schemathesis.Case, daemon: Daemon) -> None:
