@@ -40,6 +40,21 @@ class MethodNotAllowedError(StreamdError):
     code = "method_not_allowed"
 
 
+class RequestTimeoutError(StreamdError):
+    """The client stopped sending its request body (server.read_timeout_s)."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
+class ClientDisconnectedError(StreamdError):
+    """The client closed the connection before its body was read. Nobody receives the answer: its
+    status, 499 (nginx's convention), shows only in the access log and the metrics."""
+
+    http_status = 499
+    code = "client_disconnected"
+
+
 class ConflictError(StreamdError):
     http_status = 409
     code = "conflict"

@@ -40,6 +40,15 @@ class ServerConfig(_Section):
         ge=1024,
         description="Largest JSON or non-file request body accepted; larger requests get 413.",
     )
+    read_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest wait for the next bytes of a request body; a client that stalls longer gets 408 "
+            "and its staged upload is removed."
+        ),
+    )
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="How long graceful shutdown waits for in-flight requests."
     )

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamd.api.context import Services, services
 from streamd.api.http import json_response, no_content, page_params, paginated, read_json
@@ -18,6 +19,14 @@ from streamd.chains.resolve import resolver_for
 from streamd.chains.spec import DD_SERVICE_INPUT_BAD_REQUEST, ChainBody, ChainError, ChainPlan, parse_body
 from streamd.errors import ConflictError, InvalidRequestError
 from streamd.inference.sources import load_source
+
+
+class ChainRunBody(BaseModel):
+    """`POST /v0.7/chains/{name}/run`: the images to run a stored chain on."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    data: list[str] = Field(min_length=1, description="Images: data URIs, media paths or URLs.")
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
@@ -106,12 +115,12 @@ async def delete_chain(request: web.Request) -> web.Response:
 async def run_stored_chain(request: web.Request) -> web.Response:
     svc = services(request)
     record = await svc.chains.get(chain_name(request))
-    payload: Any = await read_json(request)
-    data = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(data, list) or not data or not all(isinstance(item, str) for item in data):
+    try:
+        body = ChainRunBody.model_validate(await read_json(request))
+    except ValidationError:
         raise ChainError(
             'the body needs "data": a list of images (data URIs, media paths or URLs)',
             dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
-        )
+        ) from None
     _, plan = await plan_for(svc, record.definition, require_data=False)
-    return await execute(svc, plan, data)
+    return await execute(svc, plan, body.data)

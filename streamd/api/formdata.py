@@ -16,6 +16,9 @@ import orjson
 from streamd.errors import InvalidRequestError
 
 _TOKEN = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+# No real spec nests deeper than a few levels; deep nesting only costs recursion (and orjson refuses to
+# write past 254 levels), so it is refused before anything recurses over it.
+MAX_NESTING = 32
 
 
 def parse_key(key: str) -> list[str | int]:
@@ -33,9 +36,37 @@ def parse_key(key: str) -> list[str | int]:
         index, name = match.groups()
         tokens.append(int(index) if index is not None else name)
         pos = match.end()
+        if len(tokens) > MAX_NESTING:
+            depth = len(tokens) + len(_TOKEN.findall(key, pos))
+            raise InvalidRequestError(
+                f"form field name {_short(key)} is nested {depth} levels deep; at most {MAX_NESTING} "
+                "levels are accepted",
+                code="invalid_field",
+            )
     if not tokens or not isinstance(tokens[0], str):
         raise InvalidRequestError(f"form field name {key!r} is not a valid nested key", code="invalid_field")
     return tokens
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def check_nesting(value: Any, what: str) -> Any:
+    """Refuse JSON values nested deeper than MAX_NESTING (iteratively: the check must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_NESTING:
+                    raise InvalidRequestError(
+                        f"{what} is nested more than {MAX_NESTING} levels deep; flatten it",
+                        code="invalid_field",
+                    )
+                stack.append((child, depth + 1))
+    return value
 
 
 def unflatten(fields: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +144,7 @@ def decode_leaves(node: Any) -> Any:
     if node in python_literals:
         return python_literals[node]
     try:
-        return orjson.loads(node)
+        return check_nesting(orjson.loads(node), "a form field's JSON value")
     except orjson.JSONDecodeError:
         return node
 
@@ -124,7 +155,7 @@ def structured_field(form: dict[str, Any], name: str) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return orjson.loads(value)
+        return check_nesting(orjson.loads(value), f"field {name!r}")
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(
             f"field {name!r} is not valid JSON ({exc}); send it as a JSON object, e.g. -F {name}='{{...}}'",

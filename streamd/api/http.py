@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from streamd.api.body import read_step, refuse_large_body
+from streamd.api.context import services
+from streamd.api.formdata import check_nesting
 from streamd.errors import InvalidRequestError, NotFoundError, UnsupportedMediaTypeError
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
@@ -33,11 +39,13 @@ async def read_json(request: web.Request) -> Any:
             f"this endpoint takes a JSON body, got Content-Type {request.content_type!r}; "
             "send it with 'Content-Type: application/json'"
         )
-    body = await request.read()
+    refuse_large_body(request, services(request).settings.server.json_max_bytes, "server.json_max_bytes")
+    body = await read_step(request, request.read())
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    return check_nesting(data, "the request body")
 
 
 async def read_json_object(
@@ -83,24 +91,49 @@ def int_id(request: web.Request, name: str, what: str) -> int:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class QueryInt:
+    """An integer query parameter: read by `query_int` and described in /openapi.json from the same
+    object, so the document states the bounds the handler enforces."""
+
+    name: str
+    default: int
+    low: int
+    high: int
+    description: str
+
+    def openapi(self) -> dict[str, Any]:
+        schema = {"type": "integer", "minimum": self.low, "maximum": self.high, "default": self.default}
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": False,
+            "description": self.description,
+            "schema": schema,
+        }
+
+
+OFFSET = QueryInt("offset", 0, 0, 2**62, "Items to skip (LimitOffset pagination).")
+LIMIT = QueryInt("limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE, "Items per page.")
+PAGE_PARAMS = (OFFSET, LIMIT)
+
+
 def page_params(request: web.Request) -> tuple[int, int]:
-    return (
-        _query_int(request, "offset", 0, 0, 2**62),
-        _query_int(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
-    )
+    return query_int(request, OFFSET), query_int(request, LIMIT)
 
 
-def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def query_int(request: web.Request, param: QueryInt) -> int:
+    name, low, high = param.name, param.low, param.high
     raw = request.query.get(name)
     if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+        return param.default
+    # ASCII digits only, and few of them: int() also takes '٣', '1_000' and ' 1 ', and converting
+    # thousands of digits costs CPU on the loop before failing.
+    value = int(raw) if _INTEGER.fullmatch(raw) else None
     if value is None or not low <= value <= high:
         raise InvalidRequestError(
-            f"query parameter {name}={raw!r} must be an integer from {low} to {high}", code="invalid_query"
+            f"query parameter {name}={raw[:40]!r} must be an integer from {low} to {high}",
+            code="invalid_query",
         )
     return value
 

@@ -15,10 +15,11 @@ import numpy as np
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamd.api.body import refuse_large_body
 from streamd.api.context import Services, services
 from streamd.api.formdata import unflatten
 from streamd.api.http import int_id, json_response, read_json, validate
-from streamd.api.uploads import form_parts, reject_repeated_field
+from streamd.api.uploads import form_parts, read_field_bytes, read_text_field, reject_repeated_field
 from streamd.errors import ConflictError, InvalidRequestError, PayloadTooLargeError
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import LoadedNetwork
@@ -83,6 +84,7 @@ class DecodedInput:
 
 async def read_inference_body(request: web.Request, svc: Services) -> InferenceBody:
     if request.content_type == "multipart/form-data":
+        refuse_large_body(request, svc.settings.server.json_max_bytes, "server.json_max_bytes")
         raw: Any = unflatten(await _multipart_fields(request, svc.settings.server.json_max_bytes))
     else:
         raw = await read_json(request)
@@ -98,11 +100,14 @@ async def _multipart_fields(request: web.Request, max_bytes: int) -> dict[str, A
     async for part in form_parts(request):
         assert part.name is not None  # form_parts checked it
         reject_repeated_field(part.name, fields)
-        data = await part.read(decode=True)
-        total += len(data)
+        if part.filename is not None:
+            fields[part.name] = await read_field_bytes(request, part, part.name)
+            total += len(fields[part.name])
+        else:
+            fields[part.name], size = await read_text_field(request, part, part.name)
+            total += size
         if total > max_bytes:
             raise PayloadTooLargeError(f"the request is larger than server.json_max_bytes={max_bytes}")
-        fields[part.name] = bytes(data) if part.filename is not None else data.decode("utf-8")
     return fields
 
 

@@ -16,7 +16,14 @@ from aiohttp import web
 
 from streamd.api.context import services
 from streamd.api.http import json_response
-from streamd.errors import StreamdError, UnauthorizedError, UnsupportedMediaTypeError
+from streamd.errors import (
+    ClientDisconnectedError,
+    RequestTimeoutError,
+    StreamdError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
+from streamd.logs import printable
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("streamd.access")
@@ -25,6 +32,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Probes and scrapers must work without a key; everything else is the API.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+MAX_REQUEST_ID = 128
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 _HTTP_CODES = {
@@ -33,6 +41,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -60,6 +69,7 @@ _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
     404: "NotFound",
+    408: "RequestTimeout",
     409: "Conflict",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
@@ -77,7 +87,8 @@ def _dd_code(request: web.Request, exc: Exception, status: int) -> int | None:
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
+    # Escaped once here: the id goes into log lines and back out in a response header.
+    request_id = printable(request.headers.get("X-Request-ID", ""))[:MAX_REQUEST_ID] or uuid.uuid4().hex[:16]
     started = time.monotonic()
     response = await handler(request)
     elapsed = time.monotonic() - started
@@ -88,17 +99,18 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     if metrics is not None:
         metrics.http_requests.labels(route, request.method, str(response.status)).inc()
         metrics.http_duration.labels(route, request.method).observe(elapsed)
+    path = printable(request.rel_url.path)  # '%0a' in a URL is a newline in the decoded path
     access_logger.info(
         "%s %s %d %.1fms request_id=%s",
         request.method,
-        request.rel_url.path,
+        path,
         response.status,
         elapsed * 1000,
         request_id,
         extra={
             "request_id": request_id,
             "method": request.method,
-            "path": request.rel_url.path,
+            "path": path,
             "status": response.status,
             "duration_ms": round(elapsed * 1000, 2),
         },
@@ -111,16 +123,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except StreamdError as exc:
-        return error_response(exc.http_status, exc.code, exc.message, _dd_code(request, exc, exc.http_status))
+        response = error_response(
+            exc.http_status, exc.code, exc.message, _dd_code(request, exc, exc.http_status)
+        )
+        if isinstance(exc, RequestTimeoutError | ClientDisconnectedError):
+            # The rest of the body is not coming: close rather than let aiohttp wait to drain it.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(
+        response = error_response(
             exc.status, code, _http_message(request, exc), _dd_code(request, exc, exc.status)
         )
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110 15.5.6
+        return response
     except Exception as exc:  # supervision boundary: one broken request must never take the daemon down
-        logger.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+        logger.exception("unhandled error in %s %s", request.method, printable(request.rel_url.path))
         message = "internal error; the daemon log has the details"
         return error_response(500, "internal_error", message, _dd_code(request, exc, 500))
 
@@ -142,18 +163,21 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     keys = services(request).settings.auth.api_keys
-    if keys and request.path not in OPEN_PATHS:
+    # Every route also answers with a trailing slash, and so must the exemption.
+    if keys and request.path not in OPEN_PATHS and request.path.removesuffix("/") not in OPEN_PATHS:
         given = request.headers.get("X-API-KEY")
         if (
             not given
-            and request.method == "GET"
+            and request.method in ("GET", "HEAD")
             and (request.path == "/" or request.path.endswith("/snapshot.jpg"))
         ):
             # A browser cannot send headers for <img> tags: the HTML page passes ?api_key= instead.
             given = request.query.get("api_key")
         if not given:
             raise UnauthorizedError("authentication required: send your key in the X-API-KEY header")
-        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates; surrogateescape gets the bytes back.
+        given_bytes = given.encode("utf-8", "surrogateescape")
+        if not any(hmac.compare_digest(given_bytes, key.encode()) for key in keys):
             raise UnauthorizedError("the X-API-KEY header holds an unknown key; check the key you were given")
     return await handler(request)
 

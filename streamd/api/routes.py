@@ -3,17 +3,17 @@ OpenAPI document generated from the same table so the two cannot drift apart."""
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from streamd import __version__
 from streamd.api import chains, inference, networks, ops, recognition, streams, tasks, ui
 from streamd.api.http import json_response
 from streamd.api.middleware import OPEN_PATHS
+from streamd.api.openapi import Operation, build_document
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -99,45 +99,16 @@ ROUTES: tuple[Route, ...] = tuple(Route(*row) for row in _TABLE)
 
 def setup_routes(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        paths = [route.path]
         if not route.path.endswith((".json", ".jpg")) and route.path != "/":
-            app.router.add_route(route.method, route.path + "/", route.handler)
+            paths.append(route.path + "/")
+        for path in paths:
+            app.router.add_route(route.method, path, route.handler)
+            if route.method == "GET":
+                # HEAD wherever GET: aiohttp drops the body and keeps the headers (RFC 9110 9.3.2).
+                app.router.add_route("HEAD", path, route.handler)
 
 
-_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
-
-
+@functools.cache  # the table is fixed: build it once, not on the loop for every request
 def openapi_document() -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
-        operation: dict[str, Any] = {
-            "summary": route.summary,
-            "tags": [route.tag],
-            "operationId": route.handler.__name__,
-            "responses": {
-                "2XX": {"description": "Success (JSON)."},
-                "4XX": {"description": 'Client error: {"error": message, "code": stable code}.'},
-            },
-        }
-        params = _PARAM.findall(route.path)
-        if params:
-            operation["parameters"] = [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in params
-            ]
-        if route.path in OPEN_PATHS:
-            operation["security"] = []
-        paths.setdefault(_PARAM.sub(r"{\1}", route.path), {})[route.method.lower()] = operation
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "streamd",
-            "version": __version__,
-            "description": "Streaming video inference daemon; Deepomatic API v0.7 compatible.",
-        },
-        "components": {
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"}}
-        },
-        "security": [{"ApiKey": []}],
-        "paths": paths,
-    }
+    return build_document(ROUTES, OPEN_PATHS, {openapi: Operation("application/json")})

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from streamd.api.context import services
 from streamd.api.http import MAX_PAGE_SIZE, int_id, json_response, page_params, paginated
 from streamd.errors import InvalidRequestError
+
+_TASK_ID = re.compile(r"[1-9][0-9]{0,18}")
+# Described in /openapi.json; read by _task_ids below.
+TASK_IDS = {
+    "name": "task_ids",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "description": "Only these tasks: task_ids=1&task_ids=2 (the official client) or task_ids=1,2.",
+    "schema": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+}
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -29,12 +43,11 @@ def _task_ids(request: web.Request) -> list[int] | None:
     ids = []
     for value in raw:
         for part in value.split(","):
-            try:
-                ids.append(int(part))
-            except ValueError:
+            if not _TASK_ID.fullmatch(part):
                 raise InvalidRequestError(
-                    f"task_ids must be integers, got {part!r}", code="invalid_query"
-                ) from None
+                    f"task_ids must be positive integers, got {part[:40]!r}", code="invalid_query"
+                )
+            ids.append(int(part))
     if len(ids) > MAX_PAGE_SIZE:
         raise InvalidRequestError(f"at most {MAX_PAGE_SIZE} task_ids per request", code="invalid_query")
     return ids

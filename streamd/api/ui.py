@@ -10,15 +10,15 @@ from aiohttp import web
 
 from streamd import __version__
 from streamd.api.context import services
+from streamd.api.http import QueryInt, query_int
 
-REFRESH_S = 2
+REFRESH = QueryInt("refresh", 2, 0, 3600, "Seconds between reloads of the page; 0 for never.")
 
 
 async def index(request: web.Request) -> web.Response:
     svc = services(request)
     key = request.query.get("api_key")
-    refresh = request.query.get("refresh", str(REFRESH_S))
-    refresh_s = int(refresh) if refresh.isdigit() else REFRESH_S
+    refresh_s = query_int(request, REFRESH)
     meta = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
     suffix = f"?api_key={quote(key)}" if key else ""
     rows = []

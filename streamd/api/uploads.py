@@ -9,14 +9,19 @@ never blocks on disk and memory stays flat whatever the model size. The whole up
 from __future__ import annotations
 
 import asyncio
+import binascii
 from collections.abc import AsyncIterator, Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
+from streamd.api.body import read_step, refuse_large_body
+from streamd.api.context import services
 from streamd.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from streamd.logs import printable
 from streamd.networks.files import stored_path
 
 CHUNK_BYTES = 1024 * 1024
@@ -24,13 +29,65 @@ CHUNK_BYTES = 1024 * 1024
 
 async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
     """The parts of a multipart/form-data body, each with a name (else a 400)."""
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
+    try:
+        reader = await request.multipart()
+    except ValueError as exc:  # no or an invalid boundary parameter
+        raise InvalidRequestError(
+            f"the multipart body cannot be read: {exc}; let your client set the Content-Type (curl -F does)",
+            code="invalid_multipart",
+        ) from None
+    while (part := await read_step(request, _next_part(reader))) is not None:
         if not isinstance(part, BodyPartReader):
             raise InvalidRequestError("nested multipart bodies are not supported", code="invalid_multipart")
         if not part.name:
             raise InvalidRequestError("every multipart part needs a name", code="invalid_multipart")
         yield part
+
+
+async def read_text_field(request: web.Request, part: BodyPartReader, name: str) -> tuple[str, int]:
+    """A text part decoded by its charset (utf-8 unless given), and its size in bytes; a part that does
+    not decode is the client's mistake, so a 400 naming the field."""
+    data = await read_field_bytes(request, part, name)
+    charset = part.get_charset(default="utf-8")
+    try:
+        return data.decode(charset), len(data)
+    except LookupError:  # also codecs that are not text encodings ('base64', 'rot13')
+        message = f"form field {name!r} has unknown charset {charset!r}"
+    except (UnicodeError, ValueError) as exc:
+        message = f"form field {name!r} is not valid {charset} text ({exc})"
+    raise InvalidRequestError(f"{message}; send text fields as utf-8", code="invalid_encoding")
+
+
+async def read_field_bytes(request: web.Request, part: BodyPartReader, name: str) -> bytes:
+    """A whole part (at most server.json_max_bytes), its Content-Transfer-Encoding undone. Read chunk by
+    chunk so that the read timeout applies to each wait, not to the whole field."""
+    max_bytes = services(request).settings.server.json_max_bytes
+    data = bytearray()
+    while chunk := await read_step(request, part.read_chunk(CHUNK_BYTES)):
+        data += chunk
+        if len(data) > max_bytes:
+            raise PayloadTooLargeError(
+                f"form field {name!r} is larger than server.json_max_bytes={max_bytes}"
+            )
+    try:
+        return bytes(part.decode(data))
+    # aiohttp raises RuntimeError for an unknown transfer encoding, binascii.Error for bad base64.
+    except (RuntimeError, binascii.Error) as exc:
+        raise InvalidRequestError(
+            f"form field {name!r} cannot be decoded: {exc}; send it without Content-Transfer-Encoding",
+            code="invalid_encoding",
+        ) from None
+
+
+async def _next_part(reader: MultipartReader) -> Any:
+    try:
+        return await reader.next()
+    # aiohttp's words for a body that breaks the multipart syntax, or a part header that breaks HTTP's.
+    except (ValueError, BadHttpMessage) as exc:
+        reason = exc.message if isinstance(exc, BadHttpMessage) else str(exc)
+        raise InvalidRequestError(
+            f"the multipart body is malformed: {printable(str(reason))[:200]}", code="invalid_multipart"
+        ) from None
 
 
 def reject_repeated_field(name: str, seen: Container[str]) -> None:
@@ -58,8 +115,7 @@ async def read_upload(
             "this endpoint takes multipart/form-data (fields and files, curl -F), "
             f"got {request.content_type!r}"
         )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise _too_large(max_bytes)
+    refuse_large_body(request, max_bytes, "server.upload_max_bytes")
     upload = Upload()
     field_bytes = 0
     async for part in form_parts(request):
@@ -67,30 +123,29 @@ async def read_upload(
         assert name is not None  # form_parts checked it
         if part.filename is None or is_field(name):
             reject_repeated_field(name, upload.fields)
-            data = await part.read(decode=True)
-            field_bytes += len(data)
+            upload.fields[name], size = await read_text_field(request, part, name)
+            field_bytes += size
             if field_bytes > max_field_bytes:
                 raise PayloadTooLargeError(
                     f"form fields exceed server.json_max_bytes={max_field_bytes}; keep files in file parts"
                 )
-            upload.fields[name] = data.decode(part.get_charset(default="utf-8"), errors="strict")
             continue
         if name in upload.files:
             raise InvalidRequestError(
                 f"file {name!r} is uploaded twice; send each file once", code="invalid_file"
             )
         target = staging_dir / stored_path(name)
-        upload.total_bytes = await _save(part, target, upload.total_bytes, max_bytes)
+        upload.total_bytes = await _save(request, part, target, upload.total_bytes, max_bytes)
         upload.files.append(name)
     return upload
 
 
-async def _save(part: BodyPartReader, target: Path, total: int, max_bytes: int) -> int:
+async def _save(request: web.Request, part: BodyPartReader, target: Path, total: int, max_bytes: int) -> int:
     loop = asyncio.get_running_loop()
     fh: BinaryIO = await loop.run_in_executor(None, _open, target)
     try:
         buffer = bytearray()
-        while chunk := await part.read_chunk(CHUNK_BYTES):
+        while chunk := await read_step(request, part.read_chunk(CHUNK_BYTES)):
             total += len(chunk)
             if total > max_bytes:
                 raise _too_large(max_bytes)

@@ -42,6 +42,7 @@ def load_mean(path: Path, dimension_order: str) -> np.ndarray:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
+        _check_npy_size(path)
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise MeanFileError(
@@ -57,6 +58,28 @@ def _load_npy(path: Path) -> np.ndarray:
             "(the input layout without the batch dimension, e.g. (1, 1, 3) for HWC)"
         )
     return array.astype(np.float32)
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a header that declares more data than the file holds: np.load would allocate it first
+    (a 200-byte file can claim 112 GiB) and fail with MemoryError, or take the memory."""
+    with path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:  # 3.0 is only written for structured dtypes, which are not means
+            raise ValueError(f"unsupported .npy format version {version}")
+        held = path.stat().st_size - fh.tell()
+    if dtype.hasobject:
+        return  # np.load refuses it (allow_pickle=False) with the better message
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > held:
+        raise MeanFileError(
+            f"mean file {path.name!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes) but holds "
+            f"{held} bytes of data; save it again with np.save"
+        )
 
 
 def _load_blobproto(path: Path) -> np.ndarray:
