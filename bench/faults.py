@@ -39,19 +39,23 @@ from tests.factories.videos import encode_h264
 class Receiver:
     """A webhook receiver on 127.0.0.1 that can go down (port closed) and come back on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, failing: bool = False) -> None:
         self.port = free_port()
         self.records: list[dict[str, Any]] = []
+        self.failing = failing  # answer 500 instead of taking the records
         self._server: ThreadingHTTPServer | None = None
 
     def up(self) -> None:
-        records = self.records
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                records.extend(body if isinstance(body, list) else [body])
-                self.send_response(204)
+                if receiver.failing:
+                    self.send_response(500)
+                else:
+                    receiver.records.extend(body if isinstance(body, list) else [body])
+                    self.send_response(204)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -291,7 +295,44 @@ def main() -> None:
                 f"{figures['torn_lines']} torn lines",
                 flush=True,
             )
-        print(f"SQLite integrity_check after the kills: {result['sqlite_integrity']}")
+        print(f"SQLite integrity_check after the kills: {result['sqlite_integrity']}", flush=True)
+    durability_cases(args.kills)
+
+
+def durability_cases(kills: int) -> None:
+    from bench import durability
+    from tests.factories.disk import small_disk
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = build_tf1_classifier(root / "model")
+        hook = durability.failing_receiver_kill_case(root / "hook", model, min(kills, 3))
+        print(
+            f"kill -9 x{hook['kills']} while the webhook receiver fails (live camera): {hook['written']} "
+            f"records written to JSONL a second before a kill, {hook['lost']} of them lost",
+            flush=True,
+        )
+        ts = durability.backwards_case(root / "ts", model)
+        print(
+            f"MPEG-TS segments joined (timestamps back to 0), fps 5: {ts['emitted']} of {ts['expected']} "
+            f"records, {ts['lost']} lost, {ts['discontinuities']} discontinuity counted",
+            flush=True,
+        )
+        if not durability.can_mount():
+            print("full disk: not measured (a tmpfs needs root)")
+            return
+        media = root / "media"
+        encode_h264(media / "loop.mp4", frames=60)
+        with small_disk(root / "disk", 8 * 1024**2) as disk:
+            full = durability.full_disk_case(disk, media, model, 5.0)
+        for name, outcome in (("JSONL", full["jsonl"]), ("webhook", full["webhook"])):
+            taken = outcome.get("written", outcome.get("received"))
+            print(
+                f"disk full {full['full_s']:.0f} s, {name} sink: {full['emitted']} emitted, {taken} kept, "
+                f"dropped {outcome['dropped']} (counted), {outcome['lost']} lost uncounted; stream degraded "
+                f"while full: {full['degraded_while_full']}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -171,7 +171,14 @@ class StreamsConfig(_Section):
         ),
     )
     webhook_queue_records: int = Field(
-        1000, ge=1, description="Records a webhook sink keeps in memory before spooling to disk."
+        100,
+        ge=1,
+        le=100_000,
+        description=(
+            "Records a webhook sink keeps in memory while its receiver answers (what a kill -9 can lose "
+            "then); more spill to the disk spool. Also the bound of records held in memory while the "
+            "spool cannot be written."
+        ),
     )
     spool_max_bytes: int = Field(
         256 * 1024**2,

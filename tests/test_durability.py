@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +257,98 @@ async def test_a_supervised_task_that_crashes_is_logged_reported_and_restarted(
     await asyncio.wait_for(task, 5)
     assert len(runs) == 2 and [str(exc) for exc in crashes] == ["boom"]
     assert "test-flaky crashed; restarting in 0.0 s" in caplog.text and "ValueError: boom" in caplog.text
+
+
+async def test_an_upload_on_a_full_disk_is_a_507_and_leaves_nothing(
+    aiohttp_client: Any, disk_settings: Settings, disk: SmallDisk, tf1_model: ModelFiles
+) -> None:
+    from tests.conftest import network_form
+
+    client = await aiohttp_client(build_app(disk_settings))
+    await asyncio.to_thread(disk.fill)
+    response = await client.post("/v0.7/networks", data=network_form(tf1_model))
+    body = await response.json()
+    assert (response.status, body["code"]) == (507, "insufficient_storage"), body
+    assert body["error"].startswith("the disk is full (No space left on device)")
+    await asyncio.to_thread(disk.free)
+    assert (await (await client.get("/v0.7/networks")).json())["count"] == 0
+    staging = disk_settings.storage.data_dir / "tmp"
+    assert await asyncio.to_thread(lambda: not staging.exists() or not any(staging.iterdir()))
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_webhook_record_once_the_receiver_has_failed(
+    tmp_path: Path, tf1_model: ModelFiles
+) -> None:
+    """A live camera (nothing is replayed after a restart), a receiver answering 500, kill -9 a few
+    seconds after the failures began: every record the JSONL sink had written well before the kill
+    reaches the receiver once the daemon is back."""
+    import json
+    import time
+
+    import requests
+
+    from tests.factories.daemon import Daemon, free_port, register_colour_chain
+    from tests.factories.rtsp import RtspServer
+
+    received: list[dict[str, Any]] = []
+    failing = [True]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if failing[0]:
+                self.send_response(500)
+            else:
+                received.extend(body if isinstance(body, list) else [body])
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    camera = RtspServer(free_port())
+    camera.start()
+    daemon = Daemon(tmp_path / "data").start()
+    try:
+        register_colour_chain(daemon, tf1_model)
+        hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        stream = requests.post(
+            f"{daemon.url}v0.7/streams",
+            json={
+                "name": "gate",
+                "source": {"uri": camera.url},
+                "chain": "whole",
+                "fps": 10,
+                "sinks": [{"type": "jsonl", "path": "gate.jsonl"}, {"type": "webhook", "url": hook}],
+            },
+            timeout=30,
+        ).json()
+        deadline = time.monotonic() + 60
+        while daemon.get(f"/v0.7/streams/{stream['id']}")[1]["sinks"][1]["spooled"] < 30:
+            assert time.monotonic() < deadline, daemon.log()[-3000:]
+            time.sleep(0.1)
+        time.sleep(2.5)  # inside the delivery task's backoff, where records used to wait in memory
+        killed_at = time.time()
+        daemon.kill()
+        failing[0] = False
+        lines = (tmp_path / "data" / "results" / "gate.jsonl").read_bytes().splitlines()
+        written = [json.loads(line) for line in lines]
+        settled = {r["frame_index"] for r in written if r["captured_ts"] < killed_at - 1.0}
+        daemon.start()
+        deadline = time.monotonic() + 60
+        while not settled <= {r["frame_index"] for r in received if r["run"] == 1}:
+            assert time.monotonic() < deadline, (
+                len(settled - {r["frame_index"] for r in received}),
+                daemon.log()[-3000:],
+            )
+            time.sleep(0.1)
+        first_run = [r["frame_index"] for r in received if r["run"] == 1]
+        assert first_run == sorted(set(first_run)) and len(settled) >= 40
+    finally:
+        daemon.stop()
+        camera.close()
+        server.shutdown()
+        server.server_close()

@@ -19,15 +19,24 @@ from tests.test_network_errors import assert_clean
 COLOURS = [(255, 0, 0), (0, 128, 255), (40, 200, 90)]
 
 
-@pytest.fixture(scope="session", params=["save", "export"])
-def keras_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def _keras(how: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """(how, files, the Keras model's own probabilities for COLOURS at pixel_scaling 1)."""
-    files, model = build_keras_classifier(
-        tmp_path_factory.mktemp("models") / request.param, how=request.param
-    )
+    files, model = build_keras_classifier(tmp_path_factory.mktemp("models") / how, how=how)
     # streamd feeds BGR by default: channel 0 of the input is the colour's first (blue) value.
     batch = np.stack([np.full((8, 8, 3), colour, np.float32) / 255 for colour in COLOURS])
-    return request.param, files, np.asarray(model(batch))
+    return how, files, np.asarray(model(batch))
+
+
+@pytest.fixture(scope="session", params=["save", "export"])
+def keras_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return _keras(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def keras_saved(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Only `tf.saved_model.save`: the export that runs as functions (model.export() runs in a session,
+    where every graph tensor can be fetched and the placeholders are the inputs)."""
+    return _keras("save", tmp_path_factory)
 
 
 async def deploy_keras(client: TestClient, files: ModelFiles) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -85,11 +94,9 @@ async def test_signature_output_names_serve_recognition_versions(
 
 
 async def test_tensors_outside_the_signatures_are_named_when_the_network_runs_as_functions(
-    client: TestClient, keras_export: Any
+    client: TestClient, keras_saved: Any
 ) -> None:
-    how, files, _expected = keras_export
-    if how != "save":
-        pytest.skip("model.export() runs in a session, where every graph tensor can be fetched")
+    _how, files, _expected = keras_saved
     network, _task = await deploy_keras(client, files)
     body = {"inputs": [{"image": {"source": data_uri(png((1, 2, 3)))}}], "output_tensors": ["dense/kernel"]}
     response = await client.post(f"/v0.7/networks/{network['id']}/inference", json=body)
@@ -150,13 +157,9 @@ def test_warmed_sizes_are_one_the_powers_of_two_and_the_maximum() -> None:
 
 
 async def test_a_function_network_fed_by_a_name_outside_its_signatures_is_refused_with_their_inputs(
-    client: TestClient, keras_export: Any
+    client: TestClient, keras_saved: Any
 ) -> None:
-    how, files, _expected = keras_export
-    if how != "save":
-        pytest.skip(
-            "model.export() runs in a session, whose message lists placeholders (test_network_errors)"
-        )
+    _how, files, _expected = keras_saved
     preprocessing = preprocessing_for(files)
     preprocessing["inputs"][0]["tensor_name"] = "inputs"  # the Keras input's name, not the signature's
     network = await create_network(

@@ -6,6 +6,7 @@ to build error bodies themselves. Runs on the event loop.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import time
@@ -46,6 +47,8 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
 }
 
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 # DeepDetect's codes for errors that carry none of their own, on the DeepDetect-compatible /chain routes.
 _DD_CODES = {400: 1006, 404: 1002, 409: 1008, 500: 1007}
@@ -75,6 +78,7 @@ _REASONS = {
     415: "UnsupportedMediaType",
     500: "InternalError",
     503: "Unavailable",
+    507: "InsufficientStorage",
 }
 
 
@@ -140,6 +144,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, web.HTTPMethodNotAllowed):
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110 15.5.6
         return response
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        # A full disk is the operator's to fix, not a bug: say so (the handler cleaned up after itself).
+        logger.warning("%s %s: %s", request.method, printable(request.rel_url.path), exc)
+        message = f"the disk is full ({exc.strerror}); free space on the data directory's disk and retry"
+        return error_response(507, "insufficient_storage", message, _dd_code(request, exc, 507))
     except Exception as exc:  # supervision boundary: one broken request must never take the daemon down
         logger.exception("unhandled error in %s %s", request.method, printable(request.rel_url.path))
         message = "internal error; the daemon log has the details"

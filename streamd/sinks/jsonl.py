@@ -20,7 +20,7 @@ from typing import BinaryIO
 import orjson
 
 from streamd.errors import InvalidRequestError
-from streamd.health import LastError
+from streamd.health import LastError, supervise
 from streamd.sinks.files import append_whole, open_append
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,10 @@ class JsonlSink:
 
     async def start(self) -> None:
         self._file = await asyncio.to_thread(self._open)
-        self._task = asyncio.create_task(self._writer(), name=f"jsonl-sink-{self.path.name}")
+        self._task = supervise(self._writer, f"jsonl-sink-{self.path.name}", self._crashed)
+
+    def _crashed(self, exc: BaseException) -> None:
+        self.stats.error.set(f"writer crashed ({type(exc).__name__}: {exc}); restarted")
 
     def emit(self, record: bytes) -> None:
         self.stats.count("emitted")
