@@ -21,6 +21,7 @@ import orjson
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.health import LastError
+from streamd.inference.batching import FILE, LANE, LIVE, Lane
 from streamd.metrics import Metrics
 from streamd.networks.preprocessing import Image
 from streamd.sinks.jsonl import SinkStats
@@ -265,6 +266,8 @@ class StreamPipeline:
         """Every frame already buffered goes into the chain together, so they share the networks' batches
         (as DeepStream's muxer batches frames) instead of trickling in one by one."""
         assert self._buffer is not None
+        # The chain tasks created below inherit this context: their items queue in this stream's lane.
+        LANE.set(Lane(LIVE if self._source_settings.is_live else FILE, f"stream-{self.stream_id}"))
         limit = self._settings.frames_in_flight
         while True:
             await self._resume.wait()
