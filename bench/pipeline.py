@@ -42,7 +42,8 @@ from streamd.video.source import to_image
 from tests.factories.daemon import free_port
 
 
-def encode_720p(path: Path, seconds: int, fps: int = 30) -> int:
+def encode_720p(path: Path, seconds: int, fps: int = 30, gop: int | None = None) -> int:
+    """A moving 720p H.264 clip; `gop` fixes the keyframe interval in frames (an IP camera's GOP)."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)
     frames = seconds * fps
@@ -50,6 +51,8 @@ def encode_720p(path: Path, seconds: int, fps: int = 30) -> int:
         stream = container.add_stream("h264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
         stream.options = {"preset": "veryfast"}
+        if gop is not None:
+            stream.options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
         for index in range(frames):
             frame = np.roll(base, index * 8, axis=1)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):

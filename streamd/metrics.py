@@ -59,6 +59,14 @@ class Metrics:
         self.reconnects = Counter(
             "streamd_stream_reconnects_total", "Source reconnections.", ["stream"], registry=r
         )
+        self.stream_stage = Histogram(
+            "streamd_stream_stage_seconds",
+            "Where the latency goes: buffer (decoded to taken), chain (batches and inference), emit_wait "
+            "(ready to written, in frame order).",
+            ["stream", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.stream_latency = Histogram(
             "streamd_stream_latency_seconds",
             "Decoded frame to record handed to the sinks.",

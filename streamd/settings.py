@@ -158,6 +158,13 @@ class StreamsConfig(_Section):
     stall_timeout_s: float = Field(
         10.0, gt=0, le=600, description="A network source silent this long is reconnected (FFmpeg timeout)."
     )
+    keyframe_only_decoding: bool = Field(
+        True,
+        description=(
+            "Decode keyframes only while a stream's fps cap is met by its keyframes (measured from the "
+            "packets); off: every frame is decoded."
+        ),
+    )
     reconnect_max_s: float = Field(
         30.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
     )

@@ -177,3 +177,38 @@ async def test_close_fails_queued_items_and_refuses_new_ones() -> None:
         await queued
     with pytest.raises(UnavailableError, match="unloading"):
         await batcher.submit(3)
+
+
+def test_a_batch_takes_lanes_round_robin_live_before_files() -> None:
+    from streamd.inference.batching import FILE, LIVE, Lane, pick_fair
+
+    file, cam1, cam2 = Lane(FILE, "stream-1"), Lane(LIVE, "stream-2"), Lane(LIVE, "stream-3")
+    # Six frames of a file arrived first, then two of each camera.
+    lanes = [file] * 6 + [cam1, cam2, cam1, cam2]
+    assert pick_fair(lanes, 3) == [6, 7, 0]  # one per camera, then the file, oldest first in each
+    assert pick_fair(lanes, 6) == [6, 7, 0, 8, 9, 1]
+    assert pick_fair(lanes, 10) == [6, 7, 0, 8, 9, 1, 2, 3, 4, 5]
+    assert pick_fair([file] * 4, 2) == [0, 1]
+
+
+async def test_live_cameras_are_not_starved_by_a_file_at_full_speed() -> None:
+    from streamd.inference.batching import FILE, LANE, LIVE, Lane
+
+    runner = Runner()
+    runner.release.clear()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(4, max_wait_s=0.0))
+    first = asyncio.ensure_future(batcher.submit(-1))
+    await runner.started.wait()  # a batch runs: what follows queues
+
+    async def submit_in(lane: Lane, item: int) -> int:
+        LANE.set(lane)
+        return await batcher.submit(item)
+
+    file = [asyncio.ensure_future(submit_in(Lane(FILE, "file"), i)) for i in range(8)]
+    await asyncio.sleep(0)
+    cams = [asyncio.ensure_future(submit_in(Lane(LIVE, f"cam{i}"), 100 + i)) for i in range(2)]
+    await asyncio.sleep(0)
+    runner.release.set()
+    await asyncio.gather(first, *file, *cams)
+    # FIFO would have sent [0, 1, 2, 3] next and the cameras two batches later.
+    assert runner.batches == [[-1], [0, 1, 100, 101], [2, 3, 4, 5], [6, 7]]

@@ -6,11 +6,17 @@ oldest item arrived and how many batches are running, it says dispatch N now, wa
 `DynamicBatcher` is the asyncio plumbing on the event loop: one future per item, a timer armed at the
 first arrival, each batch handed to a runner (the network's executor), results or the batch's error
 fanned back out, cancelled items skipped.
+
+Fairness: every item carries the lane of its caller (`LANE`, a context variable the stream pipelines
+set: one lane per stream, live cameras before files; API requests share a lane with the cameras'
+priority). A batch is filled round-robin across lanes in priority order, each lane first in, first out,
+so a file decoding at full speed or one busy camera cannot fill whole batches while live cameras wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -24,6 +30,36 @@ logger = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
+
+LIVE, FILE = 0, 1  # lane priorities: a lower one is served first in each round
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    priority: int
+    key: str
+
+
+API_LANE = Lane(LIVE, "api")
+LANE: contextvars.ContextVar[Lane] = contextvars.ContextVar("streamd_batch_lane", default=API_LANE)
+
+
+def pick_fair(lanes: Sequence[Lane], count: int) -> list[int]:
+    """Indexes (into `lanes`, one per queued item, oldest first) of the `count` items a batch takes:
+    round-robin across lanes, higher priority first in each round, each lane's items in order."""
+    by_lane: dict[Lane, deque[int]] = {}
+    for index, lane in enumerate(lanes):
+        by_lane.setdefault(lane, deque()).append(index)
+    order = sorted(by_lane, key=lambda lane: (lane.priority, by_lane[lane][0]))
+    picked: list[int] = []
+    while len(picked) < count and order:
+        for lane in list(order):
+            picked.append(by_lane[lane].popleft())
+            if not by_lane[lane]:
+                order.remove(lane)
+            if len(picked) == count:
+                break
+    return picked
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +135,7 @@ class _Waiting(Generic[ItemT, ResultT]):
     item: ItemT
     future: asyncio.Future[ResultT]
     arrival_s: float
+    lane: Lane = API_LANE
 
 
 BatchRunner = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT | BaseException]]]
@@ -132,7 +169,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if self._closed:
             raise UnavailableError(f"{self.name} is unloading; retry once it is deployed again")
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(item, loop.create_future(), time.monotonic())
+        waiting = _Waiting(item, loop.create_future(), time.monotonic(), LANE.get())
         self._queue.append(waiting)
         if not self._step_scheduled:
             # Decide at the end of this loop iteration, once every item submitted in it is queued: the
@@ -154,7 +191,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         )
         if isinstance(action, Dispatch):
             self._cancel_timer()
-            batch = [self._queue.popleft() for _ in range(min(action.count, len(self._queue)))]
+            batch = self._take(min(action.count, len(self._queue)))
             self._last_batch_size = len(batch)
             task = asyncio.get_running_loop().create_task(self._run(batch), name=f"{self.name}-batch")
             self._inflight.add(task)
@@ -165,6 +202,17 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._timer = asyncio.get_running_loop().call_at(
                 self._loop_time(action.deadline_s), self._on_timer
             )
+
+    def _take(self, count: int) -> list[_Waiting[ItemT, ResultT]]:
+        if count == len(self._queue):
+            batch = list(self._queue)
+            self._queue.clear()
+            return batch
+        picked = pick_fair([waiting.lane for waiting in self._queue], count)
+        chosen = set(picked)
+        batch = [self._queue[index] for index in sorted(picked)]
+        self._queue = deque(waiting for index, waiting in enumerate(self._queue) if index not in chosen)
+        return batch
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -222,6 +222,7 @@ class StreamManager:
             max_reconnects=options.max_reconnects,
             start=start,
             egress=self._egress,
+            keyframe_only=config.keyframe_only_decoding,
         )
         policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
         sinks = [self._sink(stream_id, index, sink) for index, sink in enumerate(body.sinks)]

@@ -21,6 +21,7 @@ import orjson
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.health import LastError
+from streamd.inference.batching import FILE, LANE, LIVE, Lane
 from streamd.metrics import Metrics
 from streamd.networks.preprocessing import Image
 from streamd.sinks.jsonl import SinkStats
@@ -34,7 +35,9 @@ logger = logging.getLogger(__name__)
 WINDOW_S = 10.0
 DECODED_BUT_DROPPED = frozenset({"fps_cap", "buffer_full", "paused"})
 
-InFlight = asyncio.Queue["tuple[list[Frame], asyncio.Task[Any]] | None"]
+# (frames, when they left the buffer, the chain's task: its predictions and when they were ready)
+InFlight = asyncio.Queue["tuple[list[Frame], float, asyncio.Task[tuple[list[Any], float]]] | None"]
+STAGES = ("buffer", "chain", "emit_wait")  # where a frame's capture→sink latency goes
 
 
 class Sink(Protocol):
@@ -55,6 +58,7 @@ class _StreamSeries:
     reconnects: Any
     latency: Any
     discontinuities: Any
+    stages: dict[str, Any]
 
     @classmethod
     def of(cls, metrics: Metrics, stream: str) -> _StreamSeries:
@@ -64,6 +68,7 @@ class _StreamSeries:
             metrics.reconnects.labels(stream),
             metrics.stream_latency.labels(stream),
             metrics.discontinuities.labels(stream),
+            {stage: metrics.stream_stage.labels(stream, stage) for stage in STAGES},
         )
 
 
@@ -120,6 +125,7 @@ class StreamPipeline:
         self._decoded_at: deque[float] = deque()
         self._processed_at: deque[float] = deque()
         self._latencies: deque[float] = deque(maxlen=500)
+        self._stages: dict[str, deque[float]] = {stage: deque(maxlen=500) for stage in STAGES}
         self._last_frame_s: float | None = None
         self._resume = asyncio.Event()
         self._resume.set()
@@ -211,7 +217,7 @@ class StreamPipeline:
             self.discontinuities += 1
             if self._series is not None:
                 self._series.discontinuities.inc()
-        elif event.kind in ("decode_error", "fps_cap"):
+        elif event.kind in ("decode_error", "fps_cap", "not_decoded"):
             self._drop(event.kind, event.count)
         elif event.kind in ("ended", "failed"):
             self._ended = event
@@ -260,6 +266,8 @@ class StreamPipeline:
         """Every frame already buffered goes into the chain together, so they share the networks' batches
         (as DeepStream's muxer batches frames) instead of trickling in one by one."""
         assert self._buffer is not None
+        # The chain tasks created below inherit this context: their items queue in this stream's lane.
+        LANE.set(Lane(LIVE if self._source_settings.is_live else FILE, f"stream-{self.stream_id}"))
         limit = self._settings.frames_in_flight
         while True:
             await self._resume.wait()
@@ -274,20 +282,36 @@ class StreamPipeline:
             self._count_decoded(len(frames))
             self._last_frame_s = time.monotonic()
             self._frames_in_flight += len(frames)
-            pixels, uris = [frame.pixels for frame in frames], [self._uri] * len(frames)
-            in_flight.put_nowait((frames, asyncio.create_task(self._runner.run(self._plan, pixels, uris))))
+            taken_s = time.monotonic()
+            for frame in frames:
+                self._stage("buffer", taken_s - frame.decoded_s)
+            in_flight.put_nowait((frames, taken_s, asyncio.create_task(self._run_chain(frames))))
         in_flight.put_nowait(None)
+
+    async def _run_chain(self, frames: list[Frame]) -> tuple[list[Any], float]:
+        pixels, uris = [frame.pixels for frame in frames], [self._uri] * len(frames)
+        predictions = await self._runner.run(self._plan, pixels, uris)
+        return predictions, time.monotonic()
+
+    def _stage(self, stage: str, seconds: float) -> None:
+        self._stages[stage].append(seconds)
+        if self._series is not None:
+            self._series.stages[stage].observe(seconds)
 
     async def _emit(self, in_flight: InFlight) -> None:
         while (item := await in_flight.get()) is not None:
-            frames, task = item
+            frames, taken_s, task = item
             try:
-                predictions = await task
+                predictions, ready_s = await task
             except Exception as exc:  # supervision boundary: a failing model drops these frames, counted
                 self._drop("inference_error", len(frames))
                 self.error.set(f"frame {frames[0].frame_index}: {type(exc).__name__}: {exc}")
             else:
+                # Batches of a stream may finish out of order; records wait for their turn.
+                waited_s = time.monotonic() - ready_s
                 for frame, prediction in zip(frames, predictions, strict=True):
+                    self._stage("chain", ready_s - taken_s)
+                    self._stage("emit_wait", waited_s)
                     self._write(frame, prediction)
             self._frames_in_flight -= len(frames)
             self._room.set()
@@ -375,7 +399,10 @@ class StreamPipeline:
             "discontinuities": self.discontinuities,
             "fps_in": round(len(_window(self._decoded_at, now)) / WINDOW_S, 2),
             "fps_out": round(len(_window(self._processed_at, now)) / WINDOW_S, 2),
-            "latency_s": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95)},
+            "latency_s": {
+                **_percentiles(latencies),
+                "stages": {stage: _percentiles(sorted(times)) for stage, times in self._stages.items()},
+            },
             "last_frame_age_s": None if self._last_frame_s is None else round(now - self._last_frame_s, 3),
             "sinks": [{"type": sink.kind, **sink.stats.to_api()} for sink in self.sinks],
         }
@@ -391,6 +418,10 @@ def _window(times: deque[float], now: float) -> deque[float]:
     while times and times[0] < now - WINDOW_S:
         times.popleft()
     return times
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    return {f"p{round(q * 100)}": _percentile(values, q) for q in (0.5, 0.95, 0.99)}
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -104,6 +104,7 @@ class SourceEvent:
     """What a decoder thread tells its stream: connected, ended, failed (with a reason), reconnecting."""
 
     # "connected" | "ended" | "failed" | "reconnecting" | "decode_error" | "fps_cap" | "discontinuity"
+    # | "not_decoded" (packets skipped by keyframe-only decoding, `count` of them)
     kind: str
     message: str = ""
     count: int = 1

@@ -23,6 +23,7 @@ import numpy as np
 from streamd.egress import EgressDeniedError, EgressPolicy
 from streamd.video.buffer import FrameBuffer
 from streamd.video.frames import Frame, I420Frame, Position, SourceEvent
+from streamd.video.keyframes import KeyframeGate
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class SourceSettings:
     max_reconnects: int | None = None  # None: for ever
     start: Position | None = None  # resume after this frame (a checkpoint), not from the beginning
     egress: EgressPolicy | None = None  # where a network source may connect (checked at each open)
+    keyframe_only: bool = True  # decode keyframes only while they meet the fps cap (KeyframeGate)
 
 
 class FpsCap:
@@ -180,6 +182,8 @@ class PyAVSource:
                 _seek(container, stream, skip_until)
             self._report(SourceEvent("connected"))
             packets = container.demux(stream)
+            gate = KeyframeGate(self._settings.fps_cap if self._settings.keyframe_only else None)
+            skipped = 0
             while not self._stop.is_set():
                 try:
                     packet = next(packets)
@@ -187,6 +191,15 @@ class PyAVSource:
                     if not self._settings.is_live:
                         _check_complete(container, stream, end_pts + 1.0 / fps if decoded else 0.0, fps)
                     break
+                packet_s = _packet_time(packet)
+                if packet.size and not gate.decode(packet.is_keyframe, packet_s):
+                    self._next_index += 1  # indexes stay those of full decoding
+                    skipped += 1
+                    end_pts = max(end_pts, packet_s or 0.0)  # the file is not cut short for skipping
+                    continue
+                if skipped:  # reported in bulk: one event per GOP, not one per packet
+                    self._report(SourceEvent("not_decoded", count=skipped))
+                    skipped = 0
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError as exc:
@@ -211,6 +224,8 @@ class PyAVSource:
                         return decoded
         finally:
             container.close()
+            if skipped:
+                self._report(SourceEvent("not_decoded", count=skipped))
             if decoded:  # a replayed file or a reconnected camera continues the stream's clock
                 self._pts_offset_s += last_pts + 1.0 / fps
         return decoded
@@ -232,6 +247,10 @@ class PyAVSource:
             self._stop.set()
             return False
         return True
+
+
+def _packet_time(packet: Any) -> float | None:
+    return None if packet.pts is None or packet.time_base is None else float(packet.pts * packet.time_base)
 
 
 class ConnectionFailedError(Exception):

@@ -33,17 +33,31 @@ def frame_for(index: int, width: int, height: int) -> np.ndarray:
 
 
 def encode_h264(
-    path: Path, frames: int, fps: int = 30, width: int = 160, height: int = 96, *, faststart: bool = False
+    path: Path,
+    frames: int,
+    fps: int = 30,
+    width: int = 160,
+    height: int = 96,
+    *,
+    faststart: bool = False,
+    gop: int | None = None,
+    keyframes: frozenset[int] | None = None,
 ) -> Path:
     """`faststart` puts the MP4's index first, as files made for the web have it (a cut copy then still
-    opens)."""
+    opens); `gop` puts a keyframe exactly every `gop` frames, as an IP camera does; `keyframes` puts
+    them at these frame indexes and nowhere else."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream("h264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        if gop is not None or keyframes is not None:
+            interval = gop or 100_000
+            stream.options["x264-params"] = f"keyint={interval}:min-keyint={interval}:scenecut=0"
         for index in range(frames):
             video_frame = av.VideoFrame.from_ndarray(frame_for(index, width, height), format="bgr24")
+            if keyframes is not None and index in keyframes:
+                video_frame.pict_type = av.video.frame.PictureType.I
             for packet in stream.encode(video_frame):
                 container.mux(packet)
         for packet in stream.encode():
