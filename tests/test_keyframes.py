@@ -71,3 +71,12 @@ async def test_a_stream_whose_gop_grows_returns_to_full_decoding(
     assert [r["frame_index"] for r in records] == [0, 60, 240, 300]
     assert status["frames"]["dropped"]["not_decoded"] == 29 + 149
     assert status["frames"]["decoded"] == 330 - 178
+
+
+def test_what_the_gate_measured_holds_when_the_source_is_reopened() -> None:
+    gate = KeyframeGate(0.5)
+    for index in range(90):
+        gate.decode(index % 30 == 0, index / 30)
+    gate.new_play()  # a looping file starts over, a camera reconnects: timestamps restart
+    decoded = [index for index in range(90) if gate.decode(index % 30 == 0, index / 30)]
+    assert decoded == [0, 30, 60]

@@ -107,11 +107,14 @@ class PyAVSource:
     def _run(self) -> None:
         attempts = 0
         cap = FpsCap(self._settings.fps_cap)
+        # Kept across plays: a looping file or a reconnected camera keeps its GOP, so it need not be
+        # measured again (a changed one shows at its second keyframe).
+        gate = KeyframeGate(self._settings.fps_cap if self._settings.keyframe_only else None)
         if self._settings.start is not None:
             cap.keep(self._settings.start.pts_s)  # the grid continues from the last emitted frame
         while not self._stop.is_set():
             try:
-                decoded = self._play_once(cap)
+                decoded = self._play_once(cap, gate)
                 error = None
             except Exception as exc:  # supervision boundary: a broken source is a state, never a crash
                 decoded, error = 0, _describe(exc)
@@ -165,7 +168,7 @@ class PyAVSource:
                 options["rtsp_transport"] = self._settings.rtsp_transport
         return av.open(self._settings.uri, options=options, timeout=self._settings.stall_timeout_s)
 
-    def _play_once(self, cap: FpsCap) -> int:
+    def _play_once(self, cap: FpsCap, gate: KeyframeGate) -> int:
         """Open, decode until the end; returns the number of frames decoded."""
         import av
 
@@ -182,7 +185,7 @@ class PyAVSource:
                 _seek(container, stream, skip_until)
             self._report(SourceEvent("connected"))
             packets = container.demux(stream)
-            gate = KeyframeGate(self._settings.fps_cap if self._settings.keyframe_only else None)
+            gate.new_play()
             skipped = 0
             while not self._stop.is_set():
                 try:
