@@ -70,6 +70,8 @@ def validate(model: type[BaseModel], data: Any, what: str) -> Any:
 def describe_validation(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
+        if _follows_item_errors(error):
+            continue
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -78,6 +80,17 @@ def describe_validation(exc: ValidationError) -> str:
             message = f"{message}, got {error.get('input')!r}"
         parts.append(f"{where.lstrip('.') or 'body'}: {message}")
     return "; ".join(parts)
+
+
+def _follows_item_errors(error: Any) -> bool:
+    """pydantic adds "should have at least N items after validation, not 0" to a sequence whose items
+    failed: the items' own errors say what is wrong, and the sequence was long enough."""
+    given, ctx = error.get("input"), error.get("ctx") or {}
+    return (
+        error["type"] == "too_short"
+        and isinstance(given, list | tuple)
+        and len(given) >= ctx.get("min_length", 0)
+    )
 
 
 def int_id(request: web.Request, name: str, what: str) -> int:
