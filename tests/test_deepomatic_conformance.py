@@ -46,3 +46,36 @@ async def test_color_channels_l_is_echoed_as_sent(client: TestClient, tf1_model:
     task = await wait_task(client, network["task_id"])
     assert task["status"] == "error"
     assert "has shape (?, 8, 8, 3) but the preprocessing produces (?, 8, 8, 1)" in task["error"]
+
+
+async def test_seed_page_patch_example_is_accepted_whatever_its_declared_type(
+    client: TestClient, tf1_model: ModelFiles
+) -> None:
+    network = await create_network(client, network_form(tf1_model))
+    path = f"/v0.7/networks/{network['id']}"
+    # curl -X PATCH -d '{"name": ...}' sends application/x-www-form-urlencoded
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        response = await client.patch(
+            path, data=b'{"name": "renamed"}', headers={"Content-Type": content_type}
+        )
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["name"] == "renamed"
+    for content_type, data in (
+        ("application/x-www-form-urlencoded", b"name=renamed"),  # a real form
+        ("text/plain", b'["name"]'),  # JSON, but not an object
+        ("multipart/form-data; boundary=x", b"--x--\r\n"),
+    ):
+        response = await client.patch(path, data=data, headers={"Content-Type": content_type})
+        body = await error_body(response, 415)
+        assert body == {
+            "error": "this endpoint takes a JSON object as its body; got Content-Type "
+            f"{content_type.split(';')[0]!r} and a body that is not one. Send JSON with 'Content-Type: "
+            "application/json' (curl: -H 'Content-Type: application/json'), or multipart/form-data "
+            "(curl -F) where an endpoint takes files",
+            "code": "unsupported_media_type",
+        }
+    # Declared as JSON, invalid JSON stays a 400.
+    response = await client.patch(path, data=b"{", headers={"Content-Type": "application/json"})
+    assert (await error_body(response, 400))["code"] == "invalid_json"
+    await wait_task(client, network["task_id"])
