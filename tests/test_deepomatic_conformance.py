@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import create_network, network_form, preprocessing_for, wait_task
 from tests.factories.models import ModelFiles
+from tests.test_inference import data_uri, png, softmax
 
 
 async def error_body(response: Any, status: int) -> dict[str, Any]:
@@ -79,3 +82,66 @@ async def test_seed_page_patch_example_is_accepted_whatever_its_declared_type(
     response = await client.patch(path, data=b"{", headers={"Content-Type": "application/json"})
     assert (await error_body(response, 400))["code"] == "invalid_json"
     await wait_task(client, network["task_id"])
+
+
+COLOURS_SPEC = {
+    "name": "colours",
+    "outputs": [
+        {
+            "labels": {
+                "roi": "NONE",
+                "labels": [{"id": 1, "name": "blue"}, {"id": 2, "name": "green"}, {"id": 3, "name": "red"}],
+            }
+        }
+    ],
+}
+
+
+async def deploy(client: TestClient, model: ModelFiles) -> dict[str, Any]:
+    preprocessing = preprocessing_for(model, pixel_scaling=1.0)  # pooled channels = colour / 255
+    network = await create_network(client, network_form(model, preprocessing=preprocessing))
+    assert (await wait_task(client, network["task_id"]))["status"] == "success"
+    return network
+
+
+async def run_task(client: TestClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(path, json=body)
+    started = await response.json()
+    assert response.status == 200, started
+    task = await wait_task(client, started["task_id"])
+    assert task["status"] == "success", task
+    return task["data"]
+
+
+async def test_classification_thresholds_default_to_0_025_and_are_returned(
+    client: TestClient, tf1_model: ModelFiles
+) -> None:
+    network = await deploy(client, tf1_model)
+    spec = await (await client.post("/v0.7/recognition/specs", json=COLOURS_SPEC)).json()
+    response = await client.post(
+        "/v0.7/recognition/versions",
+        json={
+            "spec_id": spec["id"],
+            "network_id": network["id"],
+            "post_processings": [{"classification": {"output_tensor": "prob"}}],  # as demo.py sends it
+        },
+    )
+    version = await response.json()
+    assert response.status == 201, version
+    effective = [{"classification": {"output_tensor": "prob", "thresholds": [0.025, 0.025, 0.025]}}]
+    assert version["post_processings"] == effective
+    fetched = await (await client.get(f"/v0.7/recognition/versions/{version['id']}")).json()
+    assert fetched["post_processings"] == effective
+
+    colour = (255, 64, 0)  # BGR: logits (4, 5 * 64 / 255, 0)
+    body = {"inputs": [{"image": {"source": data_uri(png(colour))}}], "show_discarded": True}
+    data = await run_task(client, f"/v0.7/recognition/versions/{version['id']}/inference", body)
+    labels = data["outputs"][0]["labels"]
+    probs = softmax(np.array([4.0, 5.0 * 64 / 255, 0.0]))  # 0.924, 0.059, 0.017
+    assert [(p["label_name"], p["threshold"]) for p in labels["predicted"]] == [
+        ("blue", 0.025),
+        ("green", 0.025),
+    ]
+    assert [p["score"] for p in labels["predicted"]] == pytest.approx(probs[:2], rel=1e-5)
+    assert [(p["label_name"], p["threshold"]) for p in labels["discarded"]] == [("red", 0.025)]
+    assert labels["discarded"][0]["score"] == pytest.approx(probs[2], rel=1e-5)

@@ -91,6 +91,7 @@ async def create_version(request: web.Request) -> web.Response:
         version.check_against(spec.output_specs)
     except ValueError as exc:
         raise InvalidRequestError(str(exc), code="invalid_field") from None
+    version = version.with_default_thresholds(spec.output_specs)
     if network.deployed:  # a network still deploying is checked when it is first used
         loaded = await svc.runtime.network(network.network_id)
         for post in version.post_processings:
