@@ -4,14 +4,19 @@ JSON bodies whatever their declared type, echoed colour channels, validation mes
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import create_network, network_form, preprocessing_for, wait_task
+from streamd.api.context import SERVICES
+from streamd.app import build_app
+from streamd.settings import Settings
+from tests.conftest import create_network, make_settings, network_form, preprocessing_for, wait_task
 from tests.factories.models import ModelFiles
+from tests.factories.public import COLOUR_LABELS, colour_manifest, install_public
 from tests.test_inference import data_uri, png, softmax
 
 
@@ -145,3 +150,90 @@ async def test_classification_thresholds_default_to_0_025_and_are_returned(
     assert [p["score"] for p in labels["predicted"]] == pytest.approx(probs[:2], rel=1e-5)
     assert [(p["label_name"], p["threshold"]) for p in labels["discarded"]] == [("red", 0.025)]
     assert labels["discarded"][0]["score"] == pytest.approx(probs[2], rel=1e-5)
+
+
+@pytest.fixture
+def public_dir(tmp_path: Path, tf1_model: ModelFiles) -> Path:
+    public = tmp_path / "public"
+    install_public(public, "colours", tf1_model, colour_manifest(thresholds=[0.5, 0.5, 0.01]))
+    install_public(public, "colours-default", tf1_model, colour_manifest())
+    install_public(public, "raw-only", tf1_model, colour_manifest(recognition=False))
+    broken = colour_manifest(thresholds=[0.5])  # one threshold for three labels
+    install_public(public, "wrong-thresholds", tf1_model, broken)
+    return public
+
+
+@pytest.fixture
+def public_settings(tmp_path: Path, public_dir: Path) -> Settings:
+    return make_settings(tmp_path / "data", networks={"public_dir": str(public_dir)})
+
+
+@pytest.fixture
+async def public_client(aiohttp_client: Any, public_settings: Settings) -> TestClient:
+    return await aiohttp_client(build_app(public_settings))
+
+
+async def test_public_specs_are_listed_retrieved_and_run(public_client: TestClient) -> None:
+    client = public_client
+    network = await (await client.get("/v0.7/networks/public/colours")).json()
+    date = network["create_date"]
+    summary = {
+        "id": "colours",
+        "name": "Colours",
+        "description": "blue, green or red",
+        "metadata": {},
+        "create_date": date,
+        "update_date": date,
+    }
+    # The official client lists with ?public=1 and follows absolute `next` links.
+    page = await (await client.get("/v0.7/recognition/public/?public=1&offset=0&limit=1")).json()
+    assert page["count"] == 2  # raw-only has no spec, wrong-thresholds was skipped
+    assert page["results"] == [summary]
+    assert page["next"].endswith("/v0.7/recognition/public/?public=1&offset=1&limit=1")
+    page = await (await client.get("/v0.7/recognition/public")).json()
+    assert [spec["id"] for spec in page["results"]] == ["colours", "colours-default"]
+
+    spec = await (await client.get("/v0.7/recognition/public/colours/")).json()
+    outputs = [{"labels": {"roi": "NONE", "exclusive": False, "labels": COLOUR_LABELS}}]
+    assert spec == {**summary, "outputs": outputs}
+    for slug in ("raw-only", "nope"):
+        response = await client.get(f"/v0.7/recognition/public/{slug}")
+        assert (await error_body(response, 404))["code"] == "spec_not_found"
+
+    body = {"inputs": [{"image": {"source": data_uri(png((255, 64, 0)))}}], "show_discarded": True}
+    probs = softmax(np.array([4.0, 5.0 * 64 / 255, 0.0]))  # 0.924, 0.059, 0.017
+    labels = (await run_task(client, "/v0.7/recognition/public/colours/inference", body))["outputs"][0][
+        "labels"
+    ]
+    assert [(p["label_id"], p["threshold"]) for p in labels["predicted"]] == [(1, 0.5), (3, 0.01)]
+    assert [p["score"] for p in labels["predicted"]] == pytest.approx([probs[0], probs[2]], rel=1e-5)
+    assert [(p["label_id"], p["threshold"]) for p in labels["discarded"]] == [(2, 0.5)]
+    labels = (await run_task(client, "/v0.7/recognition/public/colours-default/inference", body))["outputs"][
+        0
+    ]["labels"]
+    assert [(p["label_id"], p["threshold"]) for p in labels["predicted"]] == [(1, 0.025), (2, 0.025)]
+
+    response = await client.post("/v0.7/recognition/public/colours/inference", json={"inputs": []})
+    assert (await error_body(response, 400))["error"].startswith("invalid inference request: inputs: give at")
+
+    # test_create_custom_reco_and_infer: a private spec made from a public spec's outputs.
+    response = await client.post("/v0.7/recognition/specs", json={"name": "mine", "outputs": spec["outputs"]})
+    created = await response.json()
+    assert response.status == 201, created
+    assert created["outputs"] == outputs
+
+
+async def test_public_networks_run_raw_inference(public_client: TestClient) -> None:
+    body = {"inputs": [{"image": {"source": data_uri(png((0, 255, 0)))}}], "output_tensors": ["pooled"]}
+    data = await run_task(public_client, "/v0.7/networks/public/raw-only/inference", body)
+    assert data == {"tensors": [{"name": "pooled", "shape": [3], "data": [0.0, 1.0, 0.0]}]}
+    response = await public_client.post("/v0.7/networks/public/nope/inference", json=body)
+    assert (await error_body(response, 404))["code"] == "network_not_found"
+    # A public network and its public spec share one load.
+    await run_task(public_client, "/v0.7/networks/public/colours/inference", body)
+    await run_task(
+        public_client,
+        "/v0.7/recognition/public/colours/inference",
+        {"inputs": body["inputs"]},
+    )
+    assert sorted(map(str, public_client.app[SERVICES].runtime.loaded)) == ["colours", "raw-only"]

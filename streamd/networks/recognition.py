@@ -151,32 +151,41 @@ class RecognitionVersionCreate(_Strict):
 
     def check_against(self, outputs: tuple[SpecOutput, ...]) -> None:
         """Post-processings pair with the spec's outputs i-th to i-th; raises ValueError otherwise."""
-        if len(self.post_processings) != len(outputs):
-            raise ValueError(
-                f"post_processings has {len(self.post_processings)} item(s) but spec {self.spec_id} has "
-                f"{len(outputs)} output(s); give one post-processing per output, in order"
-            )
-        for index, (post, output) in enumerate(zip(self.post_processings, outputs, strict=True)):
-            labels = output.labels
-            if post.thresholds is not None and len(post.thresholds) != len(labels.labels):
-                raise ValueError(
-                    f"post_processings[{index}] has {len(post.thresholds)} threshold(s) but output {index} "
-                    f"of the spec has {len(labels.labels)} label(s); give one threshold per label"
-                )
-            if post.detection is not None and labels.roi != "BBOX":
-                raise ValueError(f"post_processings[{index}] is a detection but output {index} has roi NONE")
-            if post.classification is not None and labels.roi == "BBOX":
-                raise ValueError(
-                    f"post_processings[{index}] is a classification but output {index} has roi BBOX"
-                )
+        check_pairing(self.post_processings, outputs, f"spec {self.spec_id}")
 
     def with_default_thresholds(self, outputs: tuple[SpecOutput, ...]) -> RecognitionVersionCreate:
         """Thresholds left out are written out, so the stored and returned version shows what applies."""
-        posts = tuple(
-            post.with_default_thresholds(len(output.labels.labels))
-            for post, output in zip(self.post_processings, outputs, strict=True)
+        return self.model_copy(update={"post_processings": effective_posts(self.post_processings, outputs)})
+
+
+def effective_posts(
+    posts: tuple[PostProcessing, ...], outputs: tuple[SpecOutput, ...]
+) -> tuple[PostProcessing, ...]:
+    """The post-processings with default thresholds written out (paired with `outputs` already)."""
+    return tuple(
+        post.with_default_thresholds(len(output.labels.labels))
+        for post, output in zip(posts, outputs, strict=True)
+    )
+
+
+def check_pairing(posts: tuple[PostProcessing, ...], outputs: tuple[SpecOutput, ...], spec: str) -> None:
+    """One post-processing per output of `spec`, in order, with one threshold per label when given."""
+    if len(posts) != len(outputs):
+        raise ValueError(
+            f"post_processings has {len(posts)} item(s) but {spec} has {len(outputs)} output(s); give one "
+            "post-processing per output, in order"
         )
-        return self.model_copy(update={"post_processings": posts})
+    for index, (post, output) in enumerate(zip(posts, outputs, strict=True)):
+        labels = output.labels
+        if post.thresholds is not None and len(post.thresholds) != len(labels.labels):
+            raise ValueError(
+                f"post_processings[{index}] has {len(post.thresholds)} threshold(s) but output {index} "
+                f"of the spec has {len(labels.labels)} label(s); give one threshold per label"
+            )
+        if post.detection is not None and labels.roi != "BBOX":
+            raise ValueError(f"post_processings[{index}] is a detection but output {index} has roi NONE")
+        if post.classification is not None and labels.roi == "BBOX":
+            raise ValueError(f"post_processings[{index}] is a classification but output {index} has roi BBOX")
 
 
 class InferenceOptions(_Strict):
