@@ -106,7 +106,8 @@ class NetworksConfig(_Section):
         None,
         description=(
             "Directory of operator-installed public networks, one sub-directory per slug holding "
-            "network.json and the model files; served read-only under /v0.7/networks/public."
+            "network.json and the model files; served read-only under /v0.7/networks/public, and under "
+            "/v0.7/recognition/public when network.json has a `recognition` section."
         ),
     )
     deploy_timeout_s: float = Field(

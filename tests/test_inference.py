@@ -449,7 +449,7 @@ async def test_bad_versions_are_rejected_with_what_is_supported(
     )
     assert "detection layout 'yolo_output' is not supported; use direct_output" in message
     message = await error_of(await version({"segmentation": {}}), 400, "invalid_field")
-    assert "Supported: classification {output_tensor, thresholds} or detection" in message
+    assert "Supported: classification {output_tensor, thresholds (optional)} or detection" in message
     message = await error_of(
         await version({"classification": {"output_tensor": "prob", "thresholds": [0.5]}}),
         400,

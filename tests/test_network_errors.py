@@ -242,15 +242,13 @@ async def test_upload_over_the_limit_gets_413(
     await assert_clean(client)
 
 
-async def test_urlencoded_bodies_get_415(client: TestClient) -> None:
+async def test_bodies_that_are_not_json_objects_get_415(client: TestClient) -> None:
     response = await client.post("/v0.7/networks", data={"name": "x"})
-    await assert_error(response, 415, "unsupported_media_type", "Content-Type: application/json")
+    await assert_error(response, 415, "unsupported_media_type", "multipart/form-data")
     response = await client.patch(
-        "/v0.7/networks/1",
-        data=b'{"name": "x"}',
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        "/v0.7/networks/1", data="name=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
-    await assert_error(response, 415, "unsupported_media_type")
+    await assert_error(response, 415, "unsupported_media_type", "-H 'Content-Type: application/json'")
 
 
 async def test_json_create_is_told_to_use_multipart(client: TestClient) -> None:

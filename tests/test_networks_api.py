@@ -122,7 +122,7 @@ async def test_official_client_flattened_fields_are_rebuilt_and_coerced(
     image = network["preprocessing"]["inputs"][0]["image"]
     assert network["preprocessing"]["inputs"][0]["tensor_name"] == "input"
     assert image["pixel_scaling"] == 2.0
-    assert image["color_channels"] == "GRAY"
+    assert image["color_channels"] == "L"  # echoed as sent, applied as GRAY
     assert image["resize_type"] == "CROP"
     assert network["preprocessing"]["batched_output"] is True
     assert network["metadata"] == {"project": {"stage": 2, "ok": True}, "tags": ["a", "b"]}

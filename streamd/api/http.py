@@ -33,18 +33,39 @@ def no_content() -> web.Response:
     return web.Response(status=204, content_type="application/json")
 
 
+# What aiohttp reports when no Content-Type is given is application/octet-stream.
+_JSON_TYPES = frozenset({"application/json", "application/octet-stream"})
+
+
+def _declared_json(content_type: str) -> bool:
+    return content_type in _JSON_TYPES or content_type.endswith("+json")
+
+
+def _not_json(content_type: str) -> UnsupportedMediaTypeError:
+    return UnsupportedMediaTypeError(
+        f"this endpoint takes a JSON object as its body; got Content-Type {content_type!r} and a body that "
+        "is not one. Send JSON with 'Content-Type: application/json' (curl: -H 'Content-Type: "
+        "application/json'), or multipart/form-data (curl -F) where an endpoint takes files"
+    )
+
+
 async def read_json(request: web.Request) -> Any:
-    if request.content_type not in ("application/json", "application/octet-stream"):
-        raise UnsupportedMediaTypeError(
-            f"this endpoint takes a JSON body, got Content-Type {request.content_type!r}; "
-            "send it with 'Content-Type: application/json'"
-        )
+    """The body as JSON. A body that parses as a JSON object is taken whatever its declared type:
+    `curl -d '{...}'` labels it application/x-www-form-urlencoded. Under another declared type, a body
+    that is not a JSON object is a 415; under a JSON type, invalid JSON is a 400."""
+    content_type = request.content_type
+    if content_type == "multipart/form-data":  # never JSON: refuse before reading a possibly large body
+        raise _not_json(content_type)
     refuse_large_body(request, services(request).settings.server.json_max_bytes, "server.json_max_bytes")
     body = await read_step(request, request.read())
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if not _declared_json(content_type):
+            raise _not_json(content_type) from None
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not _declared_json(content_type) and not isinstance(data, dict):
+        raise _not_json(content_type)
     return check_nesting(data, "the request body")
 
 
@@ -70,6 +91,8 @@ def validate(model: type[BaseModel], data: Any, what: str) -> Any:
 def describe_validation(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
+        if _follows_item_errors(error):
+            continue
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -78,6 +101,17 @@ def describe_validation(exc: ValidationError) -> str:
             message = f"{message}, got {error.get('input')!r}"
         parts.append(f"{where.lstrip('.') or 'body'}: {message}")
     return "; ".join(parts)
+
+
+def _follows_item_errors(error: Any) -> bool:
+    """pydantic adds "should have at least N items after validation, not 0" to a sequence whose items
+    failed: the items' own errors say what is wrong, and the sequence was long enough."""
+    given, ctx = error.get("input"), error.get("ctx") or {}
+    return (
+        error["type"] == "too_short"
+        and isinstance(given, list | tuple)
+        and len(given) >= ctx.get("min_length", 0)
+    )
 
 
 def int_id(request: web.Request, name: str, what: str) -> int:

@@ -1,5 +1,5 @@
 """Inference requests (Deepomatic v0.7): body parsing shared by every inference endpoint, and raw
-tensor inference on a network (`POST /v0.7/networks/{id}/inference`).
+tensor inference on a network (`POST /v0.7/networks/{id}/inference`, and `/networks/public/{slug}/...`).
 
 Bodies come as JSON, or as multipart when the official client sends files (its keys are flattened
 like `inputs[0]image.source`). Sources are fetched and decoded before the task is created, so an image
@@ -19,6 +19,7 @@ from streamd.api.body import refuse_large_body
 from streamd.api.context import Services, services
 from streamd.api.formdata import unflatten
 from streamd.api.http import int_id, json_response, read_json, validate
+from streamd.api.networks import public_network
 from streamd.api.uploads import form_parts, read_field_bytes, read_text_field, reject_repeated_field
 from streamd.errors import ConflictError, InvalidRequestError, PayloadTooLargeError
 from streamd.inference.executor import InferenceItem
@@ -145,6 +146,19 @@ async def ready_network(svc: Services, network_id: int) -> tuple[NetworkRecord, 
 async def network_inference(request: web.Request) -> web.Response:
     svc = services(request)
     record, loaded = await ready_network(svc, int_id(request, "network_id", "network"))
+    return await _raw_inference(request, svc, loaded, len(record.preprocessing_spec.inputs))
+
+
+async def public_network_inference(request: web.Request) -> web.Response:
+    svc = services(request)
+    entry = public_network(request)
+    loaded = await svc.runtime.public(entry)
+    return await _raw_inference(request, svc, loaded, len(entry.preprocessing_spec.inputs))
+
+
+async def _raw_inference(
+    request: web.Request, svc: Services, loaded: LoadedNetwork, input_count: int
+) -> web.Response:
     body = await read_inference_body(request, svc)
     if not body.output_tensors:
         raise InvalidRequestError(
@@ -152,7 +166,7 @@ async def network_inference(request: web.Request) -> web.Response:
             code="invalid_field",
         )
     fetches = loaded.executor.check_fetches(body.output_tensors)
-    inputs = await decode_inputs(body, svc, len(record.preprocessing_spec.inputs))
+    inputs = await decode_inputs(body, svc, input_count)
     item = InferenceItem(tuple(decoded.frame for decoded in inputs), fetches)
     requested = dict(zip(fetches, body.output_tensors, strict=True))
 

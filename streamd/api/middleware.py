@@ -1,4 +1,4 @@
-"""Request middleware: request ids and access logs, errors as JSON, API-key auth, media-type checks.
+"""Request middleware: request ids and access logs, errors as JSON, API-key auth.
 
 The error middleware is the only place that turns exceptions into responses; handlers never catch
 to build error bodies themselves. Runs on the event loop.
@@ -22,7 +22,6 @@ from streamd.errors import (
     RequestTimeoutError,
     StreamdError,
     UnauthorizedError,
-    UnsupportedMediaTypeError,
 )
 from streamd.logs import printable
 
@@ -34,7 +33,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes and scrapers must work without a key; everything else is the API.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 MAX_REQUEST_ID = 128
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 _HTTP_CODES = {
     400: "invalid_request",
@@ -193,19 +191,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-@web.middleware
-async def media_type_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if (
-        request.method in BODY_METHODS
-        and request.content_type == "application/x-www-form-urlencoded"
-        and (request.can_read_body or request.content_length)
-    ):
-        raise UnsupportedMediaTypeError(
-            "application/x-www-form-urlencoded bodies are not accepted: send JSON with "
-            "'Content-Type: application/json' (curl: -H 'Content-Type: application/json'), "
-            "or multipart/form-data for file uploads (curl -F)"
-        )
-    return await handler(request)
-
-
-MIDDLEWARES = (access_middleware, error_middleware, auth_middleware, media_type_middleware)
+MIDDLEWARES = (access_middleware, error_middleware, auth_middleware)

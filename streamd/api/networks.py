@@ -27,6 +27,7 @@ from streamd.api.uploads import read_upload
 from streamd.errors import InvalidRequestError, NotFoundError
 from streamd.networks.files import check_file_set
 from streamd.networks.meanfile import load_mean
+from streamd.networks.public import PublicNetwork
 from streamd.networks.spec import NetworkPatch, NetworkSpec, Preprocessing
 
 CREATE_FIELDS = ("name", "description", "metadata", "framework", "preprocessing", "postprocessings")
@@ -148,7 +149,7 @@ async def list_public_networks(request: web.Request) -> web.Response:
     return paginated(request, len(catalogue), offset, limit, [entry.to_api() for entry in page])
 
 
-async def get_public_network(request: web.Request) -> web.Response:
+def public_network(request: web.Request) -> PublicNetwork:
     slug = request.match_info["slug"]
     entry = services(request).public_networks.get(slug)
     if entry is None:
@@ -156,4 +157,8 @@ async def get_public_network(request: web.Request) -> web.Response:
             f"public network {slug!r} does not exist; GET /v0.7/networks/public lists them",
             code="network_not_found",
         )
-    return json_response(entry.to_api())
+    return entry
+
+
+async def get_public_network(request: web.Request) -> web.Response:
+    return json_response(public_network(request).to_api())

@@ -1,5 +1,6 @@
 """`/v0.7/recognition`: specs (what outputs mean), versions (spec + network + post-processings), and
-inference on a spec's current version or on a given version."""
+inference on a spec's current version or on a given version; public specs by slug (read-only, from
+`networks.public_dir`)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ from streamd.api.http import (
 from streamd.api.inference import decode_inputs, read_inference_body, ready_network
 from streamd.errors import ConflictError, InvalidRequestError, NotFoundError
 from streamd.inference.executor import InferenceItem
+from streamd.inference.runtime import LoadedNetwork
 from streamd.networks.postprocessing import Hypothesis, decode, select, to_deepomatic
-from streamd.networks.recognition import RecognitionSpecCreate, RecognitionSpecPatch, RecognitionVersionCreate
-from streamd.store.recognition import SpecRecord, VersionRecord
+from streamd.networks.public import PublicNetwork
+from streamd.networks.recognition import (
+    PostProcessing,
+    RecognitionSpecCreate,
+    RecognitionSpecPatch,
+    RecognitionVersionCreate,
+    SpecOutput,
+)
 
 
 async def create_spec(request: web.Request) -> web.Response:
@@ -91,6 +99,7 @@ async def create_version(request: web.Request) -> web.Response:
         version.check_against(spec.output_specs)
     except ValueError as exc:
         raise InvalidRequestError(str(exc), code="invalid_field") from None
+    version = version.with_default_thresholds(spec.output_specs)
     if network.deployed:  # a network still deploying is checked when it is first used
         loaded = await svc.runtime.network(network.network_id)
         for post in version.post_processings:
@@ -125,23 +134,62 @@ async def spec_inference(request: web.Request) -> web.Response:
             code="no_current_version",
         )
     version = await svc.recognition.version(spec.current_version_id)
-    return await _recognize(request, svc, spec, version)
+    record, loaded = await ready_network(svc, version.network_id)
+    inputs = len(record.preprocessing_spec.inputs)
+    return await _recognize(request, svc, loaded, inputs, version.post_processing_specs, spec.output_specs)
 
 
 async def version_inference(request: web.Request) -> web.Response:
     svc = services(request)
     version = await svc.recognition.version(int_id(request, "version_id", "recognition version"))
-    return await _recognize(request, svc, await svc.recognition.spec(version.spec_id), version)
+    spec = await svc.recognition.spec(version.spec_id)
+    record, loaded = await ready_network(svc, version.network_id)
+    inputs = len(record.preprocessing_spec.inputs)
+    return await _recognize(request, svc, loaded, inputs, version.post_processing_specs, spec.output_specs)
+
+
+def _public_spec(request: web.Request) -> PublicNetwork:
+    slug = request.match_info["slug"]
+    entry = services(request).public_networks.get(slug)
+    if entry is None or entry.recognition is None:
+        raise NotFoundError(
+            f"public recognition spec {slug!r} does not exist; GET /v0.7/recognition/public lists them",
+            code="spec_not_found",
+        )
+    return entry
+
+
+async def list_public_specs(request: web.Request) -> web.Response:
+    offset, limit = page_params(request)
+    catalogue = [entry for entry in services(request).public_networks.values() if entry.recognition]
+    page = [entry.spec_to_api(with_outputs=False) for entry in catalogue[offset : offset + limit]]
+    return paginated(request, len(catalogue), offset, limit, page)
+
+
+async def get_public_spec(request: web.Request) -> web.Response:
+    return json_response(_public_spec(request).spec_to_api())
+
+
+async def public_spec_inference(request: web.Request) -> web.Response:
+    svc = services(request)
+    entry = _public_spec(request)
+    assert entry.recognition is not None
+    loaded = await svc.runtime.public(entry)
+    posts, outputs = entry.recognition.post_processings, entry.recognition.outputs
+    return await _recognize(request, svc, loaded, len(entry.preprocessing_spec.inputs), posts, outputs)
 
 
 async def _recognize(
-    request: web.Request, svc: Services, spec: SpecRecord, version: VersionRecord
+    request: web.Request,
+    svc: Services,
+    loaded: LoadedNetwork,
+    input_count: int,
+    posts: tuple[PostProcessing, ...],
+    outputs: tuple[SpecOutput, ...],
 ) -> web.Response:
-    record, loaded = await ready_network(svc, version.network_id)
     body = await read_inference_body(request, svc)
-    posts, outputs = version.post_processing_specs, spec.output_specs
     fetches = loaded.executor.check_fetches([name for post in posts for name in post.tensors()])
-    inputs = await decode_inputs(body, svc, len(record.preprocessing_spec.inputs))
+    inputs = await decode_inputs(body, svc, input_count)
     first = inputs[0]
 
     def finish(tensors: Any, transforms: Any) -> list[list[Hypothesis]]:  # on the network's thread

@@ -79,6 +79,18 @@ class Spec(_Answer):
     outputs: list[dict[str, Any]] | None = Field(None, description="Absent from lists.")
 
 
+class PublicSpec(_Answer):
+    """A public recognition spec: no current_version_id (its version is the operator's)."""
+
+    id: str = Field(description="The slug (the public network's).")
+    name: str
+    description: str
+    metadata: dict[str, Any]
+    create_date: str
+    update_date: str
+    outputs: list[dict[str, Any]] | None = Field(None, description="Absent from lists.")
+
+
 class Version(_Answer):
     id: int
     spec_id: int
@@ -135,6 +147,7 @@ NetworkPage = page_of(Network)
 PublicNetworkPage = page_of(PublicNetwork)
 TaskPage = page_of(Task)
 SpecPage = page_of(Spec)
+PublicSpecPage = page_of(PublicSpec)
 VersionPage = page_of(Version)
 ChainPage = page_of(Chain)
 StreamPage = page_of(Stream)

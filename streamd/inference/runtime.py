@@ -1,7 +1,8 @@
 """InferenceRuntime: the loaded networks, each with its TFExecutor and DynamicBatcher, shared by all users.
 
 Networks are adopted right after their deployment loads them, or loaded on first use; two callers that
-need a network at once share one load. Unloading (network deleted, shutdown) closes the batcher first,
+need a network at once share one load. Public networks (operator-installed, keyed by slug) load on first
+use the same way. Unloading (network deleted, shutdown) closes the batcher first,
 so queued items fail cleanly and running batches finish. Lives on the event loop; loads run on the
 "streamd-load" thread, batches on each network's own thread.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,6 +23,7 @@ from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
 from streamd.metrics import Metrics
 from streamd.networks.meanfile import load_mean
+from streamd.networks.public import PublicNetwork
 from streamd.networks.savedmodel import load_savedmodel
 from streamd.networks.spec import NetworkTuning, Preprocessing
 from streamd.networks.tfmodel import LoadedModel
@@ -29,10 +32,27 @@ from streamd.store.networks import NetworkRecord, NetworkRepository
 
 logger = logging.getLogger(__name__)
 
+NetworkKey = int | str  # a network id, or a public network's slug
+
+
+class NetworkConfig(Protocol):
+    """What loading and batching need of a network: a NetworkRecord or a PublicNetwork."""
+
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+    @property
+    def preprocessing_spec(self) -> Preprocessing: ...
+
+
+def network_label(key: NetworkKey) -> str:
+    """Name in logs, thread names and metric labels; slugs are prefixed so `12` and public `12` differ."""
+    return str(key) if isinstance(key, int) else f"public/{key}"
+
 
 @dataclass(slots=True)
 class LoadedNetwork:
-    network_id: int
+    network_id: NetworkKey
     preprocessing: Preprocessing
     executor: TFExecutor
     batcher: DynamicBatcher[InferenceItem, ItemOutput]
@@ -48,18 +68,18 @@ class InferenceRuntime:
         self._networks = networks
         self._metrics = metrics
         self._config = config
-        self._loaded: dict[int, LoadedNetwork] = {}
-        self._loading: dict[int, asyncio.Task[LoadedNetwork]] = {}
+        self._loaded: dict[NetworkKey, LoadedNetwork] = {}
+        self._loading: dict[NetworkKey, asyncio.Task[LoadedNetwork]] = {}
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamd-load")
 
     @property
-    def loaded(self) -> dict[int, LoadedNetwork]:
+    def loaded(self) -> dict[NetworkKey, LoadedNetwork]:
         return self._loaded
 
-    def tuning(self, record: NetworkRecord) -> NetworkTuning:
+    def tuning(self, record: NetworkConfig) -> NetworkTuning:
         return NetworkTuning.from_metadata(record.metadata)
 
-    def policy(self, record: NetworkRecord) -> BatchPolicy:
+    def policy(self, record: NetworkConfig) -> BatchPolicy:
         tuning = self.tuning(record)
         max_batch = tuning.max_batch_size or self._config.max_batch_size
         if not record.preprocessing_spec.batched_output:
@@ -70,7 +90,7 @@ class InferenceRuntime:
             max_inflight=tuning.max_inflight_batches or self._config.max_inflight_batches,
         )
 
-    def tf_threads(self, record: NetworkRecord) -> tuple[int, int]:
+    def tf_threads(self, record: NetworkConfig) -> tuple[int, int]:
         """(intra-op, inter-op) TensorFlow threads: the network's metadata.streamd, else [inference]."""
         tuning = self.tuning(record)
         intra = self._config.intra_op_threads if tuning.intra_op_threads is None else tuning.intra_op_threads
@@ -82,47 +102,61 @@ class InferenceRuntime:
         if record.network_id in self._loaded:
             model.close()
             return
-        self._loaded[record.network_id] = self._assemble(record, model, means)
+        self._loaded[record.network_id] = self._assemble(record.network_id, record, model, means)
 
     async def network(self, network_id: int) -> LoadedNetwork:
-        loaded = self._loaded.get(network_id)
+        return await self._get(network_id, self._load_private)
+
+    async def public(self, entry: PublicNetwork) -> LoadedNetwork:
+        """A public network, loaded from its directory on first use (never deployed, never deleted)."""
+
+        async def load(_slug: NetworkKey) -> LoadedNetwork:
+            return await self._load(entry.slug, entry.directory, entry)
+
+        return await self._get(entry.slug, load)
+
+    async def _get(
+        self, key: NetworkKey, load: Callable[[NetworkKey], Awaitable[LoadedNetwork]]
+    ) -> LoadedNetwork:
+        loaded = self._loaded.get(key)
         if loaded is not None:
             return loaded
-        task = self._loading.get(network_id)
+        task = self._loading.get(key)
         if task is None:
-            task = asyncio.create_task(self._load(network_id), name=f"load-network-{network_id}")
-            self._loading[network_id] = task
-            task.add_done_callback(lambda _t: self._loading.pop(network_id, None))
+            task = asyncio.create_task(load(key), name=f"load-network-{network_label(key)}")
+            self._loading[key] = task
+            task.add_done_callback(lambda _t: self._loading.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _load(self, network_id: int) -> LoadedNetwork:
+    async def _load_private(self, network_id: NetworkKey) -> LoadedNetwork:
+        assert isinstance(network_id, int)
         record = await self._networks.get(network_id)
+        return await self._load(network_id, self._networks.network_dir(network_id), record)
+
+    async def _load(self, key: NetworkKey, directory: Path, config: NetworkConfig) -> LoadedNetwork:
         model, means = await asyncio.get_running_loop().run_in_executor(
-            self._loader,
-            load_network_files,
-            self._networks.network_dir(network_id),
-            record.preprocessing_spec,
-            *self.tf_threads(record),
+            self._loader, load_network_files, directory, config.preprocessing_spec, *self.tf_threads(config)
         )
-        if network_id in self._loaded:  # adopted meanwhile
+        if key in self._loaded:  # adopted meanwhile
             model.close()
         else:
-            self._loaded[network_id] = self._assemble(record, model, means)
-            logger.info("network %d loaded for inference in %.2f s", network_id, model.load_time_s)
-        return self._loaded[network_id]
+            self._loaded[key] = self._assemble(key, config, model, means)
+            logger.info("network %s loaded for inference in %.2f s", network_label(key), model.load_time_s)
+        return self._loaded[key]
 
     def _assemble(
-        self, record: NetworkRecord, model: LoadedModel, means: list[np.ndarray | None]
+        self, key: NetworkKey, config: NetworkConfig, model: LoadedModel, means: list[np.ndarray | None]
     ) -> LoadedNetwork:
-        name = f"network-{record.network_id}"
+        label = network_label(key)
+        name = f"network-{label.replace('/', '-')}"
         on_timing = on_batch = None
         if self._metrics is not None:
-            on_timing, on_batch = _observers(self._metrics, str(record.network_id))
-        executor = TFExecutor(name, model, record.preprocessing_spec, means, on_timing)
+            on_timing, on_batch = _observers(self._metrics, label)
+        executor = TFExecutor(name, model, config.preprocessing_spec, means, on_timing)
         batcher: DynamicBatcher[InferenceItem, ItemOutput] = DynamicBatcher(
-            name, executor.run, self.policy(record), on_batch
+            name, executor.run, self.policy(config), on_batch
         )
-        return LoadedNetwork(record.network_id, record.preprocessing_spec, executor, batcher)
+        return LoadedNetwork(key, config.preprocessing_spec, executor, batcher)
 
     def retune(self, record: NetworkRecord) -> None:
         """Apply changed batching settings (PATCHed metadata) to a loaded network at once."""
@@ -130,7 +164,7 @@ class InferenceRuntime:
         if loaded is not None:
             loaded.batcher.policy = self.policy(record)
 
-    async def unload(self, network_id: int) -> None:
+    async def unload(self, network_id: NetworkKey) -> None:
         loading = self._loading.get(network_id)
         if loading is not None:
             await asyncio.gather(loading, return_exceptions=True)
@@ -139,7 +173,7 @@ class InferenceRuntime:
             return
         await loaded.batcher.close()
         await asyncio.to_thread(loaded.executor.close)
-        logger.info("network %d unloaded", network_id)
+        logger.info("network %s unloaded", network_label(network_id))
 
     async def close(self) -> None:
         for task in list(self._loading.values()):

@@ -59,7 +59,10 @@ def decode(
     """The hypotheses of one output of one image, best first (all of them, or those `keep` asks for)."""
     if post.classification is not None:
         scores = tensors[graph_tensor_name(post.classification.output_tensor)]
-        return classify(scores, output.labels, post.classification.thresholds, keep=keep)
+        # Stored versions have them written out; the default covers a post-processing built by hand.
+        thresholds = post.with_default_thresholds(len(output.labels)).thresholds
+        assert thresholds is not None
+        return classify(scores, output.labels, thresholds, keep=keep)
     assert post.detection is not None
     layout = post.detection.direct_output
     return detect(

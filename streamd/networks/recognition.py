@@ -12,8 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from streamd.networks.fields import Description, Metadata, Name
 
+# Deepomatic documents no default; its docs' example and its public ImageNet spec use 0.025 per label,
+# and its client's own test (no thresholds, 2 of 3 predictions kept on a 1000-class softmax) needs a
+# low one. See docs/design.md.
+DEFAULT_CLASSIFICATION_THRESHOLD = 0.025
+
 SUPPORTED_POST_PROCESSINGS = (
-    "classification {output_tensor, thresholds} or detection {thresholds, "
+    "classification {output_tensor, thresholds (optional)} or detection {thresholds, "
     "nms_threshold, discard_threshold, direct_output {boxes_tensor, scores_tensor, classes_tensor}}"
 )
 _UNSUPPORTED_LAYOUTS = (
@@ -70,7 +75,8 @@ class RecognitionSpecPatch(_Strict):
 
 class Classification(_Strict):
     output_tensor: str = Field(min_length=1)
-    thresholds: tuple[float, ...] = Field(min_length=1)
+    # None: DEFAULT_CLASSIFICATION_THRESHOLD for every label, filled in by `with_default_thresholds`.
+    thresholds: tuple[float, ...] | None = Field(None, min_length=1)
 
 
 class DirectOutput(_Strict):
@@ -116,10 +122,19 @@ class PostProcessing(_Strict):
         return data
 
     @property
-    def thresholds(self) -> tuple[float, ...]:
+    def thresholds(self) -> tuple[float, ...] | None:
         chosen = self.classification or self.detection
         assert chosen is not None
         return chosen.thresholds
+
+    def with_default_thresholds(self, labels: int) -> PostProcessing:
+        """The same post-processing with its effective thresholds written out."""
+        if self.classification is None or self.classification.thresholds is not None:
+            return self
+        thresholds = (DEFAULT_CLASSIFICATION_THRESHOLD,) * labels
+        return self.model_copy(
+            update={"classification": self.classification.model_copy(update={"thresholds": thresholds})}
+        )
 
     def tensors(self) -> tuple[str, ...]:
         if self.classification is not None:
@@ -136,24 +151,41 @@ class RecognitionVersionCreate(_Strict):
 
     def check_against(self, outputs: tuple[SpecOutput, ...]) -> None:
         """Post-processings pair with the spec's outputs i-th to i-th; raises ValueError otherwise."""
-        if len(self.post_processings) != len(outputs):
+        check_pairing(self.post_processings, outputs, f"spec {self.spec_id}")
+
+    def with_default_thresholds(self, outputs: tuple[SpecOutput, ...]) -> RecognitionVersionCreate:
+        """Thresholds left out are written out, so the stored and returned version shows what applies."""
+        return self.model_copy(update={"post_processings": effective_posts(self.post_processings, outputs)})
+
+
+def effective_posts(
+    posts: tuple[PostProcessing, ...], outputs: tuple[SpecOutput, ...]
+) -> tuple[PostProcessing, ...]:
+    """The post-processings with default thresholds written out (paired with `outputs` already)."""
+    return tuple(
+        post.with_default_thresholds(len(output.labels.labels))
+        for post, output in zip(posts, outputs, strict=True)
+    )
+
+
+def check_pairing(posts: tuple[PostProcessing, ...], outputs: tuple[SpecOutput, ...], spec: str) -> None:
+    """One post-processing per output of `spec`, in order, with one threshold per label when given."""
+    if len(posts) != len(outputs):
+        raise ValueError(
+            f"post_processings has {len(posts)} item(s) but {spec} has {len(outputs)} output(s); give one "
+            "post-processing per output, in order"
+        )
+    for index, (post, output) in enumerate(zip(posts, outputs, strict=True)):
+        labels = output.labels
+        if post.thresholds is not None and len(post.thresholds) != len(labels.labels):
             raise ValueError(
-                f"post_processings has {len(self.post_processings)} item(s) but spec {self.spec_id} has "
-                f"{len(outputs)} output(s); give one post-processing per output, in order"
+                f"post_processings[{index}] has {len(post.thresholds)} threshold(s) but output {index} "
+                f"of the spec has {len(labels.labels)} label(s); give one threshold per label"
             )
-        for index, (post, output) in enumerate(zip(self.post_processings, outputs, strict=True)):
-            labels = output.labels
-            if len(post.thresholds) != len(labels.labels):
-                raise ValueError(
-                    f"post_processings[{index}] has {len(post.thresholds)} threshold(s) but output {index} "
-                    f"of the spec has {len(labels.labels)} label(s); give one threshold per label"
-                )
-            if post.detection is not None and labels.roi != "BBOX":
-                raise ValueError(f"post_processings[{index}] is a detection but output {index} has roi NONE")
-            if post.classification is not None and labels.roi == "BBOX":
-                raise ValueError(
-                    f"post_processings[{index}] is a classification but output {index} has roi BBOX"
-                )
+        if post.detection is not None and labels.roi != "BBOX":
+            raise ValueError(f"post_processings[{index}] is a detection but output {index} has roi NONE")
+        if post.classification is not None and labels.roi == "BBOX":
+            raise ValueError(f"post_processings[{index}] is a classification but output {index} has roi BBOX")
 
 
 class InferenceOptions(_Strict):

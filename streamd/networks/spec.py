@@ -20,7 +20,8 @@ MEAN_FILE_SUFFIXES = (".npy", ".binaryproto", ".proto.bin")
 
 DimensionOrder = Literal["NCHW", "NCWH", "NHWC", "NWHC"]
 ResizeType = Literal["SQUASH", "CROP", "FILL", "NETWORK"]
-ColorChannels = Literal["RGB", "BGR", "GRAY"]
+ColorChannels = Literal["RGB", "BGR", "GRAY", "L"]  # L: PIL's name for GRAY, kept as sent
+ChannelOrder = Literal["RGB", "BGR", "GRAY"]
 DataType = Literal["FLOAT32", "UINT8"]
 
 _TARGET_SIZE = re.compile(r"^(?:(\d+)x(\d+)|(\d+))$")
@@ -34,17 +35,14 @@ class ImagePreprocessing(_Strict):
     dimension_order: DimensionOrder = Field("NHWC", description="Layout of the batch fed to the tensor.")
     target_size: str = Field(description="`WxH` (exact size) or `N` (largest side for NETWORK, else NxN).")
     resize_type: ResizeType = Field("SQUASH", description="How the frame is brought to target_size.")
-    color_channels: ColorChannels = Field("BGR", description="Channel order fed to the network.")
+    color_channels: ColorChannels = Field(
+        "BGR", description="Channel order fed to the network; L is an alias of GRAY, echoed as sent."
+    )
     pixel_scaling: float = Field(
         255.0, gt=0, description="Pixels are scaled to [0, pixel_scaling] before the mean is subtracted."
     )
     mean_file: str | None = Field(None, description="Name of an uploaded .npy or Caffe BlobProto mean file.")
     data_type: DataType = Field("FLOAT32", description="Element type of the input tensor.")
-
-    @field_validator("color_channels", mode="before")
-    @classmethod
-    def _gray_alias(cls, value: Any) -> Any:
-        return "GRAY" if value == "L" else value
 
     @field_validator("target_size")
     @classmethod
@@ -76,8 +74,13 @@ class ImagePreprocessing(_Strict):
         return self
 
     @property
+    def channel_order(self) -> ChannelOrder:
+        """What the preprocessing applies: `L` is GRAY."""
+        return "GRAY" if self.color_channels == "L" else self.color_channels
+
+    @property
     def channels(self) -> int:
-        return 1 if self.color_channels == "GRAY" else 3
+        return 1 if self.channel_order == "GRAY" else 3
 
     @property
     def size_wh(self) -> tuple[int, int] | None:
