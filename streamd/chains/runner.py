@@ -20,11 +20,12 @@ import cv2
 import numpy as np
 
 from streamd.chains import actions
+from streamd.chains.outputs import Decoded, fetches_of, finish_for, result_object
 from streamd.chains.spec import ActionNode, ChainPlan, CropParams, DrawParams, OutputParams, ServiceNode
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.postprocessing import Hypothesis, Keep, decode
+from streamd.networks.postprocessing import Hypothesis
 from streamd.networks.preprocessing import Image, as_array
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Found:
     image: ImageRef
     hypotheses: list[Hypothesis]  # boxes in `image` pixels
     classes: list[dict[str, Any]]  # the same, as output objects (boxes in frame pixels)
+    decoded: Decoded | None = None  # the service's whole output (an image with `output.image`)
 
 
 class ChainRunner:
@@ -68,18 +70,8 @@ class ChainRunner:
     async def _service(self, node: ServiceNode, images: list[ImageRef], key: str | None) -> None:
         service = node.service
         loaded = await self._runtime.network(service.network_id)
-        fetches = loaded.executor.check_fetches(
-            [name for post in service.post_processings for name in post.tensors()]
-        )
-
-        keep = Keep(node.output.confidence_threshold, None if node.output.best < 0 else node.output.best)
-
-        def finish(tensors: Any, transforms: Any) -> list[Hypothesis]:  # on the network's thread
-            found = []
-            for post, output in zip(service.post_processings, service.outputs, strict=True):
-                found.extend(decode(post, output.labels, tensors, transforms[0], keep=keep))
-            return found
-
+        fetches = loaded.executor.check_fetches(fetches_of(node))
+        finish = finish_for(node)
         started = time.monotonic()
         outputs = await asyncio.gather(
             *(loaded.infer(InferenceItem((image.pixels,), fetches, finish)) for image in images)
@@ -88,16 +80,19 @@ class ChainRunner:
             self._metrics.chain_call_duration.labels(service.name).observe(time.monotonic() - started)
         found = []
         for image, output in zip(images, outputs, strict=True):
-            hypotheses = select(output.finished, node.output, service.has_boxes)
-            classes = [class_object(h, image.to_frame) for h in hypotheses]
+            decoded: Decoded = output.finished
+            hypotheses = select(decoded.hypotheses, node.output, service.has_boxes)
+            to_frame = image.to_frame if node.output.bbox_coordinates == "frame" else actions.IDENTITY
+            classes = [class_object(h, to_frame, node.output.bbox) for h in hypotheses]
             mark_last(classes)
             if self._metrics is not None:
                 self._metrics.detections.labels(service.name).observe(len(classes))
+            result = result_object(decoded, classes)
             if key is None:
-                image.slot["classes"] = classes
+                image.slot.update(result)
             else:
-                image.slot[key] = {"classes": classes}
-            found.append(Found(image, hypotheses, classes))
+                image.slot[key] = result
+            found.append(Found(image, hypotheses, classes, decoded))
         await asyncio.gather(*(self._action(child, found) for child in node.children))
 
     async def _action(self, node: ActionNode, found: list[Found]) -> None:
@@ -121,7 +116,7 @@ class ChainRunner:
             for c in item.classes:
                 c.pop("last", None)
             mark_last(item.classes)
-            kept.append(Found(item.image, [h for h, _ in pairs], item.classes))
+            kept.append(Found(item.image, [h for h, _ in pairs], item.classes, item.decoded))
         await asyncio.gather(*(self._action(child, kept) for child in node.children))  # type: ignore[arg-type]
 
     async def _crop(self, node: ActionNode, found: list[Found]) -> None:
@@ -185,9 +180,12 @@ class ChainRunner:
             drawn = await asyncio.to_thread(
                 actions.draw_boxes, await self._whole(item.image), boxes, labels, params
             )
-            if params.output_images:
+            if params.output_images and params.output_format == "jpeg":
                 jpeg = await asyncio.to_thread(actions.encode_jpeg, drawn)
                 item.image.slot[node.call_id] = {"images": [base64.b64encode(jpeg).decode()]}
+            elif params.output_images:  # DeepDetect's form: the BGR bytes, row by row, as numbers
+                vals = await asyncio.to_thread(lambda: drawn.reshape(-1).tolist())  # noqa: B023
+                item.image.slot[node.call_id] = {"vals": vals}
             if params.save_img:
                 await asyncio.to_thread(self._save, params.save_path, [(f"draw_{item.image.name}", drawn)])
 
@@ -221,9 +219,9 @@ def select(hypotheses: list[Hypothesis], output: OutputParams, has_boxes: bool) 
     return kept
 
 
-def class_object(hypothesis: Hypothesis, to_frame: np.ndarray) -> dict[str, Any]:
+def class_object(hypothesis: Hypothesis, to_frame: np.ndarray, bbox: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"cat": hypothesis.label_name, "prob": hypothesis.score}
-    if hypothesis.box is not None:
+    if hypothesis.box is not None and bbox:
         xmin, ymin, xmax, ymax = actions.map_box(to_frame, hypothesis.box)
         out["bbox"] = {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
     return out
@@ -235,6 +233,7 @@ def mark_last(classes: list[dict[str, Any]]) -> None:
 
 
 def _stem(uri: str, index: int) -> str:
-    tail = "" if uri.startswith(("data:", "data[")) else uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    inline = uri.startswith(("data:", "data[")) or uri == str(index)  # an inline image's uri is its index
+    tail = "" if inline else uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     cleaned = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tail)[:60]
     return cleaned or f"image{index}"
