@@ -84,7 +84,7 @@ async def fetch_source(
 def read_local(source: str, where: str, media_roots: Sequence[Path]) -> bytes:
     """Blocking: resolve a local path (links and '..' included) and read it if inside a media root; a
     relative name that is no file and looks like base64 is DeepDetect's raw base64 image."""
-    if _looks_base64(source) and not source.startswith(("file://", "/")) and not Path(source).is_file():
+    if _looks_base64(source) and not source.startswith(("file://", "/")) and not _is_file(source):
         try:
             return base64.b64decode(source, validate=False)
         except (binascii.Error, ValueError):
@@ -94,6 +94,13 @@ def read_local(source: str, where: str, media_roots: Sequence[Path]) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise SourceError(f"{where}: cannot read {quote(str(path))}: {exc.strerror}") from None
+
+
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except OSError:  # a 97 KB base64 string is no file name (ENAMETOOLONG)
+        return False
 
 
 def parse_data_uri(uri: str, where: str) -> bytes:

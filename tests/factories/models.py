@@ -209,3 +209,23 @@ def build_tf1_unrunnable(export_dir: Path) -> ModelFiles:
         tf.nn.softmax(tf.matmul(pooled, weights), name="prob")
         _save(graph, export_dir)
     return ModelFiles.read(export_dir, "input:0", "prob:0")
+
+
+def build_tf1_sequence(export_dir: Path, *, width: int = 8, height: int = 8) -> ModelFiles:
+    """A CTC-style sequence model: input [N,H,W,3] → one step per column: the column's mean colour
+    → logits over 4 labels (0 blank, bias 0.5; k = 1..3 weight 4 on channel k-1) → softmax `seq`
+    [N,W,4]. A blue, green, red or black column therefore reads label 1, 2, 3 or blank."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, height, width, 3], name="input")
+        columns = tf.reduce_mean(images, axis=1)  # [N, W, 3]
+        weights = np.zeros((3, 4), dtype=np.float32)
+        for k in range(1, 4):
+            weights[k - 1, k] = 4.0
+        kernel = tf.compat.v1.get_variable("kernel", initializer=tf.constant(weights))
+        bias = tf.constant(np.array([0.5, 0.0, 0.0, 0.0], dtype=np.float32))
+        tf.nn.softmax(tf.einsum("nwc,ck->nwk", columns, kernel) + bias, name="seq")
+        _save(graph, export_dir)
+    return ModelFiles.read(export_dir, "input:0", "seq:0")
