@@ -88,7 +88,10 @@ class ChainRunner:
             if self._metrics is not None:
                 self._metrics.detections.labels(service.name).observe(len(classes))
             result = result_object(decoded, classes)
-            if key is None:
+            if (
+                key is None
+            ):  # the first root: DeepDetect's prediction is `vals` or `images` instead of classes
+                image.slot.pop("classes", None)
                 image.slot.update(result)
             else:
                 image.slot[key] = result
