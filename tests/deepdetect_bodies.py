@@ -1,6 +1,7 @@
 """Real DeepDetect `/chain` bodies, adapted only in service names and image paths (our test services:
-`things` detector, `colours` and `palette` classifiers, `ocr` sequence model; `IMAGE` is a relative path,
-`B64` raw base64). Each entry: (id, where it comes from, HTTP method, body, expected status)."""
+`things` detector, `colours` and `palette` classifiers, `ocr` sequence model, `painter` image model;
+`IMAGE` is a relative path, `B64` raw base64). Each entry: (id, where it comes from, HTTP method, body,
+expected status)."""
 
 from __future__ import annotations
 
@@ -103,11 +104,11 @@ BODIES: list[tuple[str, str, str, dict[str, Any], int]] = [
                                                  "output": {"bbox": True, "best_bbox": 2}},
              "data": [IMAGE]},
             {"id": "crop", "action": {"type": "crop", "parameters": {"fixed_width": 8, "fixed_height": 8}}},
-            {"service": "colours", "parent_id": "crop",
+            {"service": "painter", "parent_id": "crop",
              "parameters": {"input": {"cuda": False}, "mllib": {"extract_layer": "last"},
                             "output": {"image": True}}},
             {"id": "recompose", "action": {"type": "recompose",
-                                           "parameters": {"save_img": True, "save_path": "."}}}]}}, 400),
+                                           "parameters": {"save_img": True, "save_path": "."}}}]}}, 200),
     ("client-make-call", "clients/python/dd_client make_call(use_base64=True, index_uris) + post_chain",
      "POST", {"chain": {"calls": [
          {"service": "things", "parameters": {"input": {}, "mllib": {}, "output": {"bbox": True}},

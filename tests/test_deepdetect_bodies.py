@@ -19,7 +19,7 @@ from streamd.app import build_app
 from streamd.settings import Settings
 from tests.conftest import make_settings
 from tests.deepdetect_bodies import B64, BODIES
-from tests.factories.models import ModelFiles, build_tf1_sequence
+from tests.factories.models import ModelFiles, build_tf1_painter, build_tf1_sequence
 from tests.test_chains import (  # noqa: F401  (fixtures)
     BOX0,
     BOX1,
@@ -35,6 +35,11 @@ CLASSIFICATION = {"classification": {"output_tensor": "prob", "thresholds": [0.5
 @pytest.fixture(scope="session")
 def sequence_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     return build_tf1_sequence(tmp_path_factory.mktemp("models") / "sequence")
+
+
+@pytest.fixture(scope="session")
+def painter_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    return build_tf1_painter(tmp_path_factory.mktemp("models") / "painter")
 
 
 @pytest.fixture
@@ -65,11 +70,14 @@ async def dd_services(
     services: dict[str, int],  # noqa: F811
     tf1_model: ModelFiles,
     sequence_model: ModelFiles,
+    painter_model: ModelFiles,
 ) -> dict[str, int]:
     palette = await deploy_service(client, tf1_model, "palette", ["b", "g", "r"], CLASSIFICATION, boxes=False)
     sequence = {"classification": {"output_tensor": "seq", "thresholds": [0.5] * 4}}
     ocr = await deploy_service(client, sequence_model, "ocr", ["_", "b", "g", "r"], sequence, boxes=False)
-    return {**services, "palette": palette, "ocr": ocr}
+    painting = {"classification": {"output_tensor": "painted", "thresholds": [0.5]}}
+    painter = await deploy_service(client, painter_model, "painter", ["painted"], painting, boxes=False)
+    return {**services, "palette": palette, "ocr": ocr, "painter": painter}
 
 
 def raw_base64(frame: np.ndarray) -> str:
@@ -95,9 +103,9 @@ async def test_deepdetect_bodies_run_unchanged(
     if status == 200:
         assert answer["status"] == {"code": 200, "msg": "OK"}
         assert answer["body"]["predictions"][0]["classes"], answer
-    else:  # the two bodies streamd does not run: documented in README (### DeepDetect)
-        assert answer["status"]["dd_code"] in (1006, 1012)
-        assert ("not supported" in answer["error"]) or ("'recompose'" in answer["error"])
+    else:  # the body streamd does not run (similarity search): documented in README (### DeepDetect)
+        assert answer["status"]["dd_code"] == 1006
+        assert "not supported" in answer["error"]
 
 
 async def test_relative_paths_resolve_against_the_working_directory_and_keep_their_uri(
@@ -160,3 +168,27 @@ async def test_info_and_services_list_recognition_specs_as_deepdetect_services(
     assert response.status == 200 and body["body"]["labels"] == ["blue", "green", "red"]
     missing = await client.get("/services/ghost")
     assert missing.status == 404 and (await missing.json())["status"]["dd_code"] == 1002
+
+
+async def test_recompose_pastes_each_generated_crop_back_where_it_was_cut(
+    client: TestClient, dd_services: dict[str, int]
+) -> None:
+    [body] = [b[3] for b in BODIES if b[0] == "ut-trt-recompose"]
+    status, answer = await send(client, "POST", body)
+    assert status == 200, answer
+    [prediction] = answer["body"]["predictions"]
+    assert [c["cat"] for c in prediction["classes"]] == ["car", "person"]
+    png = base64.b64decode(prediction["recompose"]["images"][0])
+    pasted = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    original = scene()
+    # fixed 8x8 crops centred on box 1 (x 52..60, y 24..32) and box 0 (x 20..28, y 8..16) come back as
+    # their negatives (the float boxes may widen a crop by one pixel at an edge: interiors are checked);
+    # away from them the frame is untouched
+    outside = np.ones(original.shape[:2], dtype=bool)
+    for x0, y0 in ((52, 24), (20, 8)):
+        inner = (slice(y0 + 1, y0 + 7), slice(x0 + 1, x0 + 7))
+        assert (pasted[inner] == 255 - original[inner]).all()
+        outside[y0 - 1 : y0 + 9, x0 - 1 : x0 + 9] = False
+    assert (pasted[outside] == original[outside]).all()
+    crop = prediction["classes"][0]["painter"]
+    assert set(crop) == {"images"}

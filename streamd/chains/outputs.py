@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
+from streamd.chains import actions
 from streamd.chains.spec import DD_SERVICE_BAD_REQUEST, ChainError, ServiceNode
 from streamd.networks.postprocessing import Hypothesis, Keep, decode
 from streamd.networks.preprocessing import BoxTransform
@@ -56,7 +56,7 @@ def finish_for(node: ServiceNode) -> Finish:
             values = np.asarray(tensors[name])
             if output.image:
                 pixels = as_picture(values)
-                return Decoded(image=encode_png(pixels), pixels=pixels)
+                return Decoded(image=actions.encode_png(pixels), pixels=pixels)
             return Decoded(vals=values.astype(np.float64).reshape(-1).tolist())
 
         return raw
@@ -108,13 +108,6 @@ def as_picture(values: np.ndarray) -> np.ndarray:
         )
     pixels = np.clip(np.rint(values), 0, 255).astype(np.uint8)
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return encoded.tobytes()
 
 
 def result_object(decoded: Decoded, classes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -278,12 +278,29 @@ def _check_edge(
             "classifier (its spec has no roi BBOX output)",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         )
+    if node.kind == "recompose" and not _pastes_back(
+        service_node := _service_of(parent, nodes, parents), nodes, parents
+    ):
+        raise ChainError(
+            f"{_where(index, node.call_id)}: recompose pastes images back where they were cropped; it "
+            "follows a service that runs on a crop's images with output.image, not "
+            f"{_describe_node(service_node)}",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
     if node.kind == "rotate" and (service.has_boxes or not set(service.label_names) <= set(ROTATIONS)):
         raise ChainError(
             f"{_where(index, node.call_id)}: rotate follows an orientation classifier whose labels are "
             f"{', '.join(ROTATIONS)}; service {service.name!r} has labels {', '.join(service.label_names)}",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         )
+
+
+def _pastes_back(
+    service: ServiceNode, nodes: list[ServiceNode | ActionNode], parents: list[int | None]
+) -> bool:
+    above = parents[service.index]
+    crop = above is not None and isinstance(nodes[above], ActionNode) and nodes[above].kind == "crop"  # type: ignore[union-attr]
+    return crop and service.output.image
 
 
 def _describe_node(node: ServiceNode | ActionNode) -> str:
@@ -325,6 +342,18 @@ def _check_collisions(nodes: list[ServiceNode | ActionNode], parents: list[int |
                 key = node.service.name
         elif node.kind == "draw_bbox":
             key = node.call_id
+        elif node.kind == "recompose":  # writes in the images the crop above its service was cut from
+            crop = parents[_service_of(index, nodes, parents).index]
+            assert crop is not None
+            slot = (_input_slot(_service_of(crop, nodes, parents).index, nodes, parents, slots), node.call_id)
+            if slot in written:
+                raise ChainError(
+                    f"calls {written[slot]} and {index} would both write {node.call_id!r} in the same result "
+                    "object; give them different ids",
+                    dd_code=DD_SERVICE_BAD_REQUEST,
+                )
+            written[slot] = index
+            continue
         else:
             continue
         slot = (_input_slot(index, nodes, parents, slots), key)

@@ -37,6 +37,8 @@ class ImageRef:
     to_frame: np.ndarray  # 2x3 affine: these pixels → original frame pixels
     slot: dict[str, Any]  # the result object this image's results nest in
     name: str  # stem for saved files
+    parent: ImageRef | None = None  # for a crop: the image it was cut from, and where (recompose)
+    region: tuple[int, int, int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -105,6 +107,8 @@ class ChainRunner:
             await self._crop(node, found)
         elif node.kind == "rotate":
             await self._rotate(node, found)
+        elif node.kind == "recompose":
+            await self._recompose(node, found)
         else:
             await self._draw(node, found)
 
@@ -142,6 +146,8 @@ class ChainRunner:
                         actions.compose(item.image.to_frame, actions.translation(x0, y0)),
                         output,
                         f"crop_{item.image.name}_{index}",
+                        item.image,
+                        region,
                     )
                 )
         if params.save_crops and crops:
@@ -191,6 +197,26 @@ class ChainRunner:
                 item.image.slot[node.call_id] = {"vals": vals}
             if params.save_img:
                 await asyncio.to_thread(self._save, params.save_path, [(f"draw_{item.image.name}", drawn)])
+
+    async def _recompose(self, node: ActionNode, found: list[Found]) -> None:
+        """DeepDetect's recompose: each crop's generated image pasted back where the crop was cut (resized
+        to the crop's size), one picture per source image, as `images` under the action id."""
+        groups: dict[int, tuple[ImageRef, list[Found]]] = {}
+        for item in found:
+            if item.image.parent is not None and item.decoded is not None and item.decoded.pixels is not None:
+                groups.setdefault(id(item.image.parent), (item.image.parent, []))[1].append(item)
+        for parent, items in groups.values():
+            pasted = await asyncio.to_thread(
+                actions.paste_back,
+                await self._whole(parent),
+                [(i.image.region, i.decoded.pixels) for i in items],  # type: ignore[union-attr]
+            )
+            png = await asyncio.to_thread(actions.encode_png, pasted)
+            parent.slot[node.call_id] = {"images": [base64.b64encode(png).decode()]}
+            if node.params.save_img:
+                await asyncio.to_thread(
+                    self._save, node.params.save_path, [(f"recompose_{parent.name}", pasted)]
+                )
 
     @staticmethod
     async def _whole(image: ImageRef) -> np.ndarray:

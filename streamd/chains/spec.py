@@ -103,11 +103,17 @@ class DrawParams(_Params):
     save_path: str = ""
 
 
+class RecomposeParams(_Params):
+    save_img: bool = False
+    save_path: str = ""
+
+
 ACTION_PARAMS: dict[str, type[_Params]] = {
     "crop": CropParams,
     "filter": FilterParams,
     "rotate": RotateParams,
     "draw_bbox": DrawParams,
+    "recompose": RecomposeParams,
 }
 
 

@@ -229,3 +229,17 @@ def build_tf1_sequence(export_dir: Path, *, width: int = 8, height: int = 8) -> 
         tf.nn.softmax(tf.einsum("nwc,ck->nwk", columns, kernel) + bias, name="seq")
         _save(graph, export_dir)
     return ModelFiles.read(export_dir, "input:0", "seq:0")
+
+
+def build_tf1_painter(export_dir: Path, *, size: int = 8) -> ModelFiles:
+    """An image-to-image model (a stand-in for DeepDetect's GAN): `painted` = (1 - input) · 255, the
+    negative of an image preprocessed to [0, 1], as uint8-range pixels [N, size, size, 3]."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="input")
+        scale = tf.compat.v1.get_variable("scale", initializer=tf.constant(255.0))
+        tf.identity((1.0 - images) * scale, name="painted")
+        _save(graph, export_dir)
+    return ModelFiles.read(export_dir, "input:0", "painted:0")
