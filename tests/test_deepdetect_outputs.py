@@ -124,3 +124,19 @@ async def test_bbox_coordinates_input_gives_deepdetects_crop_relative_boxes(clie
     [inner] = car["things"]["classes"]
     # the 32x16 car crop at (40, 20): box 1 of the crop is x 16..28.8, y 8..14.4 in the crop's pixels
     assert inner["bbox"] == pytest.approx({"xmin": 16.0, "ymin": 8.0, "xmax": 28.8, "ymax": 14.4}, abs=1e-4)
+
+
+@pytest.mark.usefixtures("services")
+async def test_shared_action_parameters_are_accepted_but_generate_mask_and_unknown_names_are_refused(
+    client: TestClient,
+) -> None:
+    root = {"service": "things", "data": [data_uri(scene())]}
+    crop = {"type": "crop", "parameters": {"thickness": 3, "classes": ["car"], "chip_size": 150}}
+    assert (await run(client, [root, {"action": crop}]))["classes"]
+    for parameters, fragment in (({"generate_mask": True}, "generate_mask"), ({"paddding": 1}, "paddding")):
+        response = await client.post(
+            "/chain/x",
+            json={"chain": {"calls": [root, {"action": {"type": "crop", "parameters": parameters}}]}},
+        )
+        answer = await response.json()
+        assert response.status == 400 and answer["status"]["dd_code"] == 1012 and fragment in answer["error"]
