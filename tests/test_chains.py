@@ -173,7 +173,7 @@ async def test_seed_example_nests_classifier_results_in_each_detection(
     assert body["status"] == {"code": 200, "msg": "OK"}
     assert body["head"]["method"] == "/chain" and body["head"]["time"] >= 0
     [prediction] = body["body"]["predictions"]
-    assert prediction["uri"] == "data[0]"
+    assert prediction["uri"] == "0"  # DeepDetect names an inline image by its index
     car, person = prediction["classes"]
     # Scores are the colour fractions of the frame: green 0.68 (car), blue 0.16 (person).
     assert (car["cat"], car["prob"], car["bbox"]) == (
@@ -268,7 +268,7 @@ async def test_no_detections_yield_empty_classes_and_run_no_children(
 ) -> None:
     black = np.zeros((40, 80, 3), dtype=np.uint8)
     body = await post_json(client, "/chain/empty", seed_chain(black, {"type": "crop"}), status=200)
-    assert body["body"]["predictions"] == [{"uri": "data[0]", "classes": []}]
+    assert body["body"]["predictions"] == [{"uri": "0", "classes": []}]
     assert services["colours"] not in client.app[SERVICES].runtime.loaded or (
         client.app[SERVICES].runtime.loaded[services["colours"]].batcher.stats.items == 0
     )
@@ -349,7 +349,10 @@ async def test_draw_bbox_returns_the_drawn_frame_under_the_action_id(
                 {"service": "things", "data": [data_uri(scene())]},
                 {
                     "id": "drawn",
-                    "action": {"type": "draw_bbox", "parameters": {"output_images": True, "thickness": 1}},
+                    "action": {
+                        "type": "draw_bbox",
+                        "parameters": {"output_images": True, "thickness": 1, "output_format": "jpeg"},
+                    },
                 },
             ]
         }

@@ -9,16 +9,26 @@ import re
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamd.api.body import read_step, refuse_large_body
 from streamd.api.context import Services, services
+from streamd.api.formdata import check_nesting
 from streamd.api.http import json_response, no_content, page_params, paginated, read_json
 from streamd.chains.plan import build_plan
 from streamd.chains.resolve import resolver_for
-from streamd.chains.spec import DD_SERVICE_INPUT_BAD_REQUEST, ChainBody, ChainError, ChainPlan, parse_body
+from streamd.chains.spec import (
+    DD_SERVICE_BAD_REQUEST,
+    DD_SERVICE_INPUT_BAD_REQUEST,
+    ChainBody,
+    ChainError,
+    ChainPlan,
+    parse_body,
+)
 from streamd.errors import ConflictError, InvalidRequestError
-from streamd.inference.sources import load_source
+from streamd.inference.sources import is_inline, load_source
 
 
 class ChainRunBody(BaseModel):
@@ -42,6 +52,21 @@ def chain_name(request: web.Request) -> str:
     return name
 
 
+async def read_chain_body(request: web.Request) -> Any:
+    """A `/chain/{name}` body, whatever its Content-Type: DeepDetect parses it as JSON regardless, and
+    its own documentation sends `curl -X PUT ... -d '{...}'` (form-urlencoded). Same size and time
+    bounds as every JSON body."""
+    refuse_large_body(request, services(request).settings.server.json_max_bytes, "server.json_max_bytes")
+    raw = await read_step(request, request.read())
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ChainError(
+            f"the request body is not valid JSON: {exc}", dd_code=DD_SERVICE_BAD_REQUEST, code="invalid_json"
+        ) from None
+    return check_nesting(data, "the request body")
+
+
 async def plan_for(svc: Services, raw: Any, *, require_data: bool) -> tuple[ChainBody, ChainPlan]:
     """Validate a chain body into a plan. Parsing and the tree checks run in a worker thread: bounded
     and linear, but a body of hundreds of calls must not hold the loop (and /healthz) for a moment."""
@@ -61,7 +86,8 @@ async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[s
         frames.append(
             await load_source(source, f"data[{index}]", svc.settings.inference, svc.settings.media_roots)
         )
-    uris = [f"data[{index}]" if source.startswith("data:") else source for index, source in enumerate(data)]
+    # DeepDetect names an inline image (base64) by its index in `data`; echoing megabytes helps nobody.
+    uris = [str(index) if is_inline(source) else source for index, source in enumerate(data)]
     predictions = await svc.chains_runner.run(plan, frames, uris)
     return json_response(
         {
@@ -75,7 +101,7 @@ async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[s
 async def run_chain(request: web.Request) -> web.Response:
     """DeepDetect's `/chain/{name}`: the name only labels the run; nothing is stored."""
     svc = services(request)
-    _, plan = await plan_for(svc, await read_json(request), require_data=True)
+    _, plan = await plan_for(svc, await read_chain_body(request), require_data=True)
     return await execute(svc, plan, plan.data)
 
 

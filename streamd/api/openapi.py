@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from streamd import __version__
-from streamd.api import chains, inference, networks, ops, recognition, schemas, streams, tasks, ui
+from streamd.api import chains, inference, networks, ops, recognition, schemas, services, streams, tasks, ui
 from streamd.api.http import PAGE_PARAMS
 from streamd.chains.spec import ChainBody
 from streamd.networks.recognition import RecognitionSpecCreate, RecognitionSpecPatch, RecognitionVersionCreate
@@ -84,6 +84,7 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
                                              flattened_form=True),
     chains.run_chain: Operation(schemas.ChainResult, body=ChainBody),
     chains.list_chains: Operation(schemas.ChainPage, query=_PAGE),
+    services.get_service: Operation(schemas.ServiceResult),
     chains.put_chain: Operation(schemas.Chain, body=ChainBody),
     chains.get_chain: Operation(schemas.Chain),
     chains.delete_chain: Operation(None, 204),

@@ -9,6 +9,7 @@ from aiohttp import web
 from streamd import __version__
 from streamd.api.context import services
 from streamd.api.http import json_response
+from streamd.api.services import service_list
 from streamd.errors import NotFoundError, UnavailableError
 
 
@@ -44,6 +45,12 @@ async def info(request: web.Request) -> web.Response:
                 "networks": await svc.networks.count(),
                 "public_networks": len(svc.public_networks),
                 "pending_tasks": await svc.tasks.count_pending(),
+            },
+            # DeepDetect's /info, which its tooling reads to list services before anything else.
+            "head": {
+                "method": "/info",
+                "version": __version__,
+                "services": await service_list(svc.recognition),
             },
         }
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streamd.api import chains, inference, networks, ops, recognition, streams, tasks, ui
+from streamd.api import chains, inference, networks, ops, recognition, services, streams, tasks, ui
 from streamd.api.http import json_response
 from streamd.api.middleware import OPEN_PATHS
 from streamd.api.openapi import Operation, build_document
@@ -84,6 +84,8 @@ _TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
      "Recognition with this version → task with {outputs}.", "inference"),
     ("POST", "/chain/{name}", chains.run_chain, "DeepDetect /chain: run a chain once on its data.", "chains"),
     ("PUT", "/chain/{name}", chains.run_chain, "Same as POST /chain/{name}.", "chains"),
+    ("GET", "/services/{name}", services.get_service,
+     "DeepDetect: a service (a recognition spec) and its labels.", "chains"),
     ("GET", "/v0.7/chains", chains.list_chains, "List stored chains.", "chains"),
     ("PUT", "/v0.7/chains/{name}", chains.put_chain, "Validate and store a chain.", "chains"),
     ("GET", "/v0.7/chains/{name}", chains.get_chain, "Retrieve a stored chain.", "chains"),

@@ -34,6 +34,39 @@ class Info(_Answer):
     api_version: str
     auth: str
     counts: dict[str, int]
+    head: InfoHead
+
+
+class DDService(_Answer):
+    """A DeepDetect service: a recognition spec."""
+
+    name: str
+    description: str
+    mllib: Literal["tensorflow"]
+    mltype: Literal["classification", "detection"]
+    type: Literal["supervised"]
+    predict: bool
+    training: bool
+
+
+class InfoHead(_Answer):
+    method: Literal["/info"]
+    version: str
+    services: list[DDService]
+
+
+class DDServiceDetail(DDService):
+    labels: list[str]
+    jobs: list[Any]
+    repository: str
+
+
+class ServiceResult(_Answer):
+    """DeepDetect's answer to GET /services/{name}."""
+
+    status: dict[str, Any]
+    head: dict[str, Any]
+    body: DDServiceDetail
 
 
 class Network(_Answer):

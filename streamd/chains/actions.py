@@ -137,6 +137,26 @@ def draw_boxes(
     return canvas
 
 
+def paste_back(
+    pixels: np.ndarray, pieces: list[tuple[tuple[int, int, int, int] | None, np.ndarray]]
+) -> np.ndarray:
+    """A copy of `pixels` with each piece resized into its region (x0, y0, x1, y1)."""
+    canvas = pixels.copy()
+    for region, piece in pieces:
+        if region is None:
+            continue
+        x0, y0, x1, y1 = region
+        canvas[y0:y1, x0:x1] = cv2.resize(piece, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return canvas
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return encoded.tobytes()
+
+
 def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
     ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

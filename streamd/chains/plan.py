@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from streamd.chains.spec import (
     ACTION_PARAMS,
     BOX_ACTIONS,
+    DD_ACTION_PARAMS,
     DD_CHAIN_ACTION_BAD_REQUEST,
     DD_SERVICE_BAD_REQUEST,
     DD_SERVICE_INPUT_BAD_REQUEST,
@@ -163,17 +164,40 @@ def _check_depths(parents: list[int | None], ids: list[str], max_depth: int) -> 
             )
 
 
+def _service_node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> ServiceNode:
+    try:
+        params = ServiceParams.model_validate(call.parameters or {})
+    except ValidationError as exc:
+        raise ChainError(
+            f"{_where(index, call_id)} parameters: {describe_errors(exc)}",
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        ) from None
+    output = params.output
+    if output.search or output.index or output.build_index or output.search_nn is not None:
+        raise ChainError(
+            f"{_where(index, call_id)}: similarity search (output.search, search_nn, index, build_index) "
+            "is not supported: streamd has no similarity index; remove those parameters",
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        )
+    service = resolve(call.service or "")
+    if output.ctc and (service.has_boxes or len(service.post_processings) != 1):
+        raise ChainError(
+            f"{_where(index, call_id)}: output.ctc decodes one sequence of label scores; service "
+            f"{service.name!r} must be a classifier with one output",
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        )
+    if output.image and params.extract_layer is None:
+        raise ChainError(
+            f"{_where(index, call_id)}: output.image returns a layer as an image; name it with "
+            'mllib.extract_layer (a tensor of the graph, or "last" for the version\'s output)',
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        )
+    return ServiceNode(call_id, index, service, output, params.extract_layer)
+
+
 def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> ServiceNode | ActionNode:
     if call.service is not None:
-        try:
-            params = ServiceParams.model_validate(call.parameters or {})
-        except ValidationError as exc:
-            raise ChainError(
-                f"{_where(index, call_id)} parameters: {describe_errors(exc)}; output accepts "
-                "confidence_threshold, best, best_bbox and bbox",
-                dd_code=DD_SERVICE_BAD_REQUEST,
-            ) from None
-        return ServiceNode(call_id, index, resolve(call.service), params.output)
+        return _service_node(index, call, call_id, resolve)
     action = dict(call.action or {})
     kind = action.pop("type", None)
     if kind not in ACTION_PARAMS:
@@ -187,8 +211,14 @@ def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> Servi
             f"{_where(index, call_id)}: action.parameters must be an object",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         )
+    model = ACTION_PARAMS[kind]
+    given = {
+        key: value
+        for key, value in {**action, **nested}.items()
+        if key in model.model_fields or key not in DD_ACTION_PARAMS  # DeepDetect's shared, unused here
+    }
     try:
-        params = ACTION_PARAMS[kind].model_validate({**action, **nested})
+        params = model.model_validate(given)
     except ValidationError as exc:
         raise ChainError(
             f"{_where(index, call_id)} {kind} action: {describe_errors(exc)}",
@@ -198,6 +228,12 @@ def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> Servi
         raise ChainError(
             f"{_where(index, call_id)}: save_path must be relative, without '..' (it lives under "
             "the data directory)",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
+    if getattr(params, "generate_mask", False):
+        raise ChainError(
+            f"{_where(index, call_id)}: crop generate_mask makes masks for a segmentation child; streamd "
+            "has no segmentation output to fill them, so generate_mask is not supported",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         )
     return ActionNode(call_id, index, kind, params)
@@ -242,12 +278,29 @@ def _check_edge(
             "classifier (its spec has no roi BBOX output)",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         )
+    if node.kind == "recompose" and not _pastes_back(
+        service_node := _service_of(parent, nodes, parents), nodes, parents
+    ):
+        raise ChainError(
+            f"{_where(index, node.call_id)}: recompose pastes images back where they were cropped; it "
+            "follows a service that runs on a crop's images with output.image, not "
+            f"{_describe_node(service_node)}",
+            dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
+        )
     if node.kind == "rotate" and (service.has_boxes or not set(service.label_names) <= set(ROTATIONS)):
         raise ChainError(
             f"{_where(index, node.call_id)}: rotate follows an orientation classifier whose labels are "
             f"{', '.join(ROTATIONS)}; service {service.name!r} has labels {', '.join(service.label_names)}",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         )
+
+
+def _pastes_back(
+    service: ServiceNode, nodes: list[ServiceNode | ActionNode], parents: list[int | None]
+) -> bool:
+    above = parents[service.index]
+    crop = above is not None and isinstance(nodes[above], ActionNode) and nodes[above].kind == "crop"  # type: ignore[union-attr]
+    return crop and service.output.image
 
 
 def _describe_node(node: ServiceNode | ActionNode) -> str:
@@ -289,6 +342,18 @@ def _check_collisions(nodes: list[ServiceNode | ActionNode], parents: list[int |
                 key = node.service.name
         elif node.kind == "draw_bbox":
             key = node.call_id
+        elif node.kind == "recompose":  # writes in the images the crop above its service was cut from
+            crop = parents[_service_of(index, nodes, parents).index]
+            assert crop is not None
+            slot = (_input_slot(_service_of(crop, nodes, parents).index, nodes, parents, slots), node.call_id)
+            if slot in written:
+                raise ChainError(
+                    f"calls {written[slot]} and {index} would both write {node.call_id!r} in the same result "
+                    "object; give them different ids",
+                    dd_code=DD_SERVICE_BAD_REQUEST,
+                )
+            written[slot] = index
+            continue
         else:
             continue
         slot = (_input_slot(index, nodes, parents, slots), key)

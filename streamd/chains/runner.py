@@ -20,11 +20,12 @@ import cv2
 import numpy as np
 
 from streamd.chains import actions
+from streamd.chains.outputs import Decoded, fetches_of, finish_for, result_object
 from streamd.chains.spec import ActionNode, ChainPlan, CropParams, DrawParams, OutputParams, ServiceNode
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.postprocessing import Hypothesis, Keep, decode
+from streamd.networks.postprocessing import Hypothesis
 from streamd.networks.preprocessing import Image, as_array
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class ImageRef:
     to_frame: np.ndarray  # 2x3 affine: these pixels → original frame pixels
     slot: dict[str, Any]  # the result object this image's results nest in
     name: str  # stem for saved files
+    parent: ImageRef | None = None  # for a crop: the image it was cut from, and where (recompose)
+    region: tuple[int, int, int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -43,6 +46,7 @@ class Found:
     image: ImageRef
     hypotheses: list[Hypothesis]  # boxes in `image` pixels
     classes: list[dict[str, Any]]  # the same, as output objects (boxes in frame pixels)
+    decoded: Decoded | None = None  # the service's whole output (an image with `output.image`)
 
 
 class ChainRunner:
@@ -68,18 +72,8 @@ class ChainRunner:
     async def _service(self, node: ServiceNode, images: list[ImageRef], key: str | None) -> None:
         service = node.service
         loaded = await self._runtime.network(service.network_id)
-        fetches = loaded.executor.check_fetches(
-            [name for post in service.post_processings for name in post.tensors()]
-        )
-
-        keep = Keep(node.output.confidence_threshold, None if node.output.best < 0 else node.output.best)
-
-        def finish(tensors: Any, transforms: Any) -> list[Hypothesis]:  # on the network's thread
-            found = []
-            for post, output in zip(service.post_processings, service.outputs, strict=True):
-                found.extend(decode(post, output.labels, tensors, transforms[0], keep=keep))
-            return found
-
+        fetches = loaded.executor.check_fetches(fetches_of(node))
+        finish = finish_for(node)
         started = time.monotonic()
         outputs = await asyncio.gather(
             *(loaded.infer(InferenceItem((image.pixels,), fetches, finish)) for image in images)
@@ -88,16 +82,22 @@ class ChainRunner:
             self._metrics.chain_call_duration.labels(service.name).observe(time.monotonic() - started)
         found = []
         for image, output in zip(images, outputs, strict=True):
-            hypotheses = select(output.finished, node.output, service.has_boxes)
-            classes = [class_object(h, image.to_frame) for h in hypotheses]
+            decoded: Decoded = output.finished
+            hypotheses = select(decoded.hypotheses, node.output, service.has_boxes)
+            to_frame = image.to_frame if node.output.bbox_coordinates == "frame" else actions.IDENTITY
+            classes = [class_object(h, to_frame, node.output.bbox) for h in hypotheses]
             mark_last(classes)
             if self._metrics is not None:
                 self._metrics.detections.labels(service.name).observe(len(classes))
-            if key is None:
-                image.slot["classes"] = classes
+            result = result_object(decoded, classes)
+            if (
+                key is None
+            ):  # the first root: DeepDetect's prediction is `vals` or `images` instead of classes
+                image.slot.pop("classes", None)
+                image.slot.update(result)
             else:
-                image.slot[key] = {"classes": classes}
-            found.append(Found(image, hypotheses, classes))
+                image.slot[key] = result
+            found.append(Found(image, hypotheses, classes, decoded))
         await asyncio.gather(*(self._action(child, found) for child in node.children))
 
     async def _action(self, node: ActionNode, found: list[Found]) -> None:
@@ -107,6 +107,8 @@ class ChainRunner:
             await self._crop(node, found)
         elif node.kind == "rotate":
             await self._rotate(node, found)
+        elif node.kind == "recompose":
+            await self._recompose(node, found)
         else:
             await self._draw(node, found)
 
@@ -121,7 +123,7 @@ class ChainRunner:
             for c in item.classes:
                 c.pop("last", None)
             mark_last(item.classes)
-            kept.append(Found(item.image, [h for h, _ in pairs], item.classes))
+            kept.append(Found(item.image, [h for h, _ in pairs], item.classes, item.decoded))
         await asyncio.gather(*(self._action(child, kept) for child in node.children))  # type: ignore[arg-type]
 
     async def _crop(self, node: ActionNode, found: list[Found]) -> None:
@@ -144,6 +146,8 @@ class ChainRunner:
                         actions.compose(item.image.to_frame, actions.translation(x0, y0)),
                         output,
                         f"crop_{item.image.name}_{index}",
+                        item.image,
+                        region,
                     )
                 )
         if params.save_crops and crops:
@@ -185,11 +189,34 @@ class ChainRunner:
             drawn = await asyncio.to_thread(
                 actions.draw_boxes, await self._whole(item.image), boxes, labels, params
             )
-            if params.output_images:
+            if params.output_images and params.output_format == "jpeg":
                 jpeg = await asyncio.to_thread(actions.encode_jpeg, drawn)
                 item.image.slot[node.call_id] = {"images": [base64.b64encode(jpeg).decode()]}
+            elif params.output_images:  # DeepDetect's form: the BGR bytes, row by row, as numbers
+                vals = await asyncio.to_thread(lambda: drawn.reshape(-1).tolist())  # noqa: B023
+                item.image.slot[node.call_id] = {"vals": vals}
             if params.save_img:
                 await asyncio.to_thread(self._save, params.save_path, [(f"draw_{item.image.name}", drawn)])
+
+    async def _recompose(self, node: ActionNode, found: list[Found]) -> None:
+        """DeepDetect's recompose: each crop's generated image pasted back where the crop was cut (resized
+        to the crop's size), one picture per source image, as `images` under the action id."""
+        groups: dict[int, tuple[ImageRef, list[Found]]] = {}
+        for item in found:
+            if item.image.parent is not None and item.decoded is not None and item.decoded.pixels is not None:
+                groups.setdefault(id(item.image.parent), (item.image.parent, []))[1].append(item)
+        for parent, items in groups.values():
+            pasted = await asyncio.to_thread(
+                actions.paste_back,
+                await self._whole(parent),
+                [(i.image.region, i.decoded.pixels) for i in items],  # type: ignore[union-attr]
+            )
+            png = await asyncio.to_thread(actions.encode_png, pasted)
+            parent.slot[node.call_id] = {"images": [base64.b64encode(png).decode()]}
+            if node.params.save_img:
+                await asyncio.to_thread(
+                    self._save, node.params.save_path, [(f"recompose_{parent.name}", pasted)]
+                )
 
     @staticmethod
     async def _whole(image: ImageRef) -> np.ndarray:
@@ -221,9 +248,9 @@ def select(hypotheses: list[Hypothesis], output: OutputParams, has_boxes: bool) 
     return kept
 
 
-def class_object(hypothesis: Hypothesis, to_frame: np.ndarray) -> dict[str, Any]:
+def class_object(hypothesis: Hypothesis, to_frame: np.ndarray, bbox: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"cat": hypothesis.label_name, "prob": hypothesis.score}
-    if hypothesis.box is not None:
+    if hypothesis.box is not None and bbox:
         xmin, ymin, xmax, ymax = actions.map_box(to_frame, hypothesis.box)
         out["bbox"] = {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
     return out
@@ -235,6 +262,7 @@ def mark_last(classes: list[dict[str, Any]]) -> None:
 
 
 def _stem(uri: str, index: int) -> str:
-    tail = "" if uri.startswith(("data:", "data[")) else uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    inline = uri.startswith(("data:", "data[")) or uri == str(index)  # an inline image's uri is its index
+    tail = "" if inline else uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     cleaned = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tail)[:60]
     return cleaned or f"image{index}"

@@ -43,6 +43,18 @@ class _Params(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# DeepDetect's actions share one flat parameter object (src/dto/chain.hpp `ChainActionParams`), so a
+# body may carry any of these on any action (ut-chain.cc sends `padding_ratio` to draw_bbox); an action
+# ignores those it does not use, as DeepDetect does. Unknown names are still errors.
+DD_ACTION_PARAMS = frozenset(
+    {
+        "output_images", "to_rgb", "to_bgr", "save_path", "save_img", "fixed_width", "fixed_height",
+        "min_width", "min_height", "force_square", "padding_ratio", "save_crops", "generate_mask",
+        "orientation", "thickness", "write_cat", "write_prob", "classes", "chip_size", "custom",
+    }
+)  # fmt: skip
+
+
 class CropParams(_Params):
     padding_ratio: float = Field(0.0, ge=0.0, le=10.0)
     fixed_width: int = Field(0, ge=0)
@@ -52,6 +64,7 @@ class CropParams(_Params):
     force_square: bool = False
     save_crops: bool = False
     save_path: str = ""
+    generate_mask: bool = False  # needs a segmentation child: refused by the plan (no such output yet)
 
     @model_validator(mode="before")
     @classmethod
@@ -83,6 +96,14 @@ class DrawParams(_Params):
     write_cat: bool = True
     write_prob: bool = False
     output_images: bool = False
+    # DeepDetect returns the drawn image as `vals` (H·W·3 BGR bytes as numbers); `jpeg` is streamd's
+    # smaller form: `images: [base64 JPEG]`.
+    output_format: Literal["vals", "jpeg"] = "vals"
+    save_img: bool = False
+    save_path: str = ""
+
+
+class RecomposeParams(_Params):
     save_img: bool = False
     save_path: str = ""
 
@@ -92,14 +113,43 @@ ACTION_PARAMS: dict[str, type[_Params]] = {
     "filter": FilterParams,
     "rotate": RotateParams,
     "draw_bbox": DrawParams,
+    "recompose": RecomposeParams,
 }
 
 
 class OutputParams(_Params):
+    """DeepDetect's output connector parameters (src/dto/output_connector.hpp). Those that only apply to
+    /predict, to training or to other backends are accepted and ignored, as DeepDetect ignores them in
+    a chain; `search`/`index` need a similarity index streamd does not have (refused by the plan)."""
+
     confidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
     best: int = Field(1, ge=-1)
     best_bbox: int = Field(-1, ge=-1)
-    bbox: bool = True
+    bbox: bool = True  # DeepDetect's default is false; streamd returns boxes unless told not to
+    nms_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1)
+    ctc: bool = False
+    blank_label: int = Field(-1, ge=-1)
+    image: bool = False
+    # streamd: boxes of services below a crop/rotate in original-frame pixels ("frame", the default), or
+    # in the pixels of the image the service ran on ("input", DeepDetect's crop-relative coordinates).
+    bbox_coordinates: Literal["frame", "input"] = "frame"
+    search: bool = False
+    search_nn: int | None = None
+    index: bool = False
+    build_index: bool = False
+    nprobe: int | None = None
+    # accepted, no effect in a chain (DeepDetect: /predict-only, training-only or other backends)
+    store_config: bool = False
+    regression: bool = False
+    logits: bool = False
+    confidences: list[str] | None = None
+    keypoints: bool = False
+    measure: list[str] | None = None
+    template: Any = None
+    network: Any = None
+    encoding: str | None = None
+    multibox_rois: bool = False
 
 
 class ServiceParams(BaseModel):
@@ -107,8 +157,13 @@ class ServiceParams(BaseModel):
     input: dict[str, Any] = Field(
         default_factory=dict
     )  # keep_orig, connector...: accepted, crops use originals
-    mllib: dict[str, Any] = Field(default_factory=dict)  # gpu, ...: accepted and ignored
+    mllib: dict[str, Any] = Field(default_factory=dict)  # extract_layer is read; gpu, net...: ignored
     output: OutputParams = Field(default_factory=OutputParams)
+
+    @property
+    def extract_layer(self) -> str | None:
+        layer = self.mllib.get("extract_layer")
+        return layer if isinstance(layer, str) and layer else None
 
 
 class ChainCall(BaseModel):
@@ -119,6 +174,16 @@ class ChainCall(BaseModel):
     action: dict[str, Any] | None = None
     parameters: dict[str, Any] | None = None
     data: list[str] | None = None
+    index_uris: list[str] | None = None  # DeepDetect: names for a similarity index; no index here
+    meta_uris: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_parent(cls, data: Any) -> Any:
+        # DeepDetect's own bodies send `"parent_id": ""` for "no parent" (issue #691).
+        if isinstance(data, dict) and data.get("parent_id") == "":
+            data = {key: value for key, value in data.items() if key != "parent_id"}
+        return data
 
 
 class ChainBody(BaseModel):
@@ -146,6 +211,7 @@ class ServiceNode:
     index: int
     service: ResolvedService
     output: OutputParams
+    extract_layer: str | None = None
     children: list[ActionNode] = field(default_factory=list)
 
 

@@ -1,9 +1,11 @@
 """Image sources of inference requests → decoded BGR frames.
 
-Accepted: uploaded bytes (multipart), `data:image/...;base64,` and `;binary,` URIs, local files under the
-configured media roots (`file:///abs` or an absolute path), and http(s) URLs only when
-`inference.allow_url_sources` is on (bounded in size and time). Decoding and file reads run in worker
-threads; fetching runs on the loop with aiohttp.
+Accepted: uploaded bytes (multipart), `data:image/...;base64,` and `;binary,` URIs, raw base64 (what
+DeepDetect's Python client sends with `use_base64=True`), local files under the configured media roots
+(`file:///abs`, an absolute path, or a path relative to the daemon's working directory, as DeepDetect
+resolves them), and http(s) URLs only when `inference.allow_url_sources` is on (bounded in size and
+time). Errors quote at most `QUOTE_CHARS` of a source. Decoding and file reads run in worker threads;
+fetching runs on the loop with aiohttp.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -25,6 +28,32 @@ from streamd.settings import InferenceConfig
 
 class SourceError(InvalidRequestError):
     code = "invalid_source"
+
+
+QUOTE_CHARS = 80  # a source quoted in an error: a 97 KB base64 payload must not come back in it
+_BASE64 = re.compile(rb"[A-Za-z0-9+/\r\n]+={0,2}")
+
+
+def quote(source: str) -> str:
+    """`source` for an error message, cut to QUOTE_CHARS characters."""
+    if len(source) <= QUOTE_CHARS:
+        return repr(source)
+    return f"{source[:QUOTE_CHARS]!r}... ({len(source)} characters)"
+
+
+def is_inline(source: str | bytes) -> bool:
+    """Whether a source carries its image itself (bytes, a data URI, raw base64) rather than naming it:
+    DeepDetect reports such an image's `uri` as its index."""
+    if isinstance(source, bytes) or source.startswith("data:"):
+        return True
+    return not source.startswith(("http://", "https://", "file://", "/")) and _looks_base64(source)
+
+
+def _looks_base64(source: str) -> bool:
+    # A file name can look like base64 ("abc"), but an encoded image is dozens of bytes at least and has
+    # no '.', which nearly every image path has; an existing file still wins (read_local).
+    encoded = source.encode("ascii", "replace")
+    return len(source) >= 32 and "." not in source and _BASE64.fullmatch(encoded) is not None
 
 
 async def load_source(
@@ -53,12 +82,25 @@ async def fetch_source(
 
 
 def read_local(source: str, where: str, media_roots: Sequence[Path]) -> bytes:
-    """Blocking: resolve a local path (links and '..' included) and read it if inside a media root."""
+    """Blocking: resolve a local path (links and '..' included) and read it if inside a media root; a
+    relative name that is no file and looks like base64 is DeepDetect's raw base64 image."""
+    if _looks_base64(source) and not source.startswith(("file://", "/")) and not _is_file(source):
+        try:
+            return base64.b64decode(source, validate=False)
+        except (binascii.Error, ValueError):
+            raise SourceError(f"{where}: {quote(source)} is neither a file nor valid base64") from None
     path = local_path(source, where, media_roots)
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise SourceError(f"{where}: cannot read {path}: {exc.strerror}") from None
+        raise SourceError(f"{where}: cannot read {quote(str(path))}: {exc.strerror}") from None
+
+
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except OSError:  # a 97 KB base64 string is no file name (ENAMETOOLONG)
+        return False
 
 
 def parse_data_uri(uri: str, where: str) -> bytes:
@@ -76,20 +118,19 @@ def parse_data_uri(uri: str, where: str) -> bytes:
 
 
 def local_path(source: str, where: str, media_roots: Sequence[Path]) -> Path:
-    """A local file, allowed only inside a media root (after resolving links and '..')."""
+    """A local file, allowed only inside a media root (after resolving links and '..'). A relative path
+    is resolved against the daemon's working directory, as DeepDetect does, then confined the same way.
+    Blocking (it reads the working directory and follows links)."""
     raw = unquote(urlsplit(source).path) if source.startswith("file://") else source
-    path = Path(raw)
-    if not path.is_absolute():
-        raise SourceError(
-            f"{where}: {source!r} is not a supported source; use a data URI, a multipart file, "
-            "file:///absolute/path or an absolute path under a media root"
-        )
-    resolved = path.resolve()
+    if "\x00" in raw:
+        raise SourceError(f"{where}: {quote(source)} is not a path (it contains a NUL character)")
+    resolved = Path(raw).resolve()
     if not any(resolved.is_relative_to(root) for root in media_roots):
-        roots = ", ".join(str(root) for root in media_roots)
+        roots = ", ".join(str(root) for root in media_roots) or "none configured"
         raise SourceError(
-            f"{where}: {path} is outside the media roots ({roots}); copy it there or configure "
-            "storage.media_roots"
+            f"{where}: {quote(source)} (resolved to {quote(str(resolved))}) is outside the media roots "
+            f"({roots}); copy it there, configure storage.media_roots, or send the image inline (a data "
+            "URI or base64)"
         )
     return resolved
 

@@ -55,8 +55,11 @@ def decode(
     transform: BoxTransform,
     *,
     keep: Keep | None = None,
+    nms: float | None = None,
 ) -> list[Hypothesis]:
-    """The hypotheses of one output of one image, best first (all of them, or those `keep` asks for)."""
+    """The hypotheses of one output of one image, best first (all of them, or those `keep` asks for).
+    For detection, `keep.min_score` replaces the version's `discard_threshold` and `nms` its
+    `nms_threshold` (DeepDetect's `confidence_threshold` and `nms_threshold` output parameters)."""
     if post.classification is not None:
         scores = tensors[graph_tensor_name(post.classification.output_tensor)]
         # Stored versions have them written out; the default covers a post-processing built by hand.
@@ -71,8 +74,10 @@ def decode(
         tensors[graph_tensor_name(layout.classes_tensor)],
         output.labels,
         post.detection.thresholds,
-        nms_threshold=post.detection.nms_threshold,
-        discard_threshold=post.detection.discard_threshold,
+        nms_threshold=post.detection.nms_threshold if nms is None else nms,
+        discard_threshold=(
+            post.detection.discard_threshold if keep is None or keep.min_score is None else keep.min_score
+        ),
         transform=transform,
     )
 

@@ -209,3 +209,37 @@ def build_tf1_unrunnable(export_dir: Path) -> ModelFiles:
         tf.nn.softmax(tf.matmul(pooled, weights), name="prob")
         _save(graph, export_dir)
     return ModelFiles.read(export_dir, "input:0", "prob:0")
+
+
+def build_tf1_sequence(export_dir: Path, *, width: int = 8, height: int = 8) -> ModelFiles:
+    """A CTC-style sequence model: input [N,H,W,3] → one step per column: the column's mean colour
+    → logits over 4 labels (0 blank, bias 0.5; k = 1..3 weight 4 on channel k-1) → softmax `seq`
+    [N,W,4]. A blue, green, red or black column therefore reads label 1, 2, 3 or blank."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, height, width, 3], name="input")
+        columns = tf.reduce_mean(images, axis=1)  # [N, W, 3]
+        weights = np.zeros((3, 4), dtype=np.float32)
+        for k in range(1, 4):
+            weights[k - 1, k] = 4.0
+        kernel = tf.compat.v1.get_variable("kernel", initializer=tf.constant(weights))
+        bias = tf.constant(np.array([0.5, 0.0, 0.0, 0.0], dtype=np.float32))
+        tf.nn.softmax(tf.einsum("nwc,ck->nwk", columns, kernel) + bias, name="seq")
+        _save(graph, export_dir)
+    return ModelFiles.read(export_dir, "input:0", "seq:0")
+
+
+def build_tf1_painter(export_dir: Path, *, size: int = 8) -> ModelFiles:
+    """An image-to-image model (a stand-in for DeepDetect's GAN): `painted` = (1 - input) · 255, the
+    negative of an image preprocessed to [0, 1], as uint8-range pixels [N, size, size, 3]."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="input")
+        scale = tf.compat.v1.get_variable("scale", initializer=tf.constant(255.0))
+        tf.identity((1.0 - images) * scale, name="painted")
+        _save(graph, export_dir)
+    return ModelFiles.read(export_dir, "input:0", "painted:0")
