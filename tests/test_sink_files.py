@@ -141,3 +141,27 @@ async def test_a_configured_result_root_takes_absolute_paths_and_appends_to_its_
         await wait_state(client, (await response.json())["id"], "finished")
     lines = (await asyncio.to_thread((outside / "cam.jsonl").read_bytes)).splitlines()
     assert [orjson.loads(line)["frame_index"] for line in lines] == list(range(30)) * 2
+
+
+async def test_a_finished_stream_has_all_its_records_in_the_file(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk (each write takes 50 ms, in the writer's thread) must not let `finished` show before
+    the file holds every record: a consumer reads the file when the state says the stream is done."""
+    import time
+
+    write = JsonlSink._write
+
+    def slow_write(self: JsonlSink, data: bytes) -> None:
+        time.sleep(0.05)
+        write(self, data)
+
+    monkeypatch.setattr(JsonlSink, "_write", slow_write)
+    await setup_chain(app_client, tf1_model)
+    response = await app_client.post("/v0.7/streams", json=sink_body("slow.jsonl"))
+    assert response.status == 201
+    await wait_state(app_client, (await response.json())["id"], "finished")
+    lines = (
+        await asyncio.to_thread((media_settings.storage.data_dir / "results" / "slow.jsonl").read_bytes)
+    ).splitlines()
+    assert [orjson.loads(line)["frame_index"] for line in lines] == list(range(30))

@@ -86,6 +86,8 @@ class JsonlSink:
         self._keep = keep_files
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set each time the writer has nothing left
+        self._writing = False
         self._closing = False
         self._file: BinaryIO | None = None
         self._task: asyncio.Task[None] | None = None
@@ -112,6 +114,7 @@ class JsonlSink:
             self._wake.clear()
             while self._pending:
                 lines, self._pending = self._pending, []
+                self._writing = True
                 started = time.monotonic()
                 try:
                     await asyncio.to_thread(self._write, b"".join(line + b"\n" for line in lines))
@@ -124,9 +127,17 @@ class JsonlSink:
                             "jsonl sink %s: %s; dropping records until writes succeed", self.path, exc
                         )
                 finally:
+                    self._writing = False
                     self.stats.settle(len(lines))
+            self._drained.set()
             if self._closing:
                 return
+
+    async def drain(self) -> None:
+        """Return once every record emitted so far is written (or counted as lost)."""
+        while self._pending or self._writing:
+            self._drained.clear()
+            await self._drained.wait()
 
     def _open(self) -> BinaryIO:
         self.path.parent.mkdir(parents=True, exist_ok=True)

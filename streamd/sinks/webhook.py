@@ -225,6 +225,9 @@ class WebhookSink:
         logger.warning("webhook %s rejected %d record(s): HTTP %d", self.display_url, count, status)
         return "rejected"
 
+    async def drain(self) -> None:
+        """Nothing to wait for: delivery may take as long as the receiver is down; status counts it."""
+
     async def close(self) -> None:
         """Deliver what the receiver takes now, spool the rest, stop. Never raises: what a failing disk
         cannot take is counted as lost and logged."""

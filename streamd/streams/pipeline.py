@@ -33,6 +33,7 @@ from streamd.video.source import PyAVSource, SourceSettings, redact
 logger = logging.getLogger(__name__)
 
 WINDOW_S = 10.0
+DRAIN_TIMEOUT_S = 30.0
 DECODED_BUT_DROPPED = frozenset({"fps_cap", "buffer_full", "paused"})
 
 # (frames, when they left the buffer, the chain's task: its predictions and when they were ready)
@@ -46,6 +47,7 @@ class Sink(Protocol):
 
     async def start(self) -> None: ...
     def emit(self, record: bytes) -> None: ...
+    async def drain(self) -> None: ...  # what was emitted is written (files), before `finished` shows
     async def close(self) -> None: ...
 
 
@@ -315,6 +317,14 @@ class StreamPipeline:
                     self._write(frame, prediction)
             self._frames_in_flight -= len(frames)
             self._room.set()
+        if self._ended is not None:
+            # A finished stream's results are complete on disk when its state says so.
+            try:
+                await asyncio.wait_for(asyncio.gather(*(s.drain() for s in self.sinks)), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                logger.warning(
+                    "stream %d: its sinks did not drain in %.0f s", self.stream_id, DRAIN_TIMEOUT_S
+                )
         self._finish()
 
     def _write(self, frame: Frame, prediction: dict[str, Any]) -> None:
