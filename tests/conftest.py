@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import orjson
 import pytest
 from aiohttp import FormData
@@ -131,6 +133,7 @@ def media_settings(tmp_path: Path) -> Settings:
     encode_h264(media / "colours.mp4", frames=30, fps=30)
     encode_h264(media / "long.mp4", frames=90, fps=30)
     (media / "notes.txt").write_text("not a video")
+    (media / "still.png").write_bytes(cv2.imencode(".png", np.zeros((96, 160, 3), np.uint8))[1].tobytes())
     return make_settings(tmp_path / "data", storage={"media_roots": [str(media)]})
 
 

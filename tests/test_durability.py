@@ -107,12 +107,9 @@ async def test_a_webhook_spool_on_a_full_disk_bounds_memory_counts_drops_and_rec
 ) -> None:
     receiver = Receiver()
     receiver.down = True
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    server = await aiohttp_server(app)
+    hook = {"type": "webhook", "url": await receiver.serve(aiohttp_server)}
     client = await aiohttp_client(build_app(disk_settings))
     await setup_chain(client, tf1_model)
-    hook = {"type": "webhook", "url": str(server.make_url("/hook"))}
     stream = await create_stream(client, disk_settings, source=LOOPING, fps=10, sinks=[hook])
     sid = stream["id"]
     await until(client, sid, lambda s: s["sinks"][0]["spooled"] >= 5)

@@ -100,13 +100,11 @@ async def test_webhooks_do_not_follow_redirects_and_say_so(
     app_client: TestClient, aiohttp_server: Any, media_settings: Settings, tf1_model: ModelFiles
 ) -> None:
     elsewhere = Receiver()
+    stolen = await elsewhere.serve(aiohttp_server, "/stolen")
 
     async def redirect(request: web.Request) -> web.Response:
-        raise web.HTTPTemporaryRedirect(str(target.make_url("/stolen")))
+        raise web.HTTPTemporaryRedirect(stolen)
 
-    target_app = web.Application()
-    target_app.router.add_post("/stolen", elsewhere.handle)
-    target = await aiohttp_server(target_app)
     app = web.Application()
     app.router.add_post("/hook", redirect)
     server = await aiohttp_server(app)
