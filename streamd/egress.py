@@ -23,7 +23,15 @@ from streamd.errors import InvalidRequestError
 from streamd.settings import EgressConfig, ServerConfig
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935}
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "rtsp": 554,
+    "rtsps": 322,
+    "rtmp": 1935,
+    "mqtt": 1883,
+    "mqtts": 8883,
+}
 
 
 class EgressDeniedError(InvalidRequestError):

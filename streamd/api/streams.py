@@ -12,7 +12,7 @@ from streamd.api.context import Services, services
 from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
 from streamd.chains.spec import ChainPlan
 from streamd.errors import InvalidRequestError, NotFoundError
-from streamd.streams.manager import StreamBody, WebhookSinkBody
+from streamd.streams.bodies import MqttSinkBody, StreamBody, WebhookSinkBody
 from streamd.streams.pipeline import StreamPipeline
 from streamd.video.source import redact
 
@@ -35,6 +35,10 @@ def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
         if isinstance(sink, WebhookSinkBody):
             data["url"] = redact(sink.url)
             data["headers"] = {key: "***" for key in sink.headers}
+        elif isinstance(sink, MqttSinkBody):
+            data["url"] = redact(sink.url)
+            if sink.password is not None:
+                data["password"] = "***"
         sinks.append(data)
     return {
         "id": pipeline.stream_id,

@@ -10,10 +10,9 @@ import logging
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
-from pydantic import BaseModel, ConfigDict, Field
 
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
@@ -23,8 +22,11 @@ from streamd.inference.sources import local_path
 from streamd.metrics import Metrics
 from streamd.settings import Settings
 from streamd.sinks.jsonl import JsonlSink, check_existing
+from streamd.sinks.mqtt import MqttSink
+from streamd.sinks.spooling import SpoolingSink
 from streamd.sinks.webhook import WebhookSink
 from streamd.store.streams import StreamRepository
+from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, StreamBody, WebhookSinkBody
 from streamd.streams.pipeline import PipelineSettings, Sink, StreamPipeline
 from streamd.streams.state import PAUSABLE, RESUMABLE, StreamState, require
 from streamd.video.buffer import DropPolicy
@@ -35,50 +37,6 @@ logger = logging.getLogger(__name__)
 
 # FFmpeg's demuxers for single images (PNG, JPEG, BMP... are "<codec>_pipe"): a picture is not a stream.
 STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SourceOptions(_Strict):
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    timeout_s: float | None = Field(
-        None, gt=0, le=600, description="stall timeout; default streams.stall_timeout_s"
-    )
-    loop: bool = False
-    realtime: bool = False
-    max_reconnects: int | None = Field(None, ge=0)
-
-
-class SourceBody(_Strict):
-    uri: str = Field(min_length=1)
-    options: SourceOptions = Field(default_factory=SourceOptions)
-
-
-class JsonlSinkBody(_Strict):
-    type: Literal["jsonl"]
-    path: str = Field(min_length=1)
-    rotate_bytes: int = Field(100 * 1024**2, ge=1024)
-
-
-class WebhookSinkBody(_Strict):
-    type: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://")
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(5.0, gt=0, le=300)
-    # Accepted for compatibility, no longer used: the first failed POST spools at once (durability).
-    max_retries: int = Field(3, ge=0, le=100)
-    batch_size: int = Field(1, ge=1, le=1000)
-
-
-class StreamBody(_Strict):
-    name: str = Field(min_length=1, max_length=255)
-    source: SourceBody
-    chain: str | dict[str, Any]
-    sinks: list[JsonlSinkBody | WebhookSinkBody] = Field(min_length=1)
-    fps: float | None = Field(None, gt=0, le=240)
-    drop_policy: Literal["drop_oldest", "wait"] | None = None
 
 
 # Given by the API layer: a stored chain's name or an inline definition → (plan, chain name).
@@ -148,8 +106,24 @@ class StreamManager:
             ) from None
         return str(resolved)
 
-    def _sink(self, stream_id: int, index: int, body: JsonlSinkBody | WebhookSinkBody) -> Sink:
+    def _sink(
+        self, stream_id: int, name: str, index: int, body: JsonlSinkBody | WebhookSinkBody | MqttSinkBody
+    ) -> Sink:
         config = self._settings.streams
+        if isinstance(body, MqttSinkBody):
+            return MqttSink(
+                body.url,
+                topic=body.topic_for(stream_id, name),
+                qos=body.qos,
+                username=body.username,
+                password=body.password,
+                tls=body.tls,
+                timeout_s=body.timeout_s,
+                queue_max=config.webhook_queue_records,
+                spool_dir=self._spool_dir(stream_id, index),
+                spool_max_bytes=config.spool_max_bytes,
+                egress=self._egress,
+            )
         if isinstance(body, WebhookSinkBody):
             return WebhookSink(
                 body.url,
@@ -225,7 +199,7 @@ class StreamManager:
             keyframe_only=config.keyframe_only_decoding,
         )
         policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
-        sinks = [self._sink(stream_id, index, sink) for index, sink in enumerate(body.sinks)]
+        sinks = [self._sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
                 sink.stats.observe = _sink_observer(self._metrics, str(stream_id), str(index))
@@ -283,7 +257,7 @@ class StreamManager:
             "streamd_stream_buffered_frames", "Frames waiting in the buffer.", labels=["stream"]
         )
         spool = GaugeMetricFamily(
-            "streamd_sink_spool_bytes", "Bytes waiting in a webhook spool.", labels=["stream", "sink"]
+            "streamd_sink_spool_bytes", "Bytes waiting in a webhook or MQTT spool.", labels=["stream", "sink"]
         )
         for pipeline in self.all():
             label = str(pipeline.stream_id)
@@ -294,7 +268,7 @@ class StreamManager:
             fps.add_metric([label, "out"], status["fps_out"])
             buffered.add_metric([label], status["frames"]["buffered"])
             for index, sink in enumerate(pipeline.sinks):
-                if isinstance(sink, WebhookSink):
+                if isinstance(sink, SpoolingSink):
                     spool.add_metric([label, str(index)], sink.spool_bytes)
         return [state, fps, buffered, spool]
 
