@@ -1,4 +1,5 @@
-"""Command line: `streamd serve` runs the daemon, `streamd check-config` validates a configuration."""
+"""Command line: `streamd serve` runs the daemon, `streamd check-config` validates a configuration,
+`streamd demo` serves a demo, `streamd models` builds and registers pretrained models."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(settings)
         if args.command == "demo":
             return _demo(settings)
+        if args.command == "models":
+            return _models(settings, args)
         return _serve(settings)
     except ConfigError as exc:
         print(f"streamd: {exc.message}", file=sys.stderr)
@@ -46,7 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="serve, and set up a demo network, chain and stream over a video it makes"
     )
-    for sub in (serve, check, demo):
+    models = commands.add_parser("models", help="list or install the pretrained models (faces, emotions)")
+    actions = models.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the available pretrained models, their licences and cache")
+    install = actions.add_parser("install", help="build the models and register them with a running daemon")
+    install.add_argument("names", choices=("faces", "emotions", "all"), help="which model(s)")
+    install.add_argument("--url", help="the daemon's address (default: http://<server.host>:<server.port>)")
+    for sub in (serve, check, demo, listing, install):
         sub.add_argument("--config", type=Path, help="TOML file (default: config/streamd.toml if present)")
         sub.add_argument("--host", help="bind address (server.host)")
         sub.add_argument("--port", type=int, help="port (server.port)")
@@ -77,6 +86,14 @@ def _demo(settings: Settings) -> int:
     settings.check_bind_allowed()
     setup_logging(settings.logging)
     return run_demo(settings)
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from streamd.models.command import install_models, list_models
+
+    if args.action == "list":
+        return list_models(settings)
+    return install_models(settings, args.names, args.url)
 
 
 def _serve(settings: Settings) -> int:
