@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(settings)
         if args.command == "demo":
-            return _demo(settings)
+            return _demo(settings, args.synthetic)
         if args.command == "models":
             return _models(settings, args)
         return _serve(settings)
@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the configuration and print it")
     demo = commands.add_parser(
         "demo", help="serve, and set up a demo network, chain and stream over a video it makes"
+    )
+    demo.add_argument(
+        "--synthetic", action="store_true", help="the colour demo, without the pretrained models"
     )
     models = commands.add_parser("models", help="list or install the pretrained models (faces, emotions)")
     actions = models.add_subparsers(dest="action", required=True)
@@ -79,13 +82,13 @@ def _check_config(settings: Settings) -> int:
     return 0
 
 
-def _demo(settings: Settings) -> int:
+def _demo(settings: Settings, synthetic: bool) -> int:
     from streamd.demo import run_demo
     from streamd.logs import setup_logging
 
     settings.check_bind_allowed()
     setup_logging(settings.logging)
-    return run_demo(settings)
+    return run_demo(settings, synthetic=synthetic)
 
 
 def _models(settings: Settings, args: argparse.Namespace) -> int:
