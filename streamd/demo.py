@@ -139,8 +139,8 @@ async def register_faces(base: str, headers: dict[str, str], settings: Settings)
     """Build the models off the loop, register them as `streamd models install all` would, then the
     chain faces → crop → emotions and a looping stream over the video."""
     print(
-        "streamd demo: building the face detector (mtcnn package) and the emotion classifier (fer's "
-        "weights) on first run; this takes a minute or two",
+        "streamd demo: preparing the face demo (the face and emotion models are built from the mtcnn "
+        "and fer packages on first run only, which takes a minute or two)",
         flush=True,
     )
     loop = asyncio.get_running_loop()

@@ -7,12 +7,23 @@ The network, spec and version bytes are built beforehand (`catalogue.ensure_buil
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import io
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from streamd.models.catalogue import BuiltModel
+
+
+class Http(Protocol):
+    """What registration needs of an HTTP client bound to the daemon's address: an
+    `aiohttp.ClientSession(base_url)`, or aiohttp's test client."""
+
+    def get(self, path: str, **kwargs: Any) -> Any: ...
+    def post(self, path: str, **kwargs: Any) -> Any: ...
+    def put(self, path: str, **kwargs: Any) -> Any: ...
+    def patch(self, path: str, **kwargs: Any) -> Any: ...
 
 
 class ApiError(RuntimeError):
@@ -27,7 +38,7 @@ async def ok(response: aiohttp.ClientResponse) -> dict[str, Any]:
 
 
 async def register_network(
-    http: aiohttp.ClientSession,
+    http: Http,
     name: str,
     preprocessing: dict[str, Any],
     files: dict[str, bytes],
@@ -41,7 +52,8 @@ async def register_network(
     if metadata:
         form.add_field("metadata", orjson.dumps(metadata).decode())
     for part, content in files.items():
-        form.add_field(part, content, filename=part)
+        # A file object: aiohttp warns that raw bytes this large are copied on the loop.
+        form.add_field(part, io.BytesIO(content), filename=part)
     network = await ok(await http.post("/v0.7/networks", data=form))
     while (task := await ok(await http.get(f"/v0.7/tasks/{network['task_id']}")))["status"] == "pending":
         await asyncio.sleep(0.1)
@@ -50,7 +62,7 @@ async def register_network(
     return network
 
 
-async def find_spec(http: aiohttp.ClientSession, name: str) -> dict[str, Any] | None:
+async def find_spec(http: Http, name: str) -> dict[str, Any] | None:
     url: str | None = "/v0.7/recognition/specs?limit=100"
     while url is not None:
         page = await ok(await http.get(url))
@@ -81,7 +93,7 @@ def post_processing(built: BuiltModel) -> dict[str, Any]:
     }
 
 
-async def install(http: aiohttp.ClientSession, built: BuiltModel) -> str:
+async def install(http: Http, built: BuiltModel) -> str:
     """Network, spec (named after the model) and version; nothing when this build is registered
     already. Returns what was done, for a person."""
     model = built.model
@@ -96,7 +108,7 @@ async def install(http: aiohttp.ClientSession, built: BuiltModel) -> str:
         http,
         network_name(built),
         preprocessing,
-        built.files(),
+        await asyncio.to_thread(built.files),  # reads the SavedModel: off the loop
         {"streamd": {"max_batch_size": model.max_batch_size}},
     )
     if spec is None:
