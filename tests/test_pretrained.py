@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from streamd.app import build_app
 from streamd.demo import FACES_CHAIN
 from streamd.demo_video import placements
-from streamd.models import emotions
+from streamd.models import catalogue, emotions
 from streamd.models.registration import install
 from streamd.settings import Settings
 from tests.conftest import make_settings
@@ -105,3 +106,31 @@ async def test_a_stream_over_the_demo_video_nests_emotions_under_each_face_in_fr
             assert max(iou(box_of(face), box) for box in expected) >= 0.5, (record["frame_index"], face)
             [emotion] = face["emotions"]["classes"]
             assert emotion["cat"] in emotions.LABELS and 0 < emotion["prob"] <= 1
+
+
+async def test_installing_again_registers_nothing_new(
+    faces_client: TestClient, pretrained: Pretrained
+) -> None:
+    for built in pretrained.built.values():
+        assert (await install(faces_client, built)).startswith(f"{built.model.name}: already installed")
+    networks = await (await faces_client.get("/v0.7/networks")).json()
+    specs = await (await faces_client.get("/v0.7/recognition/specs")).json()
+    assert (networks["count"], [s["name"] for s in specs["results"]]) == (2, ["faces", "emotions"])
+
+
+def test_a_model_is_built_once_per_package_version(tmp_path: Path, pretrained: Pretrained) -> None:
+    version = "1.0"
+    builds: list[str] = []
+
+    def build(directory: Path, _cache: Path) -> None:
+        builds.append(version)
+        shutil.copytree(pretrained.built["emotions"].directory, directory)
+
+    model = replace(catalogue.CATALOGUE["emotions"], version=lambda: version, build=build)
+    first = catalogue.ensure_built(model, tmp_path, lambda _line: None)
+    again = catalogue.ensure_built(model, tmp_path, lambda _line: None)
+    assert builds == ["1.0"] and again == first and first.outputs == pretrained.built["emotions"].outputs
+    version = "1.1"
+    newer = catalogue.ensure_built(model, tmp_path, lambda _line: None)
+    assert builds == ["1.0", "1.1"] and newer.version == "1.1"
+    assert sorted(p.name for p in (tmp_path / "models" / "emotions").iterdir()) == ["1.1"]
