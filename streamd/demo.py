@@ -22,7 +22,7 @@ import numpy as np
 from aiohttp import web
 
 from streamd.models.catalogue import BuiltModel, missing_packages
-from streamd.models.registration import install, ok, register_network
+from streamd.models.registration import install, ok, register_classifier
 from streamd.settings import Settings
 
 logger = logging.getLogger("streamd.demo")
@@ -94,17 +94,16 @@ async def register(
                 }
             ]
         }
-        network = await register_network(http, "streamd demo colours", preprocessing, files)
-        labels = [{"id": i, "name": n} for i, n in enumerate(COLOURS)]
-        spec = await ok(
-            await http.post(
-                "/v0.7/recognition/specs",
-                json={"name": "demo-colours", "outputs": [{"labels": {"labels": labels}}]},
-            )
+        await register_classifier(
+            http,
+            network_name="streamd demo colours",
+            files=files,
+            preprocessing=preprocessing,
+            spec_name="demo-colours",
+            labels=list(COLOURS),
+            output_tensor="prob",
+            threshold=0.5,
         )
-        post = {"classification": {"output_tensor": "prob", "thresholds": [0.5] * len(COLOURS)}}
-        version = {"spec_id": spec["id"], "network_id": network["id"], "post_processings": [post]}
-        await ok(await http.post("/v0.7/recognition/versions", json=version))
         await ok(await http.put("/v0.7/chains/demo", json={"calls": [{"service": "demo-colours"}]}))
         return await ok(
             await http.post(

@@ -123,3 +123,25 @@ async def install(http: Http, built: BuiltModel) -> str:
         await http.patch(f"/v0.7/recognition/specs/{spec['id']}", json={"current_version_id": version["id"]})
     )
     return f"{model.name}: installed (network {network['id']}, spec {spec['id']}, version {version['id']})"
+
+
+async def register_classifier(
+    http: Http,
+    *,
+    network_name: str,
+    files: dict[str, bytes],
+    preprocessing: dict[str, Any],
+    spec_name: str,
+    labels: list[str],
+    output_tensor: str,
+    threshold: float,
+) -> dict[str, Any]:
+    """A network (waiting for its deployment), a recognition spec with `labels` and a classification
+    version of it, as a user would. Returns the network."""
+    network = await register_network(http, network_name, preprocessing, files)
+    outputs = [{"labels": {"labels": [{"id": i, "name": n} for i, n in enumerate(labels)]}}]
+    spec = await ok(await http.post("/v0.7/recognition/specs", json={"name": spec_name, "outputs": outputs}))
+    post = {"classification": {"output_tensor": output_tensor, "thresholds": [threshold] * len(labels)}}
+    body = {"spec_id": spec["id"], "network_id": network["id"], "post_processings": [post]}
+    await ok(await http.post("/v0.7/recognition/versions", json=body))
+    return network
