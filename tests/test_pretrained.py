@@ -22,6 +22,7 @@ from streamd.models import catalogue, emotions
 from streamd.models.registration import install
 from streamd.settings import Settings
 from tests.conftest import make_settings
+from tests.factories.daemon import free_port
 from tests.factories.pretrained import Pretrained, box_of, iou
 from tests.test_streams import read_jsonl, wait_state
 
@@ -130,3 +131,20 @@ def test_a_model_is_built_once_per_package_version(tmp_path: Path, pretrained: P
     newer = catalogue.ensure_built(model, tmp_path, lambda _line: None)
     assert builds == ["1.0", "1.1"] and newer.version == "1.1"
     assert sorted(p.name for p in (tmp_path / "models" / "emotions").iterdir()) == ["1.1"]
+
+
+def test_models_command_lists_the_catalogue_and_says_when_the_daemon_is_not_there(
+    tmp_path: Path, pretrained: Pretrained, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamd.cli import main
+
+    shutil.copytree(pretrained.built["faces"].directory.parents[2], tmp_path / "models")  # built already
+    assert main(["models", "list", "--data-dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "faces     detection" in listing and "emotions  classification" in listing
+    assert "FER2013 research data set" in listing and f"built: {pretrained.built['faces'].version}" in listing
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["models", "install", "all", "--url", url, "--data-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert "streamd: building" not in error
+    assert f"cannot reach the daemon at {url}" in error and "start it with streamd serve" in error
