@@ -7,6 +7,10 @@ at once, as with a stream. Prints raw images/s at the chain's batch size, the ch
 and their ratio (target >= 0.8).
 
     .venv/bin/python -m bench.chain [--grid 4] [--frames 60] [--in-flight 2]
+
+With `--real`, the pretrained chain instead (`bench/faces.py`): MTCNN faces → crop → FER emotions on
+the demo video, the detector alone, the chain end to end, and the emotion classifier's crops/s in a
+chain against its raw batched rate (`--data-dir` holds the model builds, as `streamd models` does).
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ def services(classifier_output: str, grid: int) -> dict[str, ResolvedService]:
     }
 
 
-async def chain_rate(runtime: InferenceRuntime, plan: Any, frames: list[np.ndarray], in_flight: int) -> float:
+async def chain_rate(
+    runtime: InferenceRuntime, plan: Any, frames: list[np.ndarray], in_flight: int, child: str = "classifier"
+) -> float:
     runner = ChainRunner(runtime, Path(tempfile.gettempdir()))
     await runner.run(plan, frames[:1], ["warm-up"])
     queue = list(range(len(frames)))
@@ -119,7 +125,7 @@ async def chain_rate(runtime: InferenceRuntime, plan: Any, frames: list[np.ndarr
         while queue:
             index = queue.pop()
             [prediction] = await runner.run(plan, [frames[index]], [f"frame{index}"])
-            crops += sum(1 for detection in prediction["classes"] if detection.get("classifier"))
+            crops += sum(1 for detection in prediction["classes"] if detection.get(child))
 
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
@@ -134,7 +140,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--in-flight", type=int, default=2, help="frames processed concurrently")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="the pretrained chain instead: MTCNN faces -> crop -> FER emotions on the demo video",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="model build cache (--real)")
     args = parser.parse_args()
+    if args.real:
+        from bench.faces import run
+
+        run(args.data_dir, args.frames, args.in_flight, args.rounds, args.grid)
+        return
     boxes = args.grid * args.grid
 
     with tempfile.TemporaryDirectory() as tmp:

