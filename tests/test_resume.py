@@ -21,25 +21,31 @@ from tests.factories.videos import NAMES, encode_h264
 from tests.test_streams import create_stream, read_jsonl, setup_chain, wait_state
 
 
-async def test_a_file_stream_resumes_after_a_graceful_restart_without_replaying(
-    aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
-) -> None:
-    first = await aiohttp_client(build_app(media_settings))
-    await setup_chain(first, tf1_model)
-    stream = await create_stream(
-        first, media_settings, source={"uri": "long.mp4", "options": {"realtime": True}}
-    )
+async def restart_midway(
+    aiohttp_client: Any, settings: Settings, model: ModelFiles, processed: int, **fields: Any
+) -> list[dict[str, Any]]:
+    """A realtime file stream, the app stopped gracefully once `processed` frames are out, a new app on
+    the same data: the records once the stream finishes."""
+    first = await aiohttp_client(build_app(settings))
+    await setup_chain(first, model)
+    source = {"uri": "long.mp4", "options": {"realtime": True}}
+    stream = await create_stream(first, settings, source=source, **fields)
 
     async def midway() -> bool:
         status = await (await first.get(f"/v0.7/streams/{stream['id']}")).json()
-        return status["frames"]["processed"] >= 15
+        return status["frames"]["processed"] >= processed
 
     await wait_until(midway, 30)
     await first.close()
-
-    second = await aiohttp_client(build_app(media_settings))
+    second = await aiohttp_client(build_app(settings))
     await wait_state(second, stream["id"], "finished", 30)
-    records = await read_jsonl(media_settings.storage.data_dir / "results" / "cam.jsonl")
+    return await read_jsonl(settings.storage.data_dir / "results" / "cam.jsonl")
+
+
+async def test_a_file_stream_resumes_after_a_graceful_restart_without_replaying(
+    aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    records = await restart_midway(aiohttp_client, media_settings, tf1_model, 15)
     assert [r["frame_index"] for r in records] == list(range(90))  # each frame once, in order
     assert [r["pts_s"] for r in records] == pytest.approx([i / 30 for i in range(90)], abs=1e-6)
     runs = [r["run"] for r in records]
@@ -50,21 +56,7 @@ async def test_a_file_stream_resumes_after_a_graceful_restart_without_replaying(
 async def test_a_resumed_file_stream_keeps_its_fps_grid(
     aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
 ) -> None:
-    first = await aiohttp_client(build_app(media_settings))
-    await setup_chain(first, tf1_model)
-    stream = await create_stream(
-        first, media_settings, fps=10, source={"uri": "long.mp4", "options": {"realtime": True}}
-    )
-
-    async def midway() -> bool:
-        status = await (await first.get(f"/v0.7/streams/{stream['id']}")).json()
-        return status["frames"]["processed"] >= 5
-
-    await wait_until(midway, 30)
-    await first.close()
-    second = await aiohttp_client(build_app(media_settings))
-    await wait_state(second, stream["id"], "finished", 30)
-    records = await read_jsonl(media_settings.storage.data_dir / "results" / "cam.jsonl")
+    records = await restart_midway(aiohttp_client, media_settings, tf1_model, 5, fps=10)
     assert [r["frame_index"] for r in records] == list(range(0, 90, 3))
     assert {r["run"] for r in records} == {1, 2}
 
