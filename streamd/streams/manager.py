@@ -110,6 +110,13 @@ class StreamManager:
         self, stream_id: int, name: str, index: int, body: JsonlSinkBody | WebhookSinkBody | MqttSinkBody
     ) -> Sink:
         config = self._settings.streams
+        # What both network sinks take: their memory bound, their spool, the egress rules.
+        spooling: dict[str, Any] = {
+            "queue_max": config.webhook_queue_records,
+            "spool_dir": self._spool_dir(stream_id, index),
+            "spool_max_bytes": config.spool_max_bytes,
+            "egress": self._egress,
+        }
         if isinstance(body, MqttSinkBody):
             return MqttSink(
                 body.url,
@@ -119,10 +126,7 @@ class StreamManager:
                 password=body.password,
                 tls=body.tls,
                 timeout_s=body.timeout_s,
-                queue_max=config.webhook_queue_records,
-                spool_dir=self._spool_dir(stream_id, index),
-                spool_max_bytes=config.spool_max_bytes,
-                egress=self._egress,
+                **spooling,
             )
         if isinstance(body, WebhookSinkBody):
             return WebhookSink(
@@ -130,11 +134,8 @@ class StreamManager:
                 headers=body.headers,
                 timeout_s=body.timeout_s,
                 batch_size=body.batch_size,
-                queue_max=config.webhook_queue_records,
-                spool_dir=self._spool_dir(stream_id, index),
-                spool_max_bytes=config.spool_max_bytes,
                 display_url=redact(body.url),
-                egress=self._egress,
+                **spooling,
             )
         path = Path(body.path) if Path(body.path).is_absolute() else self.results_dir / body.path
         return JsonlSink(path, body.rotate_bytes)
