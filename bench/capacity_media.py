@@ -3,6 +3,7 @@ thread, keyframes only when the cap allows, kept frames converted) and raw infer
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -67,33 +68,34 @@ def remux_repeated(source: Path, target: Path, times: int) -> Path:
     return target
 
 
-class _CountingBuffer:
-    """Takes every frame a source hands over (the bench measures the decoder alone)."""
+class _TimingBuffer:
+    """Takes the frames a source hands over, noting the decoder thread's CPU time at each; refuses the
+    one after `limit` (the source then stops)."""
 
-    def __init__(self) -> None:
-        self.frames = 0
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.cpu_s: list[float] = []
 
     def put(self, frame: Frame) -> bool:
-        self.frames += 1
-        return True
+        self.cpu_s.append(time.thread_time())
+        return len(self.cpu_s) <= self.limit
 
 
 def decode_cost_ms(video: Path, fps: float, plays: int = 3) -> float:
     """Core-ms of decoding per second of camera, as a stream capped at `fps` decodes it among many
-    (streams/budget.py's thread rule), the least of `plays` plays of the clip."""
+    (streams/budget.py's thread rule): the clip looped `plays` times, the first play left out (the
+    keyframe gate measures the GOP during it, as a camera does once)."""
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         duration_s = float(stream.frames / stream.average_rate)
-    costs = []
-    for _ in range(plays):
-        settings = SourceSettings(
-            str(video), is_live=False, fps_cap=fps, decoder_threads=decoder_threads(64, 2, True)
-        )
-        source = PyAVSource("cost", settings, _CountingBuffer(), lambda event: None)  # type: ignore[arg-type]
-        started = time.thread_time()
-        source._run()  # on this thread: its CPU time is the decoder's
-        costs.append((time.thread_time() - started) * 1000 / duration_s)
-    return min(costs)
+    kept = math.ceil(duration_s * fps - 1e-9)  # frames the cap keeps per play
+    settings = SourceSettings(
+        str(video), is_live=False, fps_cap=fps, loop=True, decoder_threads=decoder_threads(64, 2, True)
+    )
+    buffer = _TimingBuffer(kept * plays)
+    source = PyAVSource("cost", settings, buffer, lambda event: None)  # type: ignore[arg-type]
+    source._run()  # on this thread: its CPU time is the decoder's
+    return (buffer.cpu_s[kept * plays] - buffer.cpu_s[kept]) * 1000 / ((plays - 1) * duration_s)
 
 
 def model_tensors(directory: Path) -> tuple[str, str]:
