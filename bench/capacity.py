@@ -7,11 +7,12 @@ played at its frame rate in a loop (`options.realtime` + `loop`), capped at `--f
 server instead (the live path). A step holds when every camera emits at least 0.95 x its cap (less one
 frame for the window's edges), nothing is dropped and the p95 capture->sink latency is within
 `--latency-bound-s`. Capture->sink is the record's `latency_s` (decoded -> sink) plus how late the frame
-was decoded against its stream time (the smallest `captured_ts - pts_s` of the camera is "on time"), so
-a decoder that falls behind shows. New cameras of a step are spread over one GOP, as real cameras are
-not in phase. The decode/inference split comes from the decoder threads' own CPU time (/proc).
+was decoded against its stream time (the smallest `captured_ts - pts_s` of the camera in the window is
+"on time"), so a decoder that falls behind during the window shows. New cameras of a step are spread
+over one GOP, as real cameras are not in phase. The decode/inference split comes from the decoder
+threads' own CPU time (/proc). Other processes' CPU is printed with the limit on the cores they left.
 
-    .venv/bin/python -m bench.capacity [--fps 5] [--start 8] [--step 4] [--max-cameras 40] [--seconds 30]
+    .venv/bin/python -m bench.capacity [--fps 5] [--start 4] [--step 4] [--max-cameras 40] [--seconds 30]
     .venv/bin/python -m bench.capacity --fps 0.5 --start 32 --step 16 --max-cameras 96
 """
 
@@ -125,19 +126,17 @@ async def snapshot(http: aiohttp.ClientSession) -> Snapshot:
 
 
 def window_records(path: Path, start_ts: float, end_ts: float) -> tuple[int, list[float]]:
-    """Records captured in [start_ts, end_ts): their count and capture->sink latencies."""
+    """Records captured in [start_ts, end_ts): their count and capture->sink latencies. "On time" is
+    the camera's smallest `captured_ts - pts_s` in the window, not over the run: a looping file loses
+    its reopening time at each replay (its pacing restarts with the play), which is not lateness."""
     import orjson
 
     records = [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
-    if not records:
+    window = [r for r in records if start_ts <= r["captured_ts"] < end_ts]
+    if not window:
         return 0, []
-    on_time = min(r["captured_ts"] - r["pts_s"] for r in records)
-    latencies = [
-        r["captured_ts"] - r["pts_s"] - on_time + r["latency_s"]
-        for r in records
-        if start_ts <= r["captured_ts"] < end_ts
-    ]
-    return len(latencies), latencies
+    on_time = min(r["captured_ts"] - r["pts_s"] for r in window)
+    return len(window), [r["captured_ts"] - r["pts_s"] - on_time + r["latency_s"] for r in window]
 
 
 async def add_cameras(

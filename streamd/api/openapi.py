@@ -19,7 +19,7 @@ from streamd.api.http import PAGE_PARAMS
 from streamd.chains.spec import ChainBody
 from streamd.networks.recognition import RecognitionSpecCreate, RecognitionSpecPatch, RecognitionVersionCreate
 from streamd.networks.spec import NetworkPatch, NetworkSpec
-from streamd.streams.manager import StreamBody
+from streamd.streams.bodies import StreamBody
 
 REF = "#/components/schemas/{model}"
 INTEGER_IDS = frozenset({"network_id", "spec_id", "version_id", "stream_id", "task_id"})

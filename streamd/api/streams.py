@@ -12,7 +12,7 @@ from streamd.api.context import Services, services
 from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
 from streamd.chains.spec import ChainPlan
 from streamd.errors import InvalidRequestError, NotFoundError
-from streamd.streams.manager import StreamBody, WebhookSinkBody
+from streamd.streams.bodies import StreamBody, WebhookSinkBody
 from streamd.streams.pipeline import StreamPipeline
 from streamd.video.source import redact
 
