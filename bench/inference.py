@@ -43,10 +43,16 @@ def export_mobilenet(directory: Path) -> tuple[str, str]:
 
 
 def raw_rate(
-    session: object, input_name: str, output_name: str, batch: int, seconds: float, callers: int = 1
+    session: object,
+    input_name: str,
+    output_name: str,
+    batch: int,
+    seconds: float,
+    callers: int = 1,
+    size: int = 224,
 ) -> float:
     """Images/s of `session.run` on one preprocessed batch, called in a loop by `callers` threads at once."""
-    data = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
+    data = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
     session.run(output_name, {input_name: data})  # warm-up
     counts = [0] * callers
     started = time.monotonic()

@@ -62,13 +62,13 @@ def encode_720p(path: Path, seconds: int, fps: int = 30, gop: int | None = None)
     return frames
 
 
-def preprocessing_for(input_name: str) -> dict[str, Any]:
+def preprocessing_for(input_name: str, size: int = 224) -> dict[str, Any]:
     return {
         "inputs": [
             {
                 "tensor_name": input_name,
                 "image": {
-                    "target_size": "224x224",
+                    "target_size": f"{size}x{size}",
                     "resize_type": "SQUASH",
                     "color_channels": "RGB",
                     "pixel_scaling": 2.0,
@@ -79,7 +79,7 @@ def preprocessing_for(input_name: str) -> dict[str, Any]:
 
 
 async def register_classify_chain(
-    http: aiohttp.ClientSession, model_dir: Path, input_name: str, output_name: str
+    http: aiohttp.ClientSession, model_dir: Path, input_name: str, output_name: str, size: int = 224
 ) -> None:
     """The exported MobileNetV2 as network, spec "imagenet" and version, and the chain "classify"."""
     files = {
@@ -91,7 +91,7 @@ async def register_classify_chain(
         http,
         network_name="mobilenet",
         files=files,
-        preprocessing=preprocessing_for(input_name),
+        preprocessing=preprocessing_for(input_name, size),
         spec_name="imagenet",
         labels=[str(i) for i in range(1000)],
         output_tensor=output_name,

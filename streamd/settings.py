@@ -148,13 +148,22 @@ class ChainsConfig(_Section):
 
 class StreamsConfig(_Section):
     buffer_frames: int = Field(
-        8, ge=1, le=1000, description="Decoded frames a stream buffers before its policy acts."
+        8,
+        ge=1,
+        le=1000,
+        description=(
+            "Decoded frames a stream buffers before its policy acts; a stream capped at fps buffers at "
+            "most one second of its frames (at least 2)."
+        ),
     )
     frames_in_flight: int = Field(
         24,
         ge=1,
         le=256,
-        description="Frames of one stream in the chain at once (each holds a decoded frame).",
+        description=(
+            "Frames of one stream in the chain at once (each holds a decoded frame); a stream capped at "
+            "fps has at most one second of its frames in flight (at least 2)."
+        ),
     )
     stall_timeout_s: float = Field(
         10.0, gt=0, le=600, description="A network source silent this long is reconnected (FFmpeg timeout)."

@@ -27,6 +27,7 @@ from streamd.sinks.spooling import SpoolingSink
 from streamd.sinks.webhook import WebhookSink
 from streamd.store.streams import StreamRepository
 from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, StreamBody, WebhookSinkBody
+from streamd.streams.budget import decoder_threads, held_frames, usable_cores
 from streamd.streams.pipeline import PipelineSettings, Sink, StreamPipeline
 from streamd.streams.state import PAUSABLE, RESUMABLE, StreamState, require
 from streamd.video.buffer import DropPolicy
@@ -171,18 +172,11 @@ class StreamManager:
         stream_id = await self._store.create(body.name, body.model_dump())
         return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
 
-    async def _launch(
-        self,
-        stream_id: int,
-        body: StreamBody,
-        plan: ChainPlan,
-        chain_name: str,
-        uri: str,
-        live: bool,
-        *,
-        paused: bool,
-        start: Position | None,
-    ) -> StreamPipeline:
+    def _stream_settings(
+        self, body: StreamBody, uri: str, live: bool, start: Position | None
+    ) -> tuple[SourceSettings, PipelineSettings]:
+        """Its decoder's settings and its frame bounds: threads by the streams running, frames by its
+        fps (streams/budget.py)."""
         config = self._settings.streams
         options = body.source.options
         source = SourceSettings(
@@ -198,8 +192,31 @@ class StreamManager:
             start=start,
             egress=self._egress,
             keyframe_only=config.keyframe_only_decoding,
+            decoder_threads=decoder_threads(
+                len(self._pipelines) + 1, usable_cores(), bool(body.fps and config.keyframe_only_decoding)
+            ),
         )
         policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
+        return source, PipelineSettings(
+            held_frames(config.buffer_frames, body.fps),
+            held_frames(config.frames_in_flight, body.fps),
+            policy,
+            config.checkpoint_interval_s,
+        )
+
+    async def _launch(
+        self,
+        stream_id: int,
+        body: StreamBody,
+        plan: ChainPlan,
+        chain_name: str,
+        uri: str,
+        live: bool,
+        *,
+        paused: bool,
+        start: Position | None,
+    ) -> StreamPipeline:
+        source, settings = self._stream_settings(body, uri, live, start)
         sinks = [self._sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
@@ -215,9 +232,7 @@ class StreamManager:
             plan,
             sinks,
             self._runner,
-            PipelineSettings(
-                config.buffer_frames, config.frames_in_flight, policy, config.checkpoint_interval_s
-            ),
+            settings,
             self._metrics,
             run=await self._store.start_run(stream_id),
             checkpoint=lambda position: self._store.save_checkpoint(stream_id, position),

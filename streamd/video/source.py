@@ -53,6 +53,7 @@ class SourceSettings:
     start: Position | None = None  # resume after this frame (a checkpoint), not from the beginning
     egress: EgressPolicy | None = None  # where a network source may connect (checked at each open)
     keyframe_only: bool = True  # decode keyframes only while they meet the fps cap (KeyframeGate)
+    decoder_threads: int = 0  # FFmpeg threads (frame and slice) of this stream's decoder; 0: FFmpeg's choice
 
 
 class FpsCap:
@@ -83,6 +84,7 @@ class PyAVSource:
         self._stop = threading.Event()
         start = settings.start
         self._next_index = 0 if start is None else start.frame_index + 1
+        self._capped = 0  # frames skipped by the fps cap not yet reported (reported in bulk)
         # A file resumes at its checkpoint's own timestamp (seek, then skip what was emitted); a live
         # source cannot seek, so its clock just continues a frame after the checkpoint.
         self._pts_offset_s = 0.0
@@ -166,7 +168,13 @@ class PyAVSource:
             options["timeout"] = str(int(self._settings.stall_timeout_s * 1_000_000))  # microseconds
             if self._settings.uri.startswith("rtsp"):
                 options["rtsp_transport"] = self._settings.rtsp_transport
-        return av.open(self._settings.uri, options=options, timeout=self._settings.stall_timeout_s)
+        container = av.open(self._settings.uri, options=options, timeout=self._settings.stall_timeout_s)
+        if self._settings.decoder_threads and container.streams.video:
+            # Before the first decode: FFmpeg fixes its threads when the codec opens (streams/budget.py).
+            codec = container.streams.video[0].codec_context
+            codec.thread_type = "AUTO" if self._settings.decoder_threads > 1 else "SLICE"
+            codec.thread_count = self._settings.decoder_threads
+        return container
 
     def _play_once(self, cap: FpsCap, gate: KeyframeGate) -> int:
         """Open, decode until the end; returns the number of frames decoded."""
@@ -180,6 +188,7 @@ class PyAVSource:
         try:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or 25)
+            time_base = float(stream.time_base or 0)  # a float once, not a Fraction product per packet
             skip_until, self._resume_at_s = self._resume_at_s, None
             if skip_until is not None:
                 _seek(container, stream, skip_until)
@@ -194,7 +203,7 @@ class PyAVSource:
                     if not self._settings.is_live:
                         _check_complete(container, stream, end_pts + 1.0 / fps if decoded else 0.0, fps)
                     break
-                packet_s = _packet_time(packet)
+                packet_s = None if packet.pts is None or not time_base else packet.pts * time_base
                 if packet.size and not gate.decode(packet.is_keyframe, packet_s):
                     self._next_index += 1  # indexes stay those of full decoding
                     skipped += 1
@@ -229,9 +238,15 @@ class PyAVSource:
             container.close()
             if skipped:
                 self._report(SourceEvent("not_decoded", count=skipped))
+            self._report_capped()
             if decoded:  # a replayed file or a reconnected camera continues the stream's clock
                 self._pts_offset_s += last_pts + 1.0 / fps
         return decoded
+
+    def _report_capped(self) -> None:
+        if self._capped:
+            self._report(SourceEvent("fps_cap", count=self._capped))
+            self._capped = 0
 
     def _deliver(self, frame: Any, pts: float, cap: FpsCap, clock: float) -> bool:
         """Number the frame, apply the fps cap and realtime pacing, buffer it; False once stopping."""
@@ -239,8 +254,9 @@ class PyAVSource:
         self._next_index += 1
         pts_s = self._pts_offset_s + pts
         if not cap.keep(pts_s):
-            self._report(SourceEvent("fps_cap"))
+            self._capped += 1
             return True
+        self._report_capped()  # with the next kept frame: one hand-off to the loop, not one per frame
         if self._settings.realtime:
             ahead = pts_s - (time.monotonic() - clock)
             if ahead > 0 and self._stop.wait(ahead):
@@ -250,10 +266,6 @@ class PyAVSource:
             self._stop.set()
             return False
         return True
-
-
-def _packet_time(packet: Any) -> float | None:
-    return None if packet.pts is None or packet.time_base is None else float(packet.pts * packet.time_base)
 
 
 class ConnectionFailedError(Exception):

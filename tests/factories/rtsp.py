@@ -19,14 +19,16 @@ RED_CAMERA = (
 
 
 class RtspServer:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, launch: str = RED_CAMERA) -> None:
+        """`launch`: the gst-launch pipeline of the mount (a test pattern by default; it can play a file)."""
         self.port = port
+        self.launch = launch
         self.url = f"rtsp://127.0.0.1:{port}/cam"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["/usr/bin/python3", str(SERVER), str(self.port), "/cam", RED_CAMERA],
+            ["/usr/bin/python3", str(SERVER), str(self.port), "/cam", self.launch],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
