@@ -9,7 +9,6 @@ appended after half a record.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from pathlib import Path
 
@@ -93,6 +92,3 @@ class Spool:
         with self._lock:
             if self._count:
                 self._offset_file.write_text(str(self._offset))
-
-    def remove(self) -> None:
-        shutil.rmtree(self._data.parent, ignore_errors=True)

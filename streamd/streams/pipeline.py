@@ -282,9 +282,8 @@ class StreamPipeline:
             if not frames:
                 break
             self._count_decoded(len(frames))
-            self._last_frame_s = time.monotonic()
+            taken_s = self._last_frame_s = time.monotonic()
             self._frames_in_flight += len(frames)
-            taken_s = time.monotonic()
             for frame in frames:
                 self._stage("buffer", taken_s - frame.decoded_s)
             in_flight.put_nowait((frames, taken_s, asyncio.create_task(self._run_chain(frames))))
