@@ -138,18 +138,20 @@ class StreamManager:
                 display_url=redact(body.url),
                 **spooling,
             )
-        path = Path(body.path) if Path(body.path).is_absolute() else self.results_dir / body.path
-        return JsonlSink(path, body.rotate_bytes)
+        return JsonlSink(self._results_path(body.path), body.rotate_bytes)
 
     def _spool_dir(self, stream_id: int, index: int) -> Path:
         return self._settings.storage.data_dir / "spool" / f"stream-{stream_id}-sink-{index}"
 
+    def _results_path(self, path_text: str) -> Path:
+        """A sink's path as given: absolute, or relative to the results directory (not yet checked)."""
+        path = Path(path_text)
+        return path if path.is_absolute() else self.results_dir / path
+
     def jsonl_path(self, path_text: str) -> Path:
         """The file a JSONL sink writes: under a result root (never a media root), and either new or a
         results file streamd wrote. Blocking (resolves links, reads the file's end): call in a thread."""
-        path = Path(path_text)
-        if not path.is_absolute():
-            path = self.results_dir / path
+        path = self._results_path(path_text)
         roots = self._settings.result_roots
         # pathlib already drops "." parts; ".." is refused outright rather than resolved. A link may not
         # lead out of the roots either.
