@@ -19,7 +19,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings, load
-from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf2_classifier
+from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf1_detector, build_tf2_classifier
 from tests.factories.pretrained import Pretrained, build_pretrained
 from tests.factories.videos import encode_h264
 
@@ -55,6 +55,12 @@ async def client(aiohttp_client: Callable[..., Any], settings: Settings) -> Test
 @pytest.fixture(scope="session")
 def tf1_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     return build_tf1_classifier(tmp_path_factory.mktemp("models") / "tf1")
+
+
+@pytest.fixture(scope="session")
+def wide_detector(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """An 80x40 detector (tests/factories/models.py: fixed boxes, scores from the colours)."""
+    return build_tf1_detector(tmp_path_factory.mktemp("models") / "wide-detector", height=40, width=80)
 
 
 @pytest.fixture(scope="session")

@@ -18,16 +18,11 @@ from aiohttp.test_utils import TestClient
 
 from streamd.api.context import SERVICES
 from tests.conftest import create_network, network_form, preprocessing_for, wait_task
-from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf1_detector, classifier_weights
+from tests.factories.models import ModelFiles, build_tf1_classifier, classifier_weights
 
 BLUE, GREEN, RED = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 BOX0 = {"xmin": 8.0, "ymin": 4.0, "xmax": 40.0, "ymax": 20.0}
 BOX1 = {"xmin": 40.0, "ymin": 20.0, "xmax": 72.0, "ymax": 36.0}
-
-
-@pytest.fixture(scope="session")
-def wide_detector(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    return build_tf1_detector(tmp_path_factory.mktemp("models") / "wide-detector", height=40, width=80)
 
 
 @pytest.fixture(scope="session")
