@@ -293,6 +293,55 @@ async def test_filter_keeps_listed_classes_in_the_parent_output_too(
         assert [c["cat"] for c in prediction["classes"][0]["colours"]["classes"]] == ["blue"]
 
 
+async def test_a_filter_beside_a_crop_filters_the_output_and_the_crop_sees_every_box(
+    client: TestClient, services: dict[str, int]
+) -> None:
+    """Siblings under one service: the crop runs on every box (it got them before any filter), the filter
+    narrows what the parent shows. Once a 500: the filter rewrote the list the crop was reading."""
+    chain = {
+        "chain": {
+            "calls": [
+                {"id": "detect", "service": "things", "data": [data_uri(scene())]},
+                {"id": "crop", "parent_id": "detect", "action": {"type": "crop"}},
+                {"parent_id": "crop", "service": "colours"},
+                {"id": "keep", "parent_id": "detect", "action": {"type": "filter", "classes": ["car"]}},
+                {
+                    "id": "draw",
+                    "parent_id": "keep",
+                    "action": {"type": "draw_bbox", "output_images": True, "output_format": "jpeg"},
+                },
+            ]
+        }
+    }
+    for _ in range(3):
+        response = await client.post("/chain/siblings", json=chain)
+        assert response.status == 200, await response.text()
+        [prediction] = (await response.json())["body"]["predictions"]
+        assert list(prediction) == ["uri", "classes", "draw"]  # nested results in call order
+        [car] = prediction["classes"]
+        assert (car["cat"], car["last"]) == ("car", True)
+        assert car["bbox"] == pytest.approx(BOX1)
+        assert [c["cat"] for c in car["colours"]["classes"]] == ["red"]
+        assert list(car) == ["cat", "prob", "bbox", "last", "colours"]
+
+
+async def test_a_service_named_like_a_result_field_cannot_nest(
+    client: TestClient, services: dict[str, int], tf1_model: ModelFiles
+) -> None:
+    classification = {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}
+    await deploy_service(client, tf1_model, "prob", ["blue", "green", "red"], classification, boxes=False)
+    calls = [CALL, {"id": "crop", "action": {"type": "crop"}}, {"parent_id": "crop", "service": "prob"}]
+    response = await client.post("/chain/bad", json={"chain": {"calls": calls}})
+    body = await response.json()
+    assert response.status == 400, body
+    assert "would nest under service 'prob', a field of DeepDetect's result objects" in body["error"]
+    # As the chain's first service its classes are the prediction itself: nothing is overwritten.
+    ok = await client.post(
+        "/chain/ok", json={"chain": {"calls": [{**CALL, "service": "prob", "data": [data_uri(scene())]}]}}
+    )
+    assert ok.status == 200, await ok.text()
+
+
 async def test_rotate_turns_crops_by_the_orientation_class_and_maps_boxes_back(
     client: TestClient, services: dict[str, int], orientation_model: ModelFiles, wide_detector: ModelFiles
 ) -> None:
@@ -462,6 +511,13 @@ INVALID = [
         "output.confidence: unknown field",
     ),
     ("no data", [{"service": "things"}], 400, 1005, 'needs "data"'),
+    (
+        "reserved action id",
+        [CALL, {"id": "bbox", "action": {"type": "draw_bbox"}}],
+        400,
+        1006,
+        "would nest under action id 'bbox', a field of DeepDetect's result objects",
+    ),
     (
         "too many calls",
         [CALL] + [{"action": {"type": "filter", "classes": ["car"]}}] * 20_000,

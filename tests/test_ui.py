@@ -149,21 +149,17 @@ async def test_html_page_lists_no_streams_plainly(app_client: TestClient) -> Non
 
 
 def test_label_collection_includes_nested_results() -> None:
+    from streamd.chains.results import Box, Classes, Detection
     from streamd.streams.snapshot import collect
 
-    classes: list[dict[str, Any]] = [
-        {
-            "cat": "person",
-            "prob": 0.9,
-            "bbox": {"xmin": 1, "ymin": 2, "xmax": 3, "ymax": 4},
-            "colours": {"classes": [{"cat": "blue", "prob": 0.8}]},
-            "faces": {
-                "classes": [
-                    {"cat": "face", "prob": 0.7, "bbox": {"xmin": 1.5, "ymin": 2.5, "xmax": 2.5, "ymax": 3.5}}
-                ]
-            },
-        }
-    ]
+    face = Detection("face", 0.7, Box(1.5, 2.5, 2.5, 3.5))
+    person = Detection(
+        "person",
+        0.9,
+        Box(1, 2, 3, 4),
+        (("colours", Classes((Detection("blue", 0.8),))), ("faces", Classes((face,)))),
+    )
+    classes = (person,)
     boxes, texts = collect(classes)
     assert boxes == [((1, 2, 3, 4), "person 0.90: blue"), ((1.5, 2.5, 2.5, 3.5), "face 0.70")]
     assert texts == []

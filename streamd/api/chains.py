@@ -19,6 +19,7 @@ from streamd.api.formdata import check_nesting
 from streamd.api.http import json_response, no_content, page_params, paginated, read_json
 from streamd.chains.plan import build_plan
 from streamd.chains.resolve import resolver_for
+from streamd.chains.results import predictions_json
 from streamd.chains.spec import (
     DD_SERVICE_BAD_REQUEST,
     DD_SERVICE_INPUT_BAD_REQUEST,
@@ -93,7 +94,7 @@ async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[s
         {
             "status": {"code": 200, "msg": "OK"},
             "head": {"method": "/chain", "time": round((time.monotonic() - started) * 1000.0, 1)},
-            "body": {"predictions": predictions},
+            "body": {"predictions": predictions_json(predictions)},
         }
     )
 

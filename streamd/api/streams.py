@@ -100,6 +100,6 @@ async def stream_snapshot(request: web.Request) -> web.Response:
     pipeline = services(request).streams.get(int_id(request, "stream_id", "stream"))
     if pipeline.latest is None:
         raise NotFoundError(f"stream {pipeline.stream_id} has processed no frame yet", code="no_snapshot")
-    pixels, predictions = pipeline.latest
-    jpeg = await asyncio.to_thread(render, pixels, predictions)
+    pixels, prediction = pipeline.latest
+    jpeg = await asyncio.to_thread(render, pixels, prediction)
     return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -108,14 +107,3 @@ def as_picture(values: np.ndarray) -> np.ndarray:
         )
     pixels = np.clip(np.rint(values), 0, 255).astype(np.uint8)
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
-
-
-def result_object(decoded: Decoded, classes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The object a service writes for one image (DeepDetect's prediction, minus its uri)."""
-    if decoded.vals is not None:
-        return {"vals": decoded.vals}
-    if decoded.image is not None:
-        import base64
-
-        return {"images": [base64.b64encode(decoded.image).decode()]}
-    return {"classes": classes}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from streamd.chains.results import RESERVED_KEYS
 from streamd.chains.spec import (
     ACTION_PARAMS,
     BOX_ACTIONS,
@@ -336,13 +337,16 @@ def _check_collisions(nodes: list[ServiceNode | ActionNode], parents: list[int |
     for index, node in enumerate(nodes):
         if isinstance(node, ServiceNode):
             if parents[index] is None and first_root:
-                key = "classes"
+                key = "classes"  # the first root's output is the prediction's own; it nests nowhere
                 first_root = False
             else:
                 key = node.service.name
+                _check_reserved(index, node, key)
         elif node.kind == "draw_bbox":
             key = node.call_id
+            _check_reserved(index, node, key)
         elif node.kind == "recompose":  # writes in the images the crop above its service was cut from
+            _check_reserved(index, node, node.call_id)
             crop = parents[_service_of(index, nodes, parents).index]
             assert crop is not None
             slot = (_input_slot(_service_of(crop, nodes, parents).index, nodes, parents, slots), node.call_id)
@@ -364,6 +368,18 @@ def _check_collisions(nodes: list[ServiceNode | ActionNode], parents: list[int |
                 dd_code=DD_SERVICE_BAD_REQUEST,
             )
         written[slot] = index
+
+
+def _check_reserved(index: int, node: ServiceNode | ActionNode, key: str) -> None:
+    """A result nested under `cat`, `bbox`, `classes`... would overwrite that field of its parent."""
+    if key in RESERVED_KEYS:
+        what = "service" if isinstance(node, ServiceNode) else "action id"
+        raise ChainError(
+            f"call {index}: its results would nest under {what} {key!r}, a field of DeepDetect's result "
+            f"objects ({', '.join(sorted(RESERVED_KEYS))}); give the call another id or use another "
+            "service name",
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        )
 
 
 def _data(calls: list[ChainCall], require_data: bool) -> tuple[str, ...]:

@@ -2,8 +2,10 @@
 results nested DeepDetect-style to any depth.
 
 Every image of one service call (all frames, or all crops of all frames at that level) is submitted at
-once, so they meet in the network's dynamic batch; sibling branches run concurrently. Runs on the
-event loop; inference runs on the networks' threads, drawing/encoding/saving in worker threads.
+once, so they meet in the network's dynamic batch; sibling branches run concurrently. Results are
+collected in slots private to one run and frozen into `results.Prediction` trees when it ends (nested
+results in call order, whatever branch finished first). Runs on the event loop; inference runs on the
+networks' threads, drawing/encoding/saving in worker threads.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ import asyncio
 import base64
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from streamd.chains import actions
-from streamd.chains.outputs import Decoded, fetches_of, finish_for, result_object
+from streamd.chains.outputs import Decoded, fetches_of, finish_for
+from streamd.chains.results import Box, Classes, Detection, Images, Nested, Output, Prediction, Vals
 from streamd.chains.spec import ActionNode, ChainPlan, CropParams, DrawParams, OutputParams, ServiceNode
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import InferenceRuntime
@@ -32,10 +34,65 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
+class _Slot:
+    """A result object being built: the outputs calls nest in it, with their call positions."""
+
+    entries: list[tuple[int, str, _ClassesSlot | Output]] = field(default_factory=list)
+
+    def put(self, position: int, key: str, output: _ClassesSlot | Output) -> None:
+        self.entries.append((position, key, output))
+
+    def nested(self) -> Nested:
+        return tuple((key, _freeze(output)) for _, key, output in sorted(self.entries, key=lambda e: e[0]))
+
+
+@dataclass(slots=True)
+class _ImageSlot(_Slot):
+    """An input image's prediction: the first root's output, and what nests at the image level."""
+
+    uri: str = ""
+    output: _ClassesSlot | Output | None = None
+
+    def freeze(self) -> Prediction:
+        output = Classes() if self.output is None else _freeze(self.output)
+        return Prediction(self.uri, output, self.nested())
+
+
+@dataclass(slots=True)
+class _DetectionSlot(_Slot):
+    """A class object: what the calls below a crop of it nest in it."""
+
+    cat: str = ""
+    prob: float = 0.0
+    box: Box | None = None
+
+    def freeze(self) -> Detection:
+        return Detection(self.cat, self.prob, self.box, self.nested())
+
+
+@dataclass(slots=True)
+class _ClassesSlot:
+    """A service's classes for one image; filters narrow what is shown (DeepDetect filters the parent's
+    own output), the calls under them see only what they kept."""
+
+    detections: list[_DetectionSlot]
+    shown: set[int] | None = None  # indexes into `detections`; None: all
+
+    def freeze(self) -> Classes:
+        shown = self.shown
+        kept = (d for i, d in enumerate(self.detections) if shown is None or i in shown)
+        return Classes(tuple(d.freeze() for d in kept))
+
+
+def _freeze(output: _ClassesSlot | Output) -> Output:
+    return output.freeze() if isinstance(output, _ClassesSlot) else output
+
+
+@dataclass(slots=True)
 class ImageRef:
     pixels: Image  # BGR at full resolution: crops come from the original pixels, never the network input
     to_frame: np.ndarray  # 2x3 affine: these pixels → original frame pixels
-    slot: dict[str, Any]  # the result object this image's results nest in
+    slot: _Slot  # the result object this image's results nest in
     name: str  # stem for saved files
     parent: ImageRef | None = None  # for a crop: the image it was cut from, and where (recompose)
     region: tuple[int, int, int, int] | None = None
@@ -43,10 +100,17 @@ class ImageRef:
 
 @dataclass(slots=True)
 class Found:
+    """One image's hypotheses from a service call, as its filters left them."""
+
     image: ImageRef
     hypotheses: list[Hypothesis]  # boxes in `image` pixels
-    classes: list[dict[str, Any]]  # the same, as output objects (boxes in frame pixels)
+    indexes: list[int]  # each hypothesis's detection in `classes`
+    classes: _ClassesSlot | None  # None for `vals` and `images` outputs
     decoded: Decoded | None = None  # the service's whole output (an image with `output.image`)
+
+    def detection(self, position: int) -> _DetectionSlot:
+        assert self.classes is not None
+        return self.classes.detections[self.indexes[position]]
 
 
 class ChainRunner:
@@ -55,21 +119,20 @@ class ChainRunner:
         self._files_dir = files_dir
         self._metrics = metrics
 
-    async def run(self, plan: ChainPlan, frames: list[Image], uris: list[str]) -> list[dict[str, Any]]:
-        predictions: list[dict[str, Any]] = [{"uri": uri, "classes": []} for uri in uris]
+    async def run(self, plan: ChainPlan, frames: list[Image], uris: list[str]) -> list[Prediction]:
+        slots = [_ImageSlot(uri=uri) for uri in uris]
         images = [
-            ImageRef(frame, actions.IDENTITY.copy(), prediction, _stem(uri, index))
-            for index, (frame, uri, prediction) in enumerate(zip(frames, uris, predictions, strict=True))
+            ImageRef(frame, actions.IDENTITY.copy(), slot, _stem(uri, index))
+            for index, (frame, uri, slot) in enumerate(zip(frames, uris, slots, strict=True))
         ]
         await asyncio.gather(
-            *(
-                self._service(root, images, None if position == 0 else root.service.name)
-                for position, root in enumerate(plan.roots)
-            )
+            *(self._service(root, images, first=position == 0) for position, root in enumerate(plan.roots))
         )
-        return predictions
+        return [slot.freeze() for slot in slots]
 
-    async def _service(self, node: ServiceNode, images: list[ImageRef], key: str | None) -> None:
+    async def _service(self, node: ServiceNode, images: list[ImageRef], *, first: bool = False) -> None:
+        """Run one service call on `images`; the first root's output is its image's prediction (DeepDetect's
+        `classes`, `vals` or `images`), any other nests under the service's name."""
         service = node.service
         loaded = await self._runtime.network(service.network_id)
         fetches = loaded.executor.check_fetches(fetches_of(node))
@@ -85,19 +148,23 @@ class ChainRunner:
             decoded: Decoded = output.finished
             hypotheses = select(decoded.hypotheses, node.output, service.has_boxes)
             to_frame = image.to_frame if node.output.bbox_coordinates == "frame" else actions.IDENTITY
-            classes = [class_object(h, to_frame, node.output.bbox) for h in hypotheses]
-            mark_last(classes)
             if self._metrics is not None:
-                self._metrics.detections.labels(service.name).observe(len(classes))
-            result = result_object(decoded, classes)
-            if (
-                key is None
-            ):  # the first root: DeepDetect's prediction is `vals` or `images` instead of classes
-                image.slot.pop("classes", None)
-                image.slot.update(result)
+                self._metrics.detections.labels(service.name).observe(len(hypotheses))
+            result: _ClassesSlot | Output
+            classes = None
+            if decoded.vals is not None:
+                result = Vals(decoded.vals)
+            elif decoded.image is not None:
+                result = Images((base64.b64encode(decoded.image).decode(),))
             else:
-                image.slot[key] = result
-            found.append(Found(image, hypotheses, classes, decoded))
+                detections = [detection_slot(h, to_frame, node.output.bbox) for h in hypotheses]
+                result = classes = _ClassesSlot(detections)
+            if first:
+                assert isinstance(image.slot, _ImageSlot)
+                image.slot.output = result
+            else:
+                image.slot.put(node.index, service.name, result)
+            found.append(Found(image, hypotheses, list(range(len(hypotheses))), classes, decoded))
         await asyncio.gather(*(self._action(child, found) for child in node.children))
 
     async def _action(self, node: ActionNode, found: list[Found]) -> None:
@@ -116,14 +183,13 @@ class ChainRunner:
         keep = set(node.params.classes)
         kept = []
         for item in found:
-            pairs = [
-                (h, c) for h, c in zip(item.hypotheses, item.classes, strict=True) if h.label_name in keep
-            ]
-            item.classes[:] = [c for _, c in pairs]  # in place: the parent's own output is filtered too
-            for c in item.classes:
-                c.pop("last", None)
-            mark_last(item.classes)
-            kept.append(Found(item.image, [h for h, _ in pairs], item.classes, item.decoded))
+            positions = [p for p, h in enumerate(item.hypotheses) if h.label_name in keep]
+            indexes = [item.indexes[p] for p in positions]
+            if item.classes is not None:  # the parent's own output is filtered too (DeepDetect)
+                shown = set(indexes)
+                item.classes.shown = shown if item.classes.shown is None else item.classes.shown & shown
+            hypotheses = [item.hypotheses[p] for p in positions]
+            kept.append(Found(item.image, hypotheses, indexes, item.classes, item.decoded))
         await asyncio.gather(*(self._action(child, kept) for child in node.children))  # type: ignore[arg-type]
 
     async def _crop(self, node: ActionNode, found: list[Found]) -> None:
@@ -133,7 +199,7 @@ class ChainRunner:
         wholes = await asyncio.gather(*(self._whole(item.image) for item in with_boxes))
         for item, pixels in zip(with_boxes, wholes, strict=True):
             height, width = pixels.shape[:2]
-            for index, (hypothesis, output) in enumerate(zip(item.hypotheses, item.classes, strict=True)):
+            for index, hypothesis in enumerate(item.hypotheses):
                 assert hypothesis.box is not None
                 region = actions.crop_region(hypothesis.box, width, height, params)
                 if region is None:
@@ -144,7 +210,7 @@ class ChainRunner:
                     ImageRef(
                         pixels[y0:y1, x0:x1],
                         actions.compose(item.image.to_frame, actions.translation(x0, y0)),
-                        output,
+                        item.detection(index),
                         f"crop_{item.image.name}_{index}",
                         item.image,
                         region,
@@ -175,10 +241,7 @@ class ChainRunner:
 
     async def _children(self, node: ActionNode, images: list[ImageRef]) -> None:
         await asyncio.gather(
-            *(
-                self._service(child, images, child.service.name)  # type: ignore[union-attr]
-                for child in node.children
-            )
+            *(self._service(child, images) for child in node.children)  # type: ignore[arg-type]
         )
 
     async def _draw(self, node: ActionNode, found: list[Found]) -> None:
@@ -191,10 +254,10 @@ class ChainRunner:
             )
             if params.output_images and params.output_format == "jpeg":
                 jpeg = await asyncio.to_thread(actions.encode_jpeg, drawn)
-                item.image.slot[node.call_id] = {"images": [base64.b64encode(jpeg).decode()]}
+                item.image.slot.put(node.index, node.call_id, Images((base64.b64encode(jpeg).decode(),)))
             elif params.output_images:  # DeepDetect's form: the BGR bytes, row by row, as numbers
                 vals = await asyncio.to_thread(lambda: drawn.reshape(-1).tolist())  # noqa: B023
-                item.image.slot[node.call_id] = {"vals": vals}
+                item.image.slot.put(node.index, node.call_id, Vals(vals))
             if params.save_img:
                 await asyncio.to_thread(self._save, params.save_path, [(f"draw_{item.image.name}", drawn)])
 
@@ -212,7 +275,7 @@ class ChainRunner:
                 [(i.image.region, i.decoded.pixels) for i in items],  # type: ignore[union-attr]
             )
             png = await asyncio.to_thread(actions.encode_png, pasted)
-            parent.slot[node.call_id] = {"images": [base64.b64encode(png).decode()]}
+            parent.slot.put(node.index, node.call_id, Images((base64.b64encode(png).decode(),)))
             if node.params.save_img:
                 await asyncio.to_thread(
                     self._save, node.params.save_path, [(f"recompose_{parent.name}", pasted)]
@@ -248,17 +311,11 @@ def select(hypotheses: list[Hypothesis], output: OutputParams, has_boxes: bool) 
     return kept
 
 
-def class_object(hypothesis: Hypothesis, to_frame: np.ndarray, bbox: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {"cat": hypothesis.label_name, "prob": hypothesis.score}
+def detection_slot(hypothesis: Hypothesis, to_frame: np.ndarray, bbox: bool = True) -> _DetectionSlot:
+    box = None
     if hypothesis.box is not None and bbox:
-        xmin, ymin, xmax, ymax = actions.map_box(to_frame, hypothesis.box)
-        out["bbox"] = {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
-    return out
-
-
-def mark_last(classes: list[dict[str, Any]]) -> None:
-    if classes:
-        classes[-1]["last"] = True
+        box = Box(*actions.map_box(to_frame, hypothesis.box))
+    return _DetectionSlot(cat=hypothesis.label_name, prob=hypothesis.score, box=box)
 
 
 def _stem(uri: str, index: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from streamd.chains.results import Prediction
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.health import LastError
@@ -37,7 +38,7 @@ DRAIN_TIMEOUT_S = 30.0
 DECODED_BUT_DROPPED = frozenset({"fps_cap", "buffer_full", "paused"})
 
 # (frames, when they left the buffer, the chain's task: its predictions and when they were ready)
-InFlight = asyncio.Queue["tuple[list[Frame], float, asyncio.Task[tuple[list[Any], float]]] | None"]
+InFlight = asyncio.Queue["tuple[list[Frame], float, asyncio.Task[tuple[list[Prediction], float]]] | None"]
 STAGES = ("buffer", "chain", "emit_wait")  # where a frame's capture→sink latency goes
 
 
@@ -139,7 +140,7 @@ class StreamPipeline:
         self._room = asyncio.Event()  # set when a group left the chain, so frames_in_flight has room
         self._ended: SourceEvent | None = None
         self.done = asyncio.Event()
-        self.latest: tuple[Image, list[dict[str, Any]]] | None = None  # for snapshots
+        self.latest: tuple[Image, Prediction] | None = None  # for snapshots
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, *, paused: bool = False) -> None:
@@ -289,7 +290,7 @@ class StreamPipeline:
             in_flight.put_nowait((frames, taken_s, asyncio.create_task(self._run_chain(frames))))
         in_flight.put_nowait(None)
 
-    async def _run_chain(self, frames: list[Frame]) -> tuple[list[Any], float]:
+    async def _run_chain(self, frames: list[Frame]) -> tuple[list[Prediction], float]:
         pixels, uris = [frame.pixels for frame in frames], [self._uri] * len(frames)
         predictions = await self._runner.run(self._plan, pixels, uris)
         return predictions, time.monotonic()
@@ -326,7 +327,7 @@ class StreamPipeline:
                 )
         self._finish()
 
-    def _write(self, frame: Frame, prediction: dict[str, Any]) -> None:
+    def _write(self, frame: Frame, prediction: Prediction) -> None:
         now = time.monotonic()
         latency = now - frame.decoded_s
         record = orjson.dumps(
@@ -341,7 +342,7 @@ class StreamPipeline:
                 "width": frame.pixels.shape[1],
                 "height": frame.pixels.shape[0],
                 "chain": self.chain_name,
-                "predictions": [prediction],
+                "predictions": [prediction.to_json()],
             }
         )
         for sink in self.sinks:
@@ -349,7 +350,7 @@ class StreamPipeline:
         self._emitted += 1
         if self._checkpoint is not None:
             self._unsettled.append((self._emitted, frame.position))
-        self.latest = (frame.pixels, [prediction])
+        self.latest = (frame.pixels, prediction)
         if self._ended is None:  # frames still draining after a failure do not heal it
             self.error.recovered()
         self.processed += 1
