@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 
 from bench.inference import raw_rate
+from streamd.entities import Frame
 from streamd.networks.spec import Preprocessing
 from streamd.streams.budget import decoder_threads
-from streamd.video.frames import Frame
 from streamd.video.source import PyAVSource, SourceSettings
 
 

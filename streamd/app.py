@@ -43,7 +43,7 @@ def build_app(settings: Settings) -> web.Application:
     runner = ChainRunner(runtime, settings.storage.data_dir / "chains", metrics)
     streams = StreamManager(StreamRepository(db), runner, settings, metrics)
     if metrics is not None:
-        metrics.add_live_gauges(streams.live_gauges)
+        metrics.add_stream_gauges(streams.statuses)
     svc = Services(
         settings=settings,
         db=db,

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from streamd.entities import ErrorStatus
 from streamd.store.db import utc_now_iso
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ class LastError:
         """Work succeeded after the error: keep it for the record, but it no longer describes the present."""
         self.active = False
 
+    def snapshot(self) -> ErrorStatus:
+        return ErrorStatus(self.message, self.at, self.active)
+
     def to_api(self) -> dict[str, object]:
-        return {"last_error": self.message, "last_error_at": self.at, "error_active": self.active}
+        return self.snapshot().to_api()
 
 
 def supervise(

@@ -22,6 +22,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from streamd.entities import SinkCount, StreamStatus
+from streamd.streams.state import StreamState
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100)
@@ -154,10 +157,19 @@ class Metrics:
             registry=r,
         )
 
-    def add_live_gauges(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
-        """Gauges computed at scrape time from live objects (stream states, fps, spool sizes)."""
-        self._live = _Live(read)
+    def add_stream_gauges(self, read: Callable[[], Iterable[tuple[str, StreamStatus]]]) -> None:
+        """Gauges computed at scrape time from the streams' statuses, (stream label, status) each."""
+        self._live = _Live(lambda: stream_gauges(read()))
         self.registry.register(self._live)
+
+    def sink_observer(self, stream: str, sink: str) -> Callable[[str, int], None]:
+        """What a sink's stats call with (outcome, count): records delivered, retried, spooled, dropped."""
+
+        def observe(outcome: str, count: int) -> None:
+            if outcome != SinkCount.EMITTED:
+                self.sink_records.labels(stream, sink, outcome).inc(count)
+
+        return observe
 
     async def exposition(self) -> bytes:
         """The text format. Live gauges are read on the loop (they own that state); the rest is
@@ -165,6 +177,32 @@ class Metrics:
         if self._live is not None:
             self._live.snapshot()
         return await asyncio.to_thread(generate_latest, self.registry)
+
+
+def stream_gauges(statuses: Iterable[tuple[str, StreamStatus]]) -> list[GaugeMetricFamily]:
+    """One gauge per state (1 for the current one), windowed fps, buffered frames, spool bytes."""
+    state = GaugeMetricFamily(
+        "streamd_stream_state", "1 for the stream's current state.", labels=["stream", "state"]
+    )
+    fps = GaugeMetricFamily(
+        "streamd_stream_fps", "Windowed frames per second.", labels=["stream", "direction"]
+    )
+    buffered = GaugeMetricFamily(
+        "streamd_stream_buffered_frames", "Frames waiting in the buffer.", labels=["stream"]
+    )
+    spool = GaugeMetricFamily(
+        "streamd_sink_spool_bytes", "Bytes waiting in a webhook or MQTT spool.", labels=["stream", "sink"]
+    )
+    for label, status in statuses:
+        for value in StreamState:
+            state.add_metric([label, value.value], 1.0 if status.state == value else 0.0)
+        fps.add_metric([label, "in"], status.fps_in)
+        fps.add_metric([label, "out"], status.fps_out)
+        buffered.add_metric([label], status.frames.buffered)
+        for index, sink in enumerate(status.sinks):
+            if sink.spool_bytes is not None:
+                spool.add_metric([label, str(index)], sink.spool_bytes)
+    return [state, fps, buffered, spool]
 
 
 class _Live(Collector):

@@ -48,7 +48,7 @@ def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
         "fps": body.fps,
         "drop_policy": body.drop_policy,
         "sinks_config": sinks,
-        **pipeline.status(),
+        **pipeline.status().to_api(),
     }
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from streamd import __version__
 from streamd.api.context import services
 from streamd.api.http import QueryInt, query_int
+from streamd.entities import ErrorStatus
 
 REFRESH = QueryInt("refresh", 2, 0, 3600, "Seconds between reloads of the page; 0 for never.")
 
@@ -24,7 +25,7 @@ async def index(request: web.Request) -> web.Response:
     rows = []
     for pipeline in svc.streams.all():
         status = pipeline.status()
-        latency = status["latency_s"]["p50"]
+        latency = status.latency.p50
         image = (
             (
                 f'<img src="/v0.7/streams/{pipeline.stream_id}/snapshot.jpg{suffix}" alt="latest frame of '
@@ -35,11 +36,11 @@ async def index(request: web.Request) -> web.Response:
         )
         rows.append(
             f"<tr><td>{pipeline.stream_id}</td><td>{html.escape(pipeline.name)}</td>"
-            f'<td class="state {status["state"]}">{status["state"]}</td>'
-            f"<td>{status['fps_in']:.1f} / {status['fps_out']:.1f}</td>"
+            f'<td class="state {status.state}">{status.state}</td>'
+            f"<td>{status.fps_in:.1f} / {status.fps_out:.1f}</td>"
             f"<td>{'-' if latency is None else f'{latency * 1000:.0f} ms'}</td>"
-            f"<td>{status['frames']['processed']}</td><td>{sum(status['frames']['dropped'].values())}</td>"
-            f"<td>{_error_cell(status)}</td><td>{image}</td></tr>"
+            f"<td>{status.frames.processed}</td><td>{sum(status.frames.dropped.values())}</td>"
+            f"<td>{_error_cell(status.error)}</td><td>{image}</td></tr>"
         )
     body = "\n".join(rows) or '<tr><td colspan="9">No streams: POST /v0.7/streams to add one.</td></tr>'
     page = f"""<!doctype html>
@@ -65,13 +66,10 @@ metrics: <a href="/metrics">/metrics</a>.</p>
     return web.Response(text=page, content_type="text/html")
 
 
-def _error_cell(status: dict[str, object]) -> str:
+def _error_cell(error: ErrorStatus) -> str:
     """The stream's last error; one it has recovered from is greyed and dated, not shown as current."""
-    message = status["last_error"]
-    if not message:
+    if not error.message:
         return ""
-    if status["error_active"]:
-        return html.escape(str(message))
-    return (
-        f'<span class="healed">recovered from: {html.escape(str(message))} ({status["last_error_at"]})</span>'
-    )
+    if error.active:
+        return html.escape(error.message)
+    return f'<span class="healed">recovered from: {html.escape(error.message)} ({error.at})</span>'

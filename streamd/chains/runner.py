@@ -24,11 +24,12 @@ from streamd.chains import actions
 from streamd.chains.outputs import Decoded, fetches_of, finish_for
 from streamd.chains.results import Box, Classes, Detection, Images, Nested, Output, Prediction, Vals
 from streamd.chains.spec import ActionNode, ChainPlan, CropParams, DrawParams, OutputParams, ServiceNode
+from streamd.entities import Image
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
 from streamd.networks.postprocessing import Hypothesis
-from streamd.networks.preprocessing import Image, as_array
+from streamd.networks.preprocessing import as_array
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from streamd.entities import Image
 from streamd.errors import InvalidRequestError, StreamdError
-from streamd.networks.preprocessing import BoxTransform, FrameOrder, Image, prepare, to_input_batch
+from streamd.networks.preprocessing import BoxTransform, FrameOrder, prepare, to_input_batch
 from streamd.networks.spec import MAX_INFLIGHT_BATCHES, Preprocessing, graph_tensor_name
 from streamd.networks.tfmodel import LoadedModel, describe_tf_error
 

@@ -9,28 +9,15 @@ executor thread just before `session.run`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import cv2
 import numpy as np
 
+from streamd.entities import Image
 from streamd.networks.spec import ImagePreprocessing
 
 FrameOrder = Literal["BGR", "RGB"]
-
-
-class LazyImage(Protocol):
-    """A BGR frame not converted yet (a stream's decoded yuv420p frame): preprocessing asks it for its
-    resized pixels only, other users for the whole frame."""
-
-    @property
-    def shape(self) -> tuple[int, int, int]: ...
-    def bgr(self) -> np.ndarray: ...
-    def gray(self) -> np.ndarray: ...
-    def resized_bgr(self, width: int, height: int) -> np.ndarray: ...
-
-
-Image = np.ndarray | LazyImage
 
 
 def as_array(image: Image) -> np.ndarray:

@@ -12,16 +12,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import orjson
 
+from streamd.entities import SinkCount, SinkDrop, SinkStatus
 from streamd.errors import InvalidRequestError
-from streamd.health import LastError, supervise
+from streamd.health import supervise
 from streamd.sinks.files import append_whole, open_append
+from streamd.sinks.stats import SinkStats
 
 logger = logging.getLogger(__name__)
 
@@ -29,51 +29,6 @@ MAX_PENDING = 10_000
 _CHUNK_BYTES = 65536
 _MAX_LINE_BYTES = 64 * 1024**2  # a record is at most a JSON body (server.json_max_bytes' default)
 RECORD_START = b'{"stream_id":'  # how every record the pipeline writes begins
-
-
-@dataclass(slots=True)
-class SinkStats:
-    emitted: int = 0
-    delivered: int = 0
-    retried: int = 0
-    spooled: int = 0
-    settled: int = 0  # records no longer only in memory (written, spooled or dropped): checkpoints
-    dropped: dict[str, int] = field(default_factory=dict)
-    error: LastError = field(default_factory=LastError)
-    observe: Callable[[str, int], None] | None = None  # metrics: (outcome, count)
-    observe_delivery: Callable[[float], None] | None = None  # metrics: seconds one write or POST took
-
-    def count(self, outcome: str, count: int = 1) -> None:
-        """outcome: emitted, delivered, retried or spooled."""
-        setattr(self, outcome, getattr(self, outcome) + count)
-        if outcome == "delivered":
-            self.error.recovered()
-        if self.observe is not None:
-            self.observe(outcome, count)
-
-    def settle(self, count: int) -> None:
-        """`count` more records, in emission order, are written, spooled or given up on: a crash from now
-        on cannot lose them, so a stream's checkpoint may move past them."""
-        self.settled += count
-
-    def delivery(self, seconds: float) -> None:
-        if self.observe_delivery is not None:
-            self.observe_delivery(seconds)
-
-    def drop(self, reason: str, count: int = 1) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + count
-        if self.observe is not None:
-            self.observe(f"dropped_{reason}", count)
-
-    def to_api(self) -> dict[str, object]:
-        return {
-            "emitted": self.emitted,
-            "delivered": self.delivered,
-            "retried": self.retried,
-            "spooled": self.spooled,
-            "dropped": dict(self.dropped),
-            **self.error.to_api(),
-        }
 
 
 class JsonlSink:
@@ -96,13 +51,16 @@ class JsonlSink:
         self._file = await asyncio.to_thread(self._open)
         self._task = supervise(self._writer, f"jsonl-sink-{self.path.name}", self._crashed)
 
+    def status(self) -> SinkStatus:
+        return self.stats.snapshot(self.kind)
+
     def _crashed(self, exc: BaseException) -> None:
         self.stats.error.set(f"writer crashed ({type(exc).__name__}: {exc}); restarted")
 
     def emit(self, record: bytes) -> None:
-        self.stats.count("emitted")
+        self.stats.count(SinkCount.EMITTED)
         if len(self._pending) >= MAX_PENDING:
-            self.stats.drop("queue_full")
+            self.stats.drop(SinkDrop.QUEUE_FULL)
             self.stats.settle(1)
             return
         self._pending.append(record)
@@ -119,9 +77,9 @@ class JsonlSink:
                 try:
                     await asyncio.to_thread(self._write, b"".join(line + b"\n" for line in lines))
                     self.stats.delivery(time.monotonic() - started)
-                    self.stats.count("delivered", len(lines))
+                    self.stats.count(SinkCount.DELIVERED, len(lines))
                 except OSError as exc:  # a full disk loses these lines: counted, visible, logged
-                    self.stats.drop("write_error", len(lines))
+                    self.stats.drop(SinkDrop.WRITE_ERROR, len(lines))
                     if self.stats.error.set(f"{type(exc).__name__}: {exc}"):
                         logger.warning(
                             "jsonl sink %s: %s; dropping records until writes succeed", self.path, exc

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from streamd.egress import EgressDeniedError, EgressPolicy
+from streamd.entities import Delivery
 from streamd.sinks.spooling import SpoolingSink
 from streamd.video.source import redact
 
@@ -74,7 +75,7 @@ class MqttSink(SpoolingSink):
         await client.__aenter__()
         return client
 
-    async def _send(self, batch: list[bytes]) -> str:
+    async def _send(self, batch: list[bytes]) -> Delivery:
         try:
             if self._client is None:
                 self._client = await self._connect()
@@ -90,8 +91,8 @@ class MqttSink(SpoolingSink):
             else:
                 self.stats.error.set(f"connection failed publishing to {self.display_url}")
             await self._close_transport()
-            return "failed"
-        return "delivered"
+            return Delivery.FAILED
+        return Delivery.DELIVERED
 
     async def _close_transport(self) -> None:
         client, self._client = self._client, None

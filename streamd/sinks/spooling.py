@@ -10,7 +10,7 @@ by the next write that succeeds. A receiver that refuses records (`rejected`) lo
 
 Two tasks on the loop, both supervised (a crash is logged and the task restarted): delivery, and the
 spool writer; spool files are read and written in worker threads. Subclasses say how a batch is sent
-(`_send` → "delivered" | "failed" | "rejected") and open and close their transport.
+(`_send` → a `Delivery`) and open and close their transport.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+from streamd.entities import Delivery, SinkCount, SinkDrop, SinkStatus
 from streamd.health import supervise
-from streamd.sinks.jsonl import SinkStats
 from streamd.sinks.spool import Spool
+from streamd.sinks.stats import SinkStats
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class SpoolingSink:
     async def _close_transport(self) -> None:
         """Release what `_open_transport` set up."""
 
-    async def _send(self, batch: list[bytes]) -> str:
+    async def _send(self, batch: list[bytes]) -> Delivery:
         raise NotImplementedError
 
     async def start(self) -> None:
@@ -74,12 +75,15 @@ class SpoolingSink:
     def spool_bytes(self) -> int:
         return self._spool.pending_bytes
 
+    def status(self) -> SinkStatus:
+        return self.stats.snapshot(self.kind, self.spool_bytes)
+
     def emit(self, record: bytes) -> None:
-        self.stats.count("emitted")
+        self.stats.count(SinkCount.EMITTED)
         # Once anything is spilled or spooled, newer records queue behind it on disk: order is kept.
         if self._spool.pending or self._spill or len(self._memory) >= self._queue_max:
             if self._disk_failing and len(self._spill) >= self._queue_max:
-                self.stats.drop("disk_full")  # the spool cannot take them and memory is bounded
+                self.stats.drop(SinkDrop.DISK_FULL)  # the spool cannot take them and memory is bounded
                 self.stats.settle(1)
                 return
             self._spill.append(record)
@@ -119,9 +123,9 @@ class SpoolingSink:
         if self._disk_failing:
             self._disk_failing = False
             logger.info("%s sink %s: its spool takes records again", self.kind, self.display_url)
-        self.stats.count("spooled", accepted)
+        self.stats.count(SinkCount.SPOOLED, accepted)
         if accepted < len(records):
-            self.stats.drop("spool_full", len(records) - accepted)
+            self.stats.drop(SinkDrop.SPOOL_FULL, len(records) - accepted)
         self.stats.settle(len(records))
         self._wake.set()
         return True
@@ -147,9 +151,9 @@ class SpoolingSink:
                 await self._wake.wait()
                 continue
             outcome = await self._send(batch)
-            if outcome == "failed":
+            if outcome is Delivery.FAILED:
                 failures += 1
-                self.stats.count("retried")
+                self.stats.count(SinkCount.RETRIED)
                 if not from_spool:
                     await self._spool_records(with_memory=True)  # durable from the first failure on
                 if self._closing:
@@ -157,10 +161,10 @@ class SpoolingSink:
                 await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** min(failures - 1, 10)))
                 continue
             failures = 0
-            if outcome == "rejected":
-                self.stats.drop("rejected", len(batch))
+            if outcome is Delivery.REJECTED:
+                self.stats.drop(SinkDrop.REJECTED, len(batch))
             else:
-                self.stats.count("delivered", len(batch))
+                self.stats.count(SinkCount.DELIVERED, len(batch))
             if from_spool:
                 await asyncio.to_thread(self._spool.consume, len(batch))
             else:
@@ -191,7 +195,7 @@ class SpoolingSink:
             await asyncio.gather(writer, return_exceptions=True)
         if (self._memory or self._spill) and not await self._spool_records(with_memory=True):
             lost = len(self._memory) + len(self._spill)
-            self.stats.drop("disk_full", lost)
+            self.stats.drop(SinkDrop.DISK_FULL, lost)
             self.stats.settle(lost)
             logger.error(
                 "%s sink %s: %d record(s) lost at close: the spool cannot be written",

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from streamd.egress import EgressPolicy, EgressResolver
+from streamd.entities import Delivery
 from streamd.sinks.spooling import SpoolingSink
 from streamd.video.source import redact
 
@@ -63,13 +64,13 @@ class WebhookSink(SpoolingSink):
         if self._session is not None:
             await self._session.close()
 
-    async def _send(self, batch: list[bytes]) -> str:
+    async def _send(self, batch: list[bytes]) -> Delivery:
         assert self._session is not None
         if self._egress is not None and not self._egress.allows_url(self.url):
             # aiohttp connects to an IP literal without asking the resolver: checked here. The records
             # stay queued (then spooled) until the rules allow the address.
             self.stats.error.set(f"{self.display_url} is not allowed by the egress rules")
-            return "failed"
+            return Delivery.FAILED
         body = batch[0] if self._batch_size == 1 else b"[" + b",".join(batch) + b"]"
         started = time.monotonic()
         try:
@@ -84,17 +85,17 @@ class WebhookSink(SpoolingSink):
             # Refused, timed out or unreachable read alike outside: the log has which.
             logger.info("webhook %s: %s: %s", self.display_url, type(exc).__name__, redact(str(exc)))
             self.stats.error.set(f"connection failed posting to {self.display_url}")
-            return "failed"
+            return Delivery.FAILED
 
-    def _outcome(self, status: int, count: int) -> str:
+    def _outcome(self, status: int, count: int) -> Delivery:
         if status < 300:
-            return "delivered"
+            return Delivery.DELIVERED
         message = f"HTTP {status} from {self.display_url}"
         if status >= 500 or status in RETRYABLE:
             self.stats.error.set(message)
-            return "failed"
+            return Delivery.FAILED
         if 300 <= status < 400:
             message += " (a redirect: not followed; point the sink at the final URL)"
         self.stats.error.set(message + " (records rejected)")
         logger.warning("webhook %s rejected %d record(s): HTTP %d", self.display_url, count, status)
-        return "rejected"
+        return Delivery.REJECTED

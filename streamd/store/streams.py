@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from streamd.entities import Position
 from streamd.store.db import Database, utc_now_iso
-from streamd.video.frames import Position
 
 
 @dataclass(frozen=True, slots=True)

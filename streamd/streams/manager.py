@@ -8,30 +8,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.core import GaugeMetricFamily
 
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.egress import EgressPolicy
+from streamd.entities import Position, Sink, StreamStatus
 from streamd.errors import InvalidRequestError, NotFoundError
 from streamd.inference.sources import local_path
 from streamd.metrics import Metrics
 from streamd.settings import Settings
 from streamd.sinks.jsonl import JsonlSink, check_existing
 from streamd.sinks.mqtt import MqttSink
-from streamd.sinks.spooling import SpoolingSink
 from streamd.sinks.webhook import WebhookSink
 from streamd.store.streams import StreamRepository
 from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, StreamBody, WebhookSinkBody
 from streamd.streams.budget import decoder_threads, held_frames, usable_cores
-from streamd.streams.pipeline import PipelineSettings, Sink, StreamPipeline
+from streamd.streams.pipeline import PipelineSettings, StreamPipeline
 from streamd.streams.state import PAUSABLE, RESUMABLE, StreamState, require
 from streamd.video.buffer import DropPolicy
-from streamd.video.frames import Position
 from streamd.video.source import NETWORK_SCHEMES, SourceSettings, redact
 
 logger = logging.getLogger(__name__)
@@ -222,7 +219,7 @@ class StreamManager:
         sinks = [self._sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
-                sink.stats.observe = _sink_observer(self._metrics, str(stream_id), str(index))
+                sink.stats.observe = self._metrics.sink_observer(str(stream_id), str(index))
                 sink.stats.observe_delivery = self._metrics.sink_delivery.labels(
                     str(stream_id), str(index)
                 ).observe
@@ -263,32 +260,9 @@ class StreamManager:
             raise NotFoundError(f"stream {stream_id} does not exist", code="stream_not_found")
         return pipeline
 
-    def live_gauges(self) -> Iterable[GaugeMetricFamily]:
-        """Read at scrape time: one gauge per state (1 for the current one), windowed fps, buffers, spools."""
-        state = GaugeMetricFamily(
-            "streamd_stream_state", "1 for the stream's current state.", labels=["stream", "state"]
-        )
-        fps = GaugeMetricFamily(
-            "streamd_stream_fps", "Windowed frames per second.", labels=["stream", "direction"]
-        )
-        buffered = GaugeMetricFamily(
-            "streamd_stream_buffered_frames", "Frames waiting in the buffer.", labels=["stream"]
-        )
-        spool = GaugeMetricFamily(
-            "streamd_sink_spool_bytes", "Bytes waiting in a webhook or MQTT spool.", labels=["stream", "sink"]
-        )
-        for pipeline in self.all():
-            label = str(pipeline.stream_id)
-            status = pipeline.status()
-            for value in StreamState:
-                state.add_metric([label, value.value], 1.0 if pipeline.state == value else 0.0)
-            fps.add_metric([label, "in"], status["fps_in"])
-            fps.add_metric([label, "out"], status["fps_out"])
-            buffered.add_metric([label], status["frames"]["buffered"])
-            for index, sink in enumerate(pipeline.sinks):
-                if isinstance(sink, SpoolingSink):
-                    spool.add_metric([label, str(index)], sink.spool_bytes)
-        return [state, fps, buffered, spool]
+    def statuses(self) -> list[tuple[str, StreamStatus]]:
+        """Every stream's status with its metric label (its id), for the gauges read at scrape time."""
+        return [(str(pipeline.stream_id), pipeline.status()) for pipeline in self.all()]
 
     def all(self) -> list[StreamPipeline]:
         return [self._pipelines[sid] for sid in sorted(self._pipelines)]
@@ -387,11 +361,3 @@ class StreamManager:
 def _remove_dirs(paths: list[Path]) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _sink_observer(metrics: Metrics, stream: str, sink: str) -> Callable[[str, int], None]:
-    def observe(outcome: str, count: int) -> None:
-        if outcome != "emitted":
-            metrics.sink_records.labels(stream, sink, outcome).inc(count)
-
-    return observe

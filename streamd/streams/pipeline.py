@@ -14,42 +14,47 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from streamd.chains.results import Prediction
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
+from streamd.entities import (
+    DECODED_BUT_DROPPED,
+    DropReason,
+    Frame,
+    FrameCounts,
+    Image,
+    Percentiles,
+    Position,
+    Sink,
+    SourceEvent,
+    SourceEventKind,
+    StreamStatus,
+)
 from streamd.health import LastError
 from streamd.inference.batching import FILE, LANE, LIVE, Lane
 from streamd.metrics import Metrics
-from streamd.networks.preprocessing import Image
-from streamd.sinks.jsonl import SinkStats
 from streamd.streams.state import StreamState, check_transition
 from streamd.video.buffer import DropPolicy, FrameBuffer
-from streamd.video.frames import Frame, Position, SourceEvent
 from streamd.video.source import PyAVSource, SourceSettings, redact
 
 logger = logging.getLogger(__name__)
 
 WINDOW_S = 10.0
 DRAIN_TIMEOUT_S = 30.0
-DECODED_BUT_DROPPED = frozenset({"fps_cap", "buffer_full", "paused"})
 
 # (frames, when they left the buffer, the chain's task: its predictions and when they were ready)
 InFlight = asyncio.Queue["tuple[list[Frame], float, asyncio.Task[tuple[list[Prediction], float]]] | None"]
 STAGES = ("buffer", "chain", "emit_wait")  # where a frame's capture→sink latency goes
-
-
-class Sink(Protocol):
-    kind: str
-    stats: SinkStats
-
-    async def start(self) -> None: ...
-    def emit(self, record: bytes) -> None: ...
-    async def drain(self) -> None: ...  # what was emitted is written (files), before `finished` shows
-    async def close(self) -> None: ...
+# Decoder events that are counted drops, and the reason they count under.
+_DROPS = {
+    SourceEventKind.DECODE_ERROR: DropReason.DECODE_ERROR,
+    SourceEventKind.FPS_CAP: DropReason.FPS_CAP,
+    SourceEventKind.NOT_DECODED: DropReason.NOT_DECODED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,7 @@ class StreamPipeline:
         self.discontinuities = 0
         self.decoded = 0
         self.processed = 0
-        self.dropped: dict[str, int] = {}
+        self.dropped: dict[DropReason, int] = {}
         self._source_settings = source
         self._plan = plan
         self.sinks = sinks
@@ -199,10 +204,10 @@ class StreamPipeline:
 
     # -- decoder events (loop) ---------------------------------------------------------------------------
     def _on_event(self, event: SourceEvent) -> None:
-        if event.kind == "connected":
+        if event.kind is SourceEventKind.CONNECTED:
             if self.state != StreamState.PAUSED:
                 self._set_state(StreamState.RUNNING)
-        elif event.kind == "reconnecting":
+        elif event.kind is SourceEventKind.RECONNECTING:
             self.reconnects += 1
             if self._series is not None:
                 self._series.reconnects.inc()
@@ -216,27 +221,27 @@ class StreamPipeline:
                 event.message,
                 extra={"stream_id": self.stream_id},
             )
-        elif event.kind == "discontinuity":
+        elif event.kind is SourceEventKind.DISCONTINUITY:
             self.discontinuities += 1
             if self._series is not None:
                 self._series.discontinuities.inc()
-        elif event.kind in ("decode_error", "fps_cap", "not_decoded"):
-            self._drop(event.kind, event.count)
-        elif event.kind in ("ended", "failed"):
+        elif event.kind in _DROPS:
+            self._drop(_DROPS[event.kind], event.count)
+        elif event.kind in (SourceEventKind.ENDED, SourceEventKind.FAILED):
             self._ended = event
             if event.message:
                 self.error.set(event.message)
             assert self._buffer is not None
             self._buffer.close()  # the producer drains what is buffered, then the emitter finishes
 
-    def _drop(self, reason: str, count: int = 1) -> None:
-        if reason == "buffer_full" and not self._resume.is_set():
-            reason = "paused"
+    def _drop(self, reason: DropReason, count: int = 1) -> None:
+        if reason is DropReason.BUFFER_FULL and not self._resume.is_set():
+            reason = DropReason.PAUSED
         self.dropped[reason] = self.dropped.get(reason, 0) + count
         if reason in DECODED_BUT_DROPPED:
             self._count_decoded(count)
         if self._metrics is not None:
-            self._metrics.frames_dropped.labels(str(self.stream_id), reason).inc(count)
+            self._metrics.frames_dropped.labels(str(self.stream_id), reason.value).inc(count)
 
     def _count_decoded(self, count: int) -> None:
         """Decoded = processed + dropped after decoding (fps cap, full buffer, paused) + in flight;
@@ -306,7 +311,7 @@ class StreamPipeline:
             try:
                 predictions, ready_s = await task
             except Exception as exc:  # supervision boundary: a failing model drops these frames, counted
-                self._drop("inference_error", len(frames))
+                self._drop(DropReason.INFERENCE_ERROR, len(frames))
                 self.error.set(f"frame {frames[0].frame_index}: {type(exc).__name__}: {exc}")
             else:
                 # Batches of a stream may finish out of order; records wait for their turn.
@@ -363,7 +368,9 @@ class StreamPipeline:
     def _finish(self) -> None:
         event = self._ended
         if event is not None:
-            self._set_state(StreamState.FINISHED if event.kind == "ended" else StreamState.ERROR)
+            self._set_state(
+                StreamState.FINISHED if event.kind is SourceEventKind.ENDED else StreamState.ERROR
+            )
         self.done.set()
 
     # -- checkpoints -------------------------------------------------------------------------------------
@@ -391,31 +398,28 @@ class StreamPipeline:
             await self._save_checkpoint()
 
     # -- status ------------------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StreamStatus:
         now = time.monotonic()
-        latencies = sorted(self._latencies)
-        return {
-            "state": self.state.value,
-            # A sink failing now (full disk, receiver down) shows on the stream itself, not only in sinks[n].
-            "degraded": any(sink.stats.error.active for sink in self.sinks),
-            **self.error.to_api(),
-            "frames": {
-                "decoded": self.decoded,
-                "processed": self.processed,
-                "dropped": dict(self.dropped),
-                "buffered": len(self._buffer) if self._buffer is not None else 0,
-            },
-            "reconnects": self.reconnects,
-            "discontinuities": self.discontinuities,
-            "fps_in": round(len(_window(self._decoded_at, now)) / WINDOW_S, 2),
-            "fps_out": round(len(_window(self._processed_at, now)) / WINDOW_S, 2),
-            "latency_s": {
-                **_percentiles(latencies),
-                "stages": {stage: _percentiles(sorted(times)) for stage, times in self._stages.items()},
-            },
-            "last_frame_age_s": None if self._last_frame_s is None else round(now - self._last_frame_s, 3),
-            "sinks": [{"type": sink.kind, **sink.stats.to_api()} for sink in self.sinks],
-        }
+        sinks = tuple(sink.status() for sink in self.sinks)
+        return StreamStatus(
+            state=self.state.value,
+            degraded=any(sink.error.active for sink in sinks),
+            error=self.error.snapshot(),
+            frames=FrameCounts(
+                self.decoded,
+                self.processed,
+                {reason.value: count for reason, count in self.dropped.items()},
+                len(self._buffer) if self._buffer is not None else 0,
+            ),
+            reconnects=self.reconnects,
+            discontinuities=self.discontinuities,
+            fps_in=round(len(_window(self._decoded_at, now)) / WINDOW_S, 2),
+            fps_out=round(len(_window(self._processed_at, now)) / WINDOW_S, 2),
+            latency=_percentiles(sorted(self._latencies)),
+            stages={stage: _percentiles(sorted(times)) for stage, times in self._stages.items()},
+            last_frame_age_s=None if self._last_frame_s is None else round(now - self._last_frame_s, 3),
+            sinks=sinks,
+        )
 
 
 def _record(times: deque[float], now: float) -> None:
@@ -430,8 +434,8 @@ def _window(times: deque[float], now: float) -> deque[float]:
     return times
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    return {f"p{round(q * 100)}": _percentile(values, q) for q in (0.5, 0.95, 0.99)}
+def _percentiles(values: list[float]) -> Percentiles:
+    return Percentiles(_percentile(values, 0.5), _percentile(values, 0.95), _percentile(values, 0.99))
 
 
 def _percentile(values: list[float], q: float) -> float | None:

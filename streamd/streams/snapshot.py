@@ -9,7 +9,8 @@ import cv2
 
 from streamd.chains.actions import colour_of, encode_jpeg
 from streamd.chains.results import Classes, Detection, Prediction
-from streamd.networks.preprocessing import Image, as_array
+from streamd.entities import Image
+from streamd.networks.preprocessing import as_array
 
 Box = tuple[float, float, float, float]
 

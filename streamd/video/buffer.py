@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
 
-from streamd.video.frames import Frame
+from streamd.entities import DropReason, Frame
 
 
 class DropPolicy(StrEnum):
@@ -27,7 +27,7 @@ class FrameBuffer:
         loop: asyncio.AbstractEventLoop,
         capacity: int,
         policy: DropPolicy,
-        on_drop: Callable[[str], None],
+        on_drop: Callable[[DropReason], None],
     ) -> None:
         self._loop = loop
         self._capacity = capacity
@@ -58,7 +58,7 @@ class FrameBuffer:
         self._frames.append(frame)
         if self._policy == DropPolicy.DROP_OLDEST and len(self._frames) > self._capacity:
             self._frames.popleft()
-            self._on_drop("buffer_full")
+            self._on_drop(DropReason.BUFFER_FULL)
         self._ready.set()
 
     async def get(self) -> Frame | None:

@@ -1,8 +1,6 @@
-"""Decoded frames as they travel from a decoder thread to a stream's pipeline."""
+"""Decoded yuv420p frames kept planar (the frame types themselves are in streamd.entities)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -16,7 +14,7 @@ class I420Frame:
     BGR is made only when something needs the whole frame (a crop, a drawing, a snapshot) and then
     kept. A network's input is resized straight from the planes and converted at its own size, which
     skips converting the pixels the resize throws away (docs/design.md, Streams). Satisfies
-    `streamd.networks.preprocessing.LazyImage`.
+    `streamd.entities.LazyImage`.
     """
 
     __slots__ = ("_bgr", "height", "planes", "width")
@@ -67,44 +65,3 @@ class I420Frame:
         if (even_w, even_h) != (width, height):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         return image
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a stream stands: its last emitted frame. A restart resumes after it (checkpoints)."""
-
-    frame_index: int
-    pts_s: float  # stream time
-    media_pts_s: float  # the frame's own timestamp in its file (or play of a live source), for seeking
-
-    def to_json(self) -> dict[str, float]:
-        return {"frame_index": self.frame_index, "pts_s": self.pts_s, "media_pts_s": self.media_pts_s}
-
-    @classmethod
-    def from_json(cls, data: dict[str, float]) -> Position:
-        return cls(int(data["frame_index"]), float(data["pts_s"]), float(data["media_pts_s"]))
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    pixels: np.ndarray | I420Frame  # uint8 HxWx3 BGR, or yuv420p converted when needed
-    frame_index: int  # position among the stream's decoded frames, counting across reconnects and loops
-    pts_s: float  # stream time
-    captured_ts: float  # wall clock when decoded (epoch seconds)
-    decoded_s: float  # time.monotonic() when decoded, for latency
-    media_pts_s: float = 0.0  # timestamp within the current play of the source (see Position)
-
-    @property
-    def position(self) -> Position:
-        return Position(self.frame_index, self.pts_s, self.media_pts_s)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceEvent:
-    """What a decoder thread tells its stream: connected, ended, failed (with a reason), reconnecting."""
-
-    # "connected" | "ended" | "failed" | "reconnecting" | "decode_error" | "fps_cap" | "discontinuity"
-    # | "not_decoded" (packets skipped by keyframe-only decoding, `count` of them)
-    kind: str
-    message: str = ""
-    count: int = 1

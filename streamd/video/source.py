@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from streamd.egress import EgressDeniedError, EgressPolicy
+from streamd.entities import Frame, Position, SourceEvent, SourceEventKind
 from streamd.video.buffer import FrameBuffer
-from streamd.video.frames import Frame, I420Frame, Position, SourceEvent
+from streamd.video.frames import I420Frame
 from streamd.video.keyframes import KeyframeGate
 
 logger = logging.getLogger(__name__)
@@ -124,23 +125,27 @@ class PyAVSource:
                 return
             if not self._settings.is_live:
                 if error is not None and decoded == 0:
-                    self._report(SourceEvent("failed", error))
+                    self._report(SourceEvent(SourceEventKind.FAILED, error))
                     return
                 if self._settings.loop and decoded:
                     continue
-                self._report(SourceEvent("ended", error or ""))
+                self._report(SourceEvent(SourceEventKind.ENDED, error or ""))
                 return
             attempts = 0 if decoded else attempts + 1
             budget = self._settings.max_reconnects
             if budget is not None and attempts > budget:
-                self._report(SourceEvent("failed", error or "the source keeps ending without frames"))
+                self._report(
+                    SourceEvent(SourceEventKind.FAILED, error or "the source keeps ending without frames")
+                )
                 return
             delay = min(
                 self._settings.reconnect_max_s, self._settings.reconnect_initial_s * 2 ** max(0, attempts - 1)
             )
             delay *= random.uniform(0.5, 1.0)
             reason = error or "the source ended"
-            self._report(SourceEvent("reconnecting", f"{reason}; reconnecting in {delay:.1f} s"))
+            self._report(
+                SourceEvent(SourceEventKind.RECONNECTING, f"{reason}; reconnecting in {delay:.1f} s")
+            )
             if self._stop.wait(delay):
                 return
 
@@ -192,7 +197,7 @@ class PyAVSource:
             skip_until, self._resume_at_s = self._resume_at_s, None
             if skip_until is not None:
                 _seek(container, stream, skip_until)
-            self._report(SourceEvent("connected"))
+            self._report(SourceEvent(SourceEventKind.CONNECTED))
             packets = container.demux(stream)
             gate.new_play()
             skipped = 0
@@ -210,12 +215,12 @@ class PyAVSource:
                     end_pts = max(end_pts, packet_s or 0.0)  # the file is not cut short for skipping
                     continue
                 if skipped:  # reported in bulk: one event per GOP, not one per packet
-                    self._report(SourceEvent("not_decoded", count=skipped))
+                    self._report(SourceEvent(SourceEventKind.NOT_DECODED, count=skipped))
                     skipped = 0
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError as exc:
-                    self._report(SourceEvent("decode_error", str(exc)))
+                    self._report(SourceEvent(SourceEventKind.DECODE_ERROR, str(exc)))
                     continue
                 for frame in frames:
                     decoded += 1
@@ -224,7 +229,7 @@ class PyAVSource:
                         # Backwards (joined segments, a camera resync, a wrap): stream time goes on a
                         # frame later, so pts_s, the fps grid and realtime pacing stay monotonic.
                         self._pts_offset_s += last_pts - pts + 1.0 / fps
-                        self._report(SourceEvent("discontinuity"))
+                        self._report(SourceEvent(SourceEventKind.DISCONTINUITY))
                     last_pts, end_pts = pts, max(end_pts, pts)
                     if skip_until is not None:
                         if pts <= skip_until + 1e-6:  # emitted before the restart
@@ -237,7 +242,7 @@ class PyAVSource:
         finally:
             container.close()
             if skipped:
-                self._report(SourceEvent("not_decoded", count=skipped))
+                self._report(SourceEvent(SourceEventKind.NOT_DECODED, count=skipped))
             self._report_capped()
             if decoded:  # a replayed file or a reconnected camera continues the stream's clock
                 self._pts_offset_s += last_pts + 1.0 / fps
@@ -245,7 +250,7 @@ class PyAVSource:
 
     def _report_capped(self) -> None:
         if self._capped:
-            self._report(SourceEvent("fps_cap", count=self._capped))
+            self._report(SourceEvent(SourceEventKind.FPS_CAP, count=self._capped))
             self._capped = 0
 
     def _deliver(self, frame: Any, pts: float, cap: FpsCap, clock: float) -> bool:
