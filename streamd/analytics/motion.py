@@ -145,13 +145,20 @@ class MotionGate:
         return self._result(bool(boxes), boxes, fraction)
 
     def _prepared(self, luma: np.ndarray) -> np.ndarray:
+        width, height = self._size
+        if self.width >= 4 * width and self.height >= 4 * height:
+            # INTER_AREA at a fractional factor costs 1.9 ms at 720p; bilinear to twice the size, then
+            # an exact 2x2 average (INTER_AREA's fast path) costs 0.1 ms and still averages out noise.
+            luma = cv2.resize(luma, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
         small = cv2.resize(luma, self._size, interpolation=cv2.INTER_AREA)
         if self.config.improve_contrast:
             small = self._stretched(small)
         return cv2.GaussianBlur(small, (3, 3), 1.0)
 
     def _stretched(self, small: np.ndarray) -> np.ndarray:
-        low, high = np.percentile(small, (4, 96))
+        # Percentiles from a histogram: np.percentile sorts, 8x slower on 100 rows.
+        cumulative = cv2.calcHist([small], [0], None, [256], [0, 256]).ravel().cumsum()
+        low, high = np.searchsorted(cumulative, (0.04 * cumulative[-1], 0.96 * cumulative[-1]))
         if low < high:  # a flat frame says nothing about contrast
             self._contrast.append((float(low), float(high)))
         if not self._contrast:
