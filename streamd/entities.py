@@ -65,6 +65,7 @@ class Frame:
     captured_ts: float  # wall clock when decoded (epoch seconds)
     decoded_s: float  # time.monotonic() when decoded, for latency
     media_pts_s: float = 0.0  # timestamp within the current play of the source (see Position)
+    motion: bool | None = None  # what the stream's motion gate saw; None: no gate
 
     @property
     def position(self) -> Position:
@@ -100,6 +101,8 @@ class DropReason(StrEnum):
     DECODE_ERROR = "decode_error"
     NOT_DECODED = "not_decoded"
     INFERENCE_ERROR = "inference_error"
+    NO_MOTION = "no_motion"  # the motion gate skipped its inference (a record is still written by option)
+    RECORD_ERROR = "record_error"  # the chain ran but its record could not be made (a bug: logged)
 
 
 # Frames dropped after they were decoded: they count as decoded (decoded = processed + these + in flight).
@@ -215,6 +218,18 @@ class FrameCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class AnalyticsStatus:
+    """Tracks alive now, the latest frame's zone occupancy and line crossings since the stream started."""
+
+    tracks: int
+    zones: dict[str, dict[str, int]]  # zone → class → detections in it
+    lines: dict[str, dict[str, dict[str, int]]]  # line → class → {"in": n, "out": n}
+
+    def to_api(self) -> dict[str, Any]:
+        return {"tracks": self.tracks, "zones": self.zones, "lines": self.lines}
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStatus:
     """One stream's live state, read by the API, the status page and the gauges."""
 
@@ -230,6 +245,7 @@ class StreamStatus:
     stages: dict[str, Percentiles]  # where that latency goes
     last_frame_age_s: float | None
     sinks: tuple[SinkStatus, ...]
+    analytics: AnalyticsStatus | None = None  # a stream with tracking, zones or lines
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -247,4 +263,5 @@ class StreamStatus:
             },
             "last_frame_age_s": self.last_frame_age_s,
             "sinks": [sink.to_api() for sink in self.sinks],
+            **({"analytics": self.analytics.to_api()} if self.analytics is not None else {}),
         }

@@ -62,6 +62,12 @@ class Metrics:
         self.reconnects = Counter(
             "streamd_stream_reconnects_total", "Source reconnections.", ["stream"], registry=r
         )
+        self.line_crossings = Counter(
+            "streamd_line_crossings_total",
+            "Tracks whose anchor crossed a stream's line, by class and direction (scene.lines).",
+            ["stream", "line", "class", "direction"],
+            registry=r,
+        )
         self.stream_stage = Histogram(
             "streamd_stream_stage_seconds",
             "Where the latency goes: buffer (decoded to taken), chain (batches and inference), emit_wait "
@@ -180,7 +186,8 @@ class Metrics:
 
 
 def stream_gauges(statuses: Iterable[tuple[str, StreamStatus]]) -> list[GaugeMetricFamily]:
-    """One gauge per state (1 for the current one), windowed fps, buffered frames, spool bytes."""
+    """One gauge per state (1 for the current one), windowed fps, buffered frames, spool bytes, zone
+    occupancy and tracks."""
     state = GaugeMetricFamily(
         "streamd_stream_state", "1 for the stream's current state.", labels=["stream", "state"]
     )
@@ -193,6 +200,12 @@ def stream_gauges(statuses: Iterable[tuple[str, StreamStatus]]) -> list[GaugeMet
     spool = GaugeMetricFamily(
         "streamd_sink_spool_bytes", "Bytes waiting in a webhook or MQTT spool.", labels=["stream", "sink"]
     )
+    occupancy = GaugeMetricFamily(
+        "streamd_zone_occupancy",
+        "Detections in a stream's zone in its latest processed frame, by class.",
+        labels=["stream", "zone", "class"],
+    )
+    tracks = GaugeMetricFamily("streamd_stream_tracks", "Confirmed tracks alive now.", labels=["stream"])
     for label, status in statuses:
         for value in StreamState:
             state.add_metric([label, value.value], 1.0 if status.state == value else 0.0)
@@ -202,7 +215,12 @@ def stream_gauges(statuses: Iterable[tuple[str, StreamStatus]]) -> list[GaugeMet
         for index, sink in enumerate(status.sinks):
             if sink.spool_bytes is not None:
                 spool.add_metric([label, str(index)], sink.spool_bytes)
-    return [state, fps, buffered, spool]
+        if status.analytics is not None:
+            tracks.add_metric([label], status.analytics.tracks)
+            for zone, counts in status.analytics.zones.items():
+                for category, count in counts.items():
+                    occupancy.add_metric([label, zone, category], count)
+    return [state, fps, buffered, spool, occupancy, tracks]
 
 
 class _Live(Collector):

@@ -48,6 +48,8 @@ def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
         "fps": body.fps,
         "drop_policy": body.drop_policy,
         "sinks_config": sinks,
+        **({"motion": body.motion.model_dump()} if body.motion is not None else {}),
+        **({"scene": body.scene.model_dump()} if body.scene is not None else {}),
         **pipeline.status().to_api(),
     }
 

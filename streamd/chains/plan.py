@@ -193,6 +193,12 @@ def _service_node(index: int, call: ChainCall, call_id: str, resolve: Resolver) 
             'mllib.extract_layer (a tensor of the graph, or "last" for the version\'s output)',
             dd_code=DD_SERVICE_BAD_REQUEST,
         )
+    if output.track is not None and (not service.has_boxes or not output.bbox or params.extract_layer):
+        raise ChainError(
+            f"{_where(index, call_id)}: output.track follows boxes across a stream's frames; service "
+            f"{service.name!r} must be a detector (roi BBOX) with output.bbox on",
+            dd_code=DD_SERVICE_BAD_REQUEST,
+        )
     return ServiceNode(call_id, index, service, output, params.extract_layer)
 
 

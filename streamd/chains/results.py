@@ -11,12 +11,27 @@ when serialised.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Fields of DeepDetect's result objects: a service or action id nesting under one of these names would
 # overwrite it, so the chain validation refuses them (chains/plan.py).
-RESERVED_KEYS = frozenset({"uri", "classes", "vals", "images", "cat", "prob", "bbox", "last"})
+RESERVED_KEYS = frozenset(
+    {
+        "uri",
+        "classes",
+        "vals",
+        "images",
+        "cat",
+        "prob",
+        "bbox",
+        "last",
+        "track_id",
+        "zones",
+        "motion",
+        "events",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +50,25 @@ class Box:
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One class object: a category with its probability, a box when the service has boxes (and
-    `output.bbox` is on), and the results of the calls that ran on its crop."""
+    `output.bbox` is on), and the results of the calls that ran on its crop. On a stream, a tracked
+    service's detections carry a `track_id` (None until a track is confirmed) and, with zones, the
+    names of the zones holding them."""
 
     cat: str
     prob: float
     box: Box | None = None
     nested: Nested = ()
+    track_id: int | None = None
+    zones: tuple[str, ...] | None = None  # None: the stream has no zones (the key is left out)
 
     def to_json(self, *, last: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"cat": self.cat, "prob": self.prob}
         if self.box is not None:
             out["bbox"] = self.box.to_json()
+        if self.track_id is not None:
+            out["track_id"] = self.track_id
+        if self.zones is not None:
+            out["zones"] = list(self.zones)
         if last:
             out["last"] = True
         out.update(nested_json(self.nested))
@@ -57,6 +80,7 @@ class Classes:
     """A service's classes (classification, detection, a CTC sequence), best first."""
 
     classes: tuple[Detection, ...] = ()
+    call_id: str = field(default="", compare=False)  # the call that made them (not serialised)
 
     def to_json(self) -> dict[str, Any]:
         last = len(self.classes) - 1

@@ -77,12 +77,13 @@ class _ClassesSlot:
     own output), the calls under them see only what they kept."""
 
     detections: list[_DetectionSlot]
+    call_id: str
     shown: set[int] | None = None  # indexes into `detections`; None: all
 
     def freeze(self) -> Classes:
         shown = self.shown
         kept = (d for i, d in enumerate(self.detections) if shown is None or i in shown)
-        return Classes(tuple(d.freeze() for d in kept))
+        return Classes(tuple(d.freeze() for d in kept), self.call_id)
 
 
 def _freeze(output: _ClassesSlot | Output) -> Output:
@@ -159,7 +160,7 @@ class ChainRunner:
                 result = Images((base64.b64encode(decoded.image).decode(),))
             else:
                 detections = [detection_slot(h, to_frame, node.output.bbox) for h in hypotheses]
-                result = classes = _ClassesSlot(detections)
+                result = classes = _ClassesSlot(detections, node.call_id)
             if first:
                 assert isinstance(image.slot, _ImageSlot)
                 image.slot.output = result

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from streamd.analytics.config import TrackConfig
 from streamd.errors import StreamdError
 from streamd.networks.recognition import PostProcessing, SpecOutput
 
@@ -134,6 +135,8 @@ class OutputParams(_Params):
     # streamd: boxes of services below a crop/rotate in original-frame pixels ("frame", the default), or
     # in the pixels of the image the service ran on ("input", DeepDetect's crop-relative coordinates).
     bbox_coordinates: Literal["frame", "input"] = "frame"
+    # streamd: on a stream, give this detector's boxes track ids (ByteTrack); ignored by /chain.
+    track: TrackConfig | None = None
     search: bool = False
     search_nn: int | None = None
     index: bool = False

@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamd.analytics.motion import MotionConfig
+from streamd.analytics.zones import SceneConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -81,3 +84,9 @@ class StreamBody(_Strict):
     sinks: list[JsonlSinkBody | WebhookSinkBody | MqttSinkBody] = Field(min_length=1)
     fps: float | None = Field(None, gt=0, le=240)
     drop_policy: Literal["drop_oldest", "wait"] | None = None
+    motion: MotionConfig | None = Field(
+        None, description="Skip inference on frames where nothing moved (docs/analytics.md)."
+    )
+    scene: SceneConfig | None = Field(
+        None, description="Named zones and lines: occupancy and line crossings of tracked detections."
+    )

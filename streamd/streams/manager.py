@@ -24,6 +24,7 @@ from streamd.sinks.jsonl import JsonlSink, check_existing
 from streamd.sinks.mqtt import MqttSink
 from streamd.sinks.webhook import WebhookSink
 from streamd.store.streams import StreamRepository
+from streamd.streams.analytics import check_scene
 from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, StreamBody, WebhookSinkBody
 from streamd.streams.budget import decoder_threads, held_frames, usable_cores
 from streamd.streams.pipeline import PipelineSettings, StreamPipeline
@@ -162,6 +163,7 @@ class StreamManager:
         return path
 
     async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline:
+        check_scene(plan, body.scene)
         uri, live = await self.check_source(body.source)
         for index, sink in enumerate(body.sinks):
             if isinstance(sink, JsonlSinkBody):
@@ -194,6 +196,7 @@ class StreamManager:
             decoder_threads=decoder_threads(
                 len(self._pipelines) + 1, usable_cores(), bool(body.fps and config.keyframe_only_decoding)
             ),
+            motion=body.motion,
         )
         policy = DropPolicy(body.drop_policy or ("drop_oldest" if live else "wait"))
         return source, PipelineSettings(
@@ -201,6 +204,7 @@ class StreamManager:
             held_frames(config.frames_in_flight, body.fps),
             policy,
             config.checkpoint_interval_s,
+            body.scene,
         )
 
     async def _launch(

@@ -18,16 +18,14 @@ from typing import Any
 
 import orjson
 
+from streamd.analytics.zones import SceneConfig
 from streamd.chains.results import Prediction
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.entities import (
-    DECODED_BUT_DROPPED,
     DropReason,
     Frame,
-    FrameCounts,
     Image,
-    Percentiles,
     Position,
     Sink,
     SourceEvent,
@@ -37,18 +35,21 @@ from streamd.entities import (
 from streamd.health import LastError
 from streamd.inference.batching import FILE, LANE, LIVE, Lane
 from streamd.metrics import Metrics
+from streamd.streams.analytics import StreamAnalytics
+from streamd.streams.counters import StreamCounters
 from streamd.streams.state import StreamState, check_transition
 from streamd.video.buffer import DropPolicy, FrameBuffer
 from streamd.video.source import PyAVSource, SourceSettings, redact
 
 logger = logging.getLogger(__name__)
 
-WINDOW_S = 10.0
 DRAIN_TIMEOUT_S = 30.0
 
 # (frames, when they left the buffer, the chain's task: its predictions and when they were ready)
-InFlight = asyncio.Queue["tuple[list[Frame], float, asyncio.Task[tuple[list[Prediction], float]]] | None"]
-STAGES = ("buffer", "chain", "emit_wait")  # where a frame's capture→sink latency goes
+# (None: a frame the motion gate skipped).
+InFlight = asyncio.Queue[
+    "tuple[list[Frame], float, asyncio.Task[tuple[list[Prediction | None], float]]] | None"
+]
 # Decoder events that are counted drops, and the reason they count under.
 _DROPS = {
     SourceEventKind.DECODE_ERROR: DropReason.DECODE_ERROR,
@@ -58,34 +59,12 @@ _DROPS = {
 
 
 @dataclass(frozen=True, slots=True)
-class _StreamSeries:
-    """This stream's labelled metric children, looked up once (they are touched for every frame)."""
-
-    decoded: Any
-    processed: Any
-    reconnects: Any
-    latency: Any
-    discontinuities: Any
-    stages: dict[str, Any]
-
-    @classmethod
-    def of(cls, metrics: Metrics, stream: str) -> _StreamSeries:
-        return cls(
-            metrics.frames_decoded.labels(stream),
-            metrics.frames_processed.labels(stream),
-            metrics.reconnects.labels(stream),
-            metrics.stream_latency.labels(stream),
-            metrics.discontinuities.labels(stream),
-            {stage: metrics.stream_stage.labels(stream, stage) for stage in STAGES},
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class PipelineSettings:
     buffer_frames: int
     frames_in_flight: int
     drop_policy: DropPolicy
     checkpoint_interval_s: float = 1.0
+    scene: SceneConfig | None = None  # zones and lines (streams/analytics.py)
 
 
 # Persists a stream's durable position (the manager writes it to the database).
@@ -115,25 +94,18 @@ class StreamPipeline:
         self._emitted = 0
         self._unsettled: deque[tuple[int, Position]] = deque()  # (emission number, frame) not yet durable
         self._metrics = metrics
-        self._series = None if metrics is None else _StreamSeries.of(metrics, str(stream_id))
+        self.counters = StreamCounters(stream_id, metrics)
+        self.analytics = StreamAnalytics(plan, settings.scene)
         self.chain_name = chain_name
         self.state = StreamState.STARTING
         self.error = LastError()
-        self.reconnects = 0
-        self.discontinuities = 0
-        self.decoded = 0
-        self.processed = 0
-        self.dropped: dict[DropReason, int] = {}
         self._source_settings = source
         self._plan = plan
         self.sinks = sinks
         self._runner = runner
         self._settings = settings
         self._uri = redact(source.uri)
-        self._decoded_at: deque[float] = deque()
-        self._processed_at: deque[float] = deque()
-        self._latencies: deque[float] = deque(maxlen=500)
-        self._stages: dict[str, deque[float]] = {stage: deque(maxlen=500) for stage in STAGES}
+        self._emit_still = source.motion is not None and source.motion.emit_still
         self._last_frame_s: float | None = None
         self._resume = asyncio.Event()
         self._resume.set()
@@ -150,6 +122,7 @@ class StreamPipeline:
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, *, paused: bool = False) -> None:
         loop = asyncio.get_running_loop()
+        await self.analytics.prepare()
         for sink in self.sinks:
             await sink.start()
         self._buffer = FrameBuffer(loop, self._settings.buffer_frames, self._settings.drop_policy, self._drop)
@@ -208,9 +181,8 @@ class StreamPipeline:
             if self.state != StreamState.PAUSED:
                 self._set_state(StreamState.RUNNING)
         elif event.kind is SourceEventKind.RECONNECTING:
-            self.reconnects += 1
-            if self._series is not None:
-                self._series.reconnects.inc()
+            self.counters.reconnected()
+            self.analytics.reset()  # a gap breaks every track
             self.error.set(event.message)
             if self.state != StreamState.PAUSED:
                 self._set_state(StreamState.RECONNECTING)
@@ -222,9 +194,7 @@ class StreamPipeline:
                 extra={"stream_id": self.stream_id},
             )
         elif event.kind is SourceEventKind.DISCONTINUITY:
-            self.discontinuities += 1
-            if self._series is not None:
-                self._series.discontinuities.inc()
+            self.counters.discontinuity()
         elif event.kind in _DROPS:
             self._drop(_DROPS[event.kind], event.count)
         elif event.kind in (SourceEventKind.ENDED, SourceEventKind.FAILED):
@@ -237,21 +207,7 @@ class StreamPipeline:
     def _drop(self, reason: DropReason, count: int = 1) -> None:
         if reason is DropReason.BUFFER_FULL and not self._resume.is_set():
             reason = DropReason.PAUSED
-        self.dropped[reason] = self.dropped.get(reason, 0) + count
-        if reason in DECODED_BUT_DROPPED:
-            self._count_decoded(count)
-        if self._metrics is not None:
-            self._metrics.frames_dropped.labels(str(self.stream_id), reason.value).inc(count)
-
-    def _count_decoded(self, count: int) -> None:
-        """Decoded = processed + dropped after decoding (fps cap, full buffer, paused) + in flight;
-        `fps_in` is the windowed rate of the same frames."""
-        self.decoded += count
-        now = time.monotonic()
-        for _ in range(count):
-            _record(self._decoded_at, now)
-        if self._series is not None:
-            self._series.decoded.inc(count)
+        self.counters.drop(reason, count)
 
     def _set_state(self, target: StreamState) -> None:
         if target == self.state:
@@ -287,23 +243,21 @@ class StreamPipeline:
             )
             if not frames:
                 break
-            self._count_decoded(len(frames))
+            self.counters.count_decoded(len(frames))
             taken_s = self._last_frame_s = time.monotonic()
             self._frames_in_flight += len(frames)
             for frame in frames:
-                self._stage("buffer", taken_s - frame.decoded_s)
+                self.counters.stage("buffer", taken_s - frame.decoded_s)
             in_flight.put_nowait((frames, taken_s, asyncio.create_task(self._run_chain(frames))))
         in_flight.put_nowait(None)
 
-    async def _run_chain(self, frames: list[Frame]) -> tuple[list[Prediction], float]:
-        pixels, uris = [frame.pixels for frame in frames], [self._uri] * len(frames)
-        predictions = await self._runner.run(self._plan, pixels, uris)
-        return predictions, time.monotonic()
-
-    def _stage(self, stage: str, seconds: float) -> None:
-        self._stages[stage].append(seconds)
-        if self._series is not None:
-            self._series.stages[stage].observe(seconds)
+    async def _run_chain(self, frames: list[Frame]) -> tuple[list[Prediction | None], float]:
+        """The chain on the frames that moved (all of them without a motion gate); None for the others."""
+        moving = [frame for frame in frames if frame.motion is not False]
+        found = iter(
+            await self._runner.run(self._plan, [f.pixels for f in moving], [self._uri] * len(moving))
+        )
+        return [next(found) if frame.motion is not False else None for frame in frames], time.monotonic()
 
     async def _emit(self, in_flight: InFlight) -> None:
         while (item := await in_flight.get()) is not None:
@@ -317,9 +271,17 @@ class StreamPipeline:
                 # Batches of a stream may finish out of order; records wait for their turn.
                 waited_s = time.monotonic() - ready_s
                 for frame, prediction in zip(frames, predictions, strict=True):
-                    self._stage("chain", ready_s - taken_s)
-                    self._stage("emit_wait", waited_s)
-                    self._write(frame, prediction)
+                    if prediction is None:
+                        self._still(frame)
+                        continue
+                    self.counters.stage("chain", ready_s - taken_s)
+                    self.counters.stage("emit_wait", waited_s)
+                    try:
+                        self._write(frame, prediction)
+                    except Exception as exc:  # supervision boundary: one bad record must not stop the stream
+                        self._drop(DropReason.RECORD_ERROR)
+                        self.error.set(f"frame {frame.frame_index}: {type(exc).__name__}: {exc}")
+                        logger.exception("stream %d: frame %d: no record", self.stream_id, frame.frame_index)
             self._frames_in_flight -= len(frames)
             self._room.set()
         if self._ended is not None:
@@ -335,35 +297,59 @@ class StreamPipeline:
     def _write(self, frame: Frame, prediction: Prediction) -> None:
         now = time.monotonic()
         latency = now - frame.decoded_s
-        record = orjson.dumps(
-            {
-                "stream_id": self.stream_id,
-                "stream_name": self.name,
-                "run": self.run,
-                "frame_index": frame.frame_index,
-                "pts_s": round(frame.pts_s, 6),
-                "captured_ts": frame.captured_ts,
-                "latency_s": round(latency, 6),
-                "width": frame.pixels.shape[1],
-                "height": frame.pixels.shape[0],
-                "chain": self.chain_name,
-                "predictions": [prediction.to_json()],
-            }
-        )
+        events: tuple[dict[str, Any], ...] = ()
+        width, height = frame.pixels.shape[1], frame.pixels.shape[0]
+        if self.analytics.enabled:
+            analysed = self.analytics.apply(prediction, frame.pts_s, width, height)
+            prediction, events = analysed.prediction, analysed.events
+            if events and self._metrics is not None:
+                for event in events:
+                    self._metrics.line_crossings.labels(
+                        str(self.stream_id), event["line"], event["class"], event["direction"]
+                    ).inc()
+        record = self._header(frame, latency)
+        if frame.motion is not None:
+            record["motion"] = True
+        record["predictions"] = [prediction.to_json()]
+        if self.analytics.has_lines:
+            record["events"] = list(events)
+        self._emit_record(orjson.dumps(record), frame)
+        self.latest = (frame.pixels, prediction)
+        if self._ended is None:  # frames still draining after a failure do not heal it
+            self.error.recovered()
+        self.counters.processed_one(latency, now)
+
+    def _still(self, frame: Frame) -> None:
+        """A frame the motion gate skipped: counted, and recorded without predictions if asked."""
+        self.counters.drop(DropReason.NO_MOTION)
+        if not self._emit_still:
+            return
+        record = self._header(frame, time.monotonic() - frame.decoded_s)
+        record["motion"] = False
+        record["predictions"] = []
+        self._emit_record(orjson.dumps(record), frame)
+
+    def _header(self, frame: Frame, latency_s: float) -> dict[str, Any]:
+        """A record's fields before its results (README: Streams, the record format)."""
+        return {
+            "stream_id": self.stream_id,
+            "stream_name": self.name,
+            "run": self.run,
+            "frame_index": frame.frame_index,
+            "pts_s": round(frame.pts_s, 6),
+            "captured_ts": frame.captured_ts,
+            "latency_s": round(latency_s, 6),
+            "width": frame.pixels.shape[1],
+            "height": frame.pixels.shape[0],
+            "chain": self.chain_name,
+        }
+
+    def _emit_record(self, record: bytes, frame: Frame) -> None:
         for sink in self.sinks:
             sink.emit(record)
         self._emitted += 1
         if self._checkpoint is not None:
             self._unsettled.append((self._emitted, frame.position))
-        self.latest = (frame.pixels, prediction)
-        if self._ended is None:  # frames still draining after a failure do not heal it
-            self.error.recovered()
-        self.processed += 1
-        self._latencies.append(latency)
-        if self._series is not None:
-            self._series.processed.inc()
-            self._series.latency.observe(latency)
-        _record(self._processed_at, now)
 
     def _finish(self) -> None:
         event = self._ended
@@ -401,44 +387,19 @@ class StreamPipeline:
     def status(self) -> StreamStatus:
         now = time.monotonic()
         sinks = tuple(sink.status() for sink in self.sinks)
+        fps_in, fps_out = self.counters.fps(now)
         return StreamStatus(
             state=self.state.value,
             degraded=any(sink.error.active for sink in sinks),
             error=self.error.snapshot(),
-            frames=FrameCounts(
-                self.decoded,
-                self.processed,
-                {reason.value: count for reason, count in self.dropped.items()},
-                len(self._buffer) if self._buffer is not None else 0,
-            ),
-            reconnects=self.reconnects,
-            discontinuities=self.discontinuities,
-            fps_in=round(len(_window(self._decoded_at, now)) / WINDOW_S, 2),
-            fps_out=round(len(_window(self._processed_at, now)) / WINDOW_S, 2),
-            latency=_percentiles(sorted(self._latencies)),
-            stages={stage: _percentiles(sorted(times)) for stage, times in self._stages.items()},
+            frames=self.counters.frames(len(self._buffer) if self._buffer is not None else 0),
+            reconnects=self.counters.reconnects,
+            discontinuities=self.counters.discontinuities,
+            fps_in=fps_in,
+            fps_out=fps_out,
+            latency=self.counters.latency(),
+            stages=self.counters.stages(),
             last_frame_age_s=None if self._last_frame_s is None else round(now - self._last_frame_s, 3),
             sinks=sinks,
+            analytics=self.analytics.status() if self.analytics.enabled else None,
         )
-
-
-def _record(times: deque[float], now: float) -> None:
-    times.append(now)
-    _window(times, now)
-
-
-def _window(times: deque[float], now: float) -> deque[float]:
-    """The times within the last WINDOW_S: fps is windowed, never a lifetime average."""
-    while times and times[0] < now - WINDOW_S:
-        times.popleft()
-    return times
-
-
-def _percentiles(values: list[float]) -> Percentiles:
-    return Percentiles(_percentile(values, 0.5), _percentile(values, 0.95), _percentile(values, 0.99))
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(values[min(len(values) - 1, int(q * len(values)))], 6)

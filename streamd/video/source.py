@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from streamd.analytics.motion import MotionConfig, MotionGate, y_plane
 from streamd.egress import EgressDeniedError, EgressPolicy
 from streamd.entities import Frame, Position, SourceEvent, SourceEventKind
 from streamd.video.buffer import FrameBuffer
@@ -55,6 +56,7 @@ class SourceSettings:
     egress: EgressPolicy | None = None  # where a network source may connect (checked at each open)
     keyframe_only: bool = True  # decode keyframes only while they meet the fps cap (KeyframeGate)
     decoder_threads: int = 0  # FFmpeg threads (frame and slice) of this stream's decoder; 0: FFmpeg's choice
+    motion: MotionConfig | None = None  # gate inference on motion (analytics/motion.py), after the fps cap
 
 
 class FpsCap:
@@ -86,6 +88,7 @@ class PyAVSource:
         start = settings.start
         self._next_index = 0 if start is None else start.frame_index + 1
         self._capped = 0  # frames skipped by the fps cap not yet reported (reported in bulk)
+        self._motion: MotionGate | None = None  # made at the first frame (it needs the size)
         # A file resumes at its checkpoint's own timestamp (seek, then skip what was emitted); a live
         # source cannot seek, so its clock just continues a frame after the checkpoint.
         self._pts_offset_s = 0.0
@@ -200,6 +203,8 @@ class PyAVSource:
             self._report(SourceEvent(SourceEventKind.CONNECTED))
             packets = container.demux(stream)
             gate.new_play()
+            if self._motion is not None:
+                self._motion.reset()  # a new play (reconnect, loop): its first frame is the background
             skipped = 0
             while not self._stop.is_set():
                 try:
@@ -267,10 +272,20 @@ class PyAVSource:
             if ahead > 0 and self._stop.wait(ahead):
                 return False
         pixels = to_image(frame)
-        if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic(), pts)):
+        moved = None if self._settings.motion is None else self._moved(pixels)
+        if not self._buffer.put(Frame(pixels, index, pts_s, time.time(), time.monotonic(), pts, moved)):
             self._stop.set()
             return False
         return True
+
+    def _moved(self, pixels: np.ndarray | I420Frame) -> bool:
+        """Whether the gate lets this frame through to inference (motion, or just after it)."""
+        assert self._settings.motion is not None
+        height, width = pixels.shape[:2]
+        gate = self._motion
+        if gate is None or (gate.width, gate.height) != (width, height):
+            gate = self._motion = MotionGate(self._settings.motion, width, height)
+        return gate.update(y_plane(pixels)).gate_open
 
 
 class ConnectionFailedError(Exception):
