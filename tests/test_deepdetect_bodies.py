@@ -26,7 +26,6 @@ from tests.test_chains import (  # noqa: F401  (fixtures)
     deploy_service,
     scene,
     services,
-    wide_detector,
 )
 
 CLASSIFICATION = {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}

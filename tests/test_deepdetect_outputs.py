@@ -18,7 +18,6 @@ from tests.test_chains import (  # noqa: F401  (fixtures)
     post_json,
     scene,
     services,
-    wide_detector,
 )
 
 
