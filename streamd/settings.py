@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from streamd.errors import ConfigError
 from streamd.limits import MAX_BATCH_SIZE, MAX_INFLIGHT_BATCHES, MAX_OP_THREADS, MAX_WAIT_S
+from streamd.validation import CONFIG, describe_errors
 
 ENV_PREFIX = "STREAMD_"
 DEFAULT_CONFIG_PATH = Path("config/streamd.toml")
@@ -309,7 +310,9 @@ def load(
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         source = f"{path} and the environment" if path else "the environment"
-        raise ConfigError(f"invalid configuration (from {source}):\n{_describe(exc)}") from None
+        raise ConfigError(
+            f"invalid configuration (from {source}):\n  {describe_errors(exc, CONFIG)}"
+        ) from None
     storage = settings.storage.model_copy(
         update={
             "data_dir": settings.storage.data_dir.expanduser().resolve(),
@@ -365,11 +368,3 @@ def _section_model(section: str) -> type[BaseModel] | None:
 
 def _is_sequence(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (tuple, list)
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        lines.append(f"  {where}: {error['msg']} (got {error.get('input')!r})")
-    return "\n".join(lines)

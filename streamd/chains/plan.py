@@ -29,8 +29,8 @@ from streamd.chains.spec import (
     Resolver,
     ServiceNode,
     ServiceParams,
-    describe_errors,
 )
+from streamd.validation import CHAIN, describe_errors
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -169,7 +169,7 @@ def _service_node(index: int, call: ChainCall, call_id: str, resolve: Resolver) 
         params = ServiceParams.model_validate(call.parameters or {})
     except ValidationError as exc:
         raise ChainError(
-            f"{_where(index, call_id)} parameters: {describe_errors(exc)}",
+            f"{_where(index, call_id)} parameters: {describe_errors(exc, CHAIN)}",
             dd_code=DD_SERVICE_BAD_REQUEST,
         ) from None
     output = params.output
@@ -221,7 +221,7 @@ def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> Servi
         params = model.model_validate(given)
     except ValidationError as exc:
         raise ChainError(
-            f"{_where(index, call_id)} {kind} action: {describe_errors(exc)}",
+            f"{_where(index, call_id)} {kind} action: {describe_errors(exc, CHAIN)}",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         ) from None
     if getattr(params, "save_path", "") and (params.save_path.startswith("/") or ".." in params.save_path):

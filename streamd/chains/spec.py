@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from streamd.errors import StreamdError
 from streamd.networks.recognition import PostProcessing, SpecOutput
+from streamd.validation import CHAIN, describe_errors
 
 # DeepDetect error codes (src/jsonapi.cc)
 DD_SERVICE_NOT_FOUND = 1002
@@ -260,13 +261,6 @@ def parse_body(body: Any, max_calls: int | None = None) -> ChainBody:
     try:
         return ChainBody.model_validate(body)
     except ValidationError as exc:
-        raise ChainError(f"invalid chain: {describe_errors(exc)}", dd_code=DD_SERVICE_BAD_REQUEST) from None
-
-
-def describe_errors(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False):
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
-        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
-        parts.append(f"{where or 'body'}: {message.removeprefix('Value error, ')}")
-    return "; ".join(parts)
+        raise ChainError(
+            f"invalid chain: {describe_errors(exc, CHAIN)}", dd_code=DD_SERVICE_BAD_REQUEST
+        ) from None
