@@ -16,10 +16,10 @@ from streamd.api.context import SERVICES, Services
 from streamd.api.middleware import MIDDLEWARES
 from streamd.api.routes import setup_routes
 from streamd.chains.runner import ChainRunner
+from streamd.inference.deployment import Deployer
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.deployment import Deployer
 from streamd.networks.public import load_public_networks
 from streamd.networks.savedmodel import tensorflow_version
 from streamd.settings import Settings

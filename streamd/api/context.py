@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from streamd.chains.runner import ChainRunner
+from streamd.inference.deployment import Deployer
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.deployment import Deployer
 from streamd.networks.public import PublicNetwork
 from streamd.settings import Settings
 from streamd.store.chains import ChainRepository

@@ -22,9 +22,8 @@ import numpy as np
 from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
 from streamd.metrics import Metrics
-from streamd.networks.meanfile import load_mean
 from streamd.networks.public import PublicNetwork
-from streamd.networks.savedmodel import load_savedmodel
+from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import NetworkTuning, Preprocessing
 from streamd.networks.tfmodel import LoadedModel
 from streamd.settings import InferenceConfig
@@ -182,24 +181,6 @@ class InferenceRuntime:
         for network_id in list(self._loaded):
             await self.unload(network_id)
         self._loader.shutdown(wait=False, cancel_futures=True)
-
-
-def load_network_files(
-    directory: Path, preprocessing: Preprocessing, intra_op_threads: int = 0, inter_op_threads: int = 0
-) -> tuple[LoadedModel, list[np.ndarray | None]]:
-    """Blocking: the SavedModel and each input's mean, in its layout."""
-    model = load_savedmodel(directory, intra_op_threads, inter_op_threads)
-    try:
-        means = [
-            None
-            if item.image.mean_file is None
-            else load_mean(directory / item.image.mean_file, item.image.dimension_order)
-            for item in preprocessing.inputs
-        ]
-    except Exception:
-        model.close()
-        raise
-    return model, means
 
 
 def _observers(

@@ -63,6 +63,24 @@ def load_savedmodel(export_dir: Path, intra_op_threads: int = 0, inter_op_thread
     return model
 
 
+def load_network_files(
+    directory: Path, preprocessing: Preprocessing, intra_op_threads: int = 0, inter_op_threads: int = 0
+) -> tuple[LoadedModel, list[np.ndarray | None]]:
+    """Blocking: the SavedModel and each input's mean, in its layout."""
+    model = load_savedmodel(directory, intra_op_threads, inter_op_threads)
+    try:
+        means = [
+            None
+            if item.image.mean_file is None
+            else load_mean(directory / item.image.mean_file, item.image.dimension_order)
+            for item in preprocessing.inputs
+        ]
+    except Exception:
+        model.close()
+        raise
+    return model, means
+
+
 def _load_session(
     export_dir: Path, tags: tuple[str, ...], signatures: tuple[Signature, ...], intra: int, inter: int
 ) -> SessionModel:

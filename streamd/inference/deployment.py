@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from streamd.errors import NotFoundError, StreamdError
-from streamd.inference.runtime import InferenceRuntime, load_network_files
+from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.savedmodel import check_against_preprocessing
+from streamd.networks.savedmodel import check_against_preprocessing, load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.networks.tfmodel import LoadedModel
 from streamd.networks.warmup import warm_up
