@@ -67,7 +67,7 @@ def record(network_id: int, preprocessing: Preprocessing, max_batch: int) -> Net
         "",
         {"streamd": {"max_batch_size": max_batch}},
         "tensorflow-1.x",
-        preprocessing.model_dump(),
+        preprocessing,
         [],
         [],
         0,

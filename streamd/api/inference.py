@@ -146,14 +146,14 @@ async def ready_network(svc: Services, network_id: int) -> tuple[NetworkRecord, 
 async def network_inference(request: web.Request) -> web.Response:
     svc = services(request)
     record, loaded = await ready_network(svc, int_id(request, "network_id", "network"))
-    return await _raw_inference(request, svc, loaded, len(record.preprocessing_spec.inputs))
+    return await _raw_inference(request, svc, loaded, len(record.preprocessing.inputs))
 
 
 async def public_network_inference(request: web.Request) -> web.Response:
     svc = services(request)
     entry = public_network(request)
     loaded = await svc.runtime.public(entry)
-    return await _raw_inference(request, svc, loaded, len(entry.preprocessing_spec.inputs))
+    return await _raw_inference(request, svc, loaded, len(entry.preprocessing.inputs))
 
 
 async def _raw_inference(

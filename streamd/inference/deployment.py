@@ -99,7 +99,7 @@ class Deployer:
             self._executor,
             validate_network,
             export_dir,
-            network.preprocessing_spec,
+            network.preprocessing,
             self._runtime.policy(network).max_batch_size,
             *self._runtime.tf_threads(network),
         )

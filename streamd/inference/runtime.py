@@ -41,7 +41,7 @@ class NetworkConfig(Protocol):
     def metadata(self) -> dict[str, Any]: ...
 
     @property
-    def preprocessing_spec(self) -> Preprocessing: ...
+    def preprocessing(self) -> Preprocessing: ...
 
 
 def network_label(key: NetworkKey) -> str:
@@ -81,7 +81,7 @@ class InferenceRuntime:
     def policy(self, record: NetworkConfig) -> BatchPolicy:
         tuning = self.tuning(record)
         max_batch = tuning.max_batch_size or self._config.max_batch_size
-        if not record.preprocessing_spec.batched_output:
+        if not record.preprocessing.batched_output:
             max_batch = 1  # the network cannot take a batch: one image at a time
         return BatchPolicy(
             max_batch_size=max_batch,
@@ -134,7 +134,7 @@ class InferenceRuntime:
 
     async def _load(self, key: NetworkKey, directory: Path, config: NetworkConfig) -> LoadedNetwork:
         model, means = await asyncio.get_running_loop().run_in_executor(
-            self._loader, load_network_files, directory, config.preprocessing_spec, *self.tf_threads(config)
+            self._loader, load_network_files, directory, config.preprocessing, *self.tf_threads(config)
         )
         if key in self._loaded:  # adopted meanwhile
             model.close()
@@ -151,11 +151,11 @@ class InferenceRuntime:
         on_timing = on_batch = None
         if self._metrics is not None:
             on_timing, on_batch = _observers(self._metrics, label)
-        executor = TFExecutor(name, model, config.preprocessing_spec, means, on_timing)
+        executor = TFExecutor(name, model, config.preprocessing, means, on_timing)
         batcher: DynamicBatcher[InferenceItem, ItemOutput] = DynamicBatcher(
             name, executor.run, self.policy(config), on_batch
         )
-        return LoadedNetwork(key, config.preprocessing_spec, executor, batcher)
+        return LoadedNetwork(key, config.preprocessing, executor, batcher)
 
     def retune(self, record: NetworkRecord) -> None:
         """Apply changed batching settings (PATCHed metadata) to a loaded network at once."""

@@ -51,7 +51,7 @@ class PublicNetwork:
         return self.spec.metadata
 
     @property
-    def preprocessing_spec(self) -> Preprocessing:
+    def preprocessing(self) -> Preprocessing:
         return self.spec.preprocessing
 
     def to_api(self) -> dict[str, Any]:
