@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from streamd.chains.catalogue import ChainCatalogue
 from streamd.chains.runner import ChainRunner
 from streamd.inference.deployment import Deployer
 from streamd.inference.jobs import InferenceJobs
@@ -32,6 +33,7 @@ class Services:
     deployer: Deployer
     jobs: InferenceJobs
     chains: ChainRepository
+    chain_catalogue: ChainCatalogue
     chains_runner: ChainRunner
     streams: StreamManager
     metrics: Metrics | None
