@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from streamd.api.body import read_step, refuse_large_body
 from streamd.api.context import Services, services
@@ -20,17 +20,10 @@ from streamd.chains.spec import (
     DD_SERVICE_INPUT_BAD_REQUEST,
     ChainError,
     ChainPlan,
+    ChainRunBody,
 )
 from streamd.errors import ConflictError, InvalidRequestError
 from streamd.inference.sources import is_inline, load_source
-
-
-class ChainRunBody(BaseModel):
-    """`POST /v0.7/chains/{name}/run`: the images to run a stored chain on."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    data: list[str] = Field(min_length=1, description="Images: data URIs, media paths or URLs.")
-
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 

@@ -192,6 +192,13 @@ class ChainBody(BaseModel):
     calls: list[ChainCall] = Field(min_length=1)
 
 
+class ChainRunBody(BaseModel):
+    """`POST /v0.7/chains/{name}/run`: the images to run a stored chain on."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    data: list[str] = Field(min_length=1, description="Images: data URIs, media paths or URLs.")
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedService:
     """What a chain needs to know of a service (a recognition spec's current version)."""
