@@ -29,6 +29,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
 def chain_name(request: web.Request) -> str:
+    """The `{name}` of a stored chain's route, checked (a 400 names the allowed characters)."""
     name = request.match_info["name"]
     if not _NAME.match(name):
         raise InvalidRequestError(
@@ -55,6 +56,7 @@ async def read_chain_body(request: web.Request) -> Any:
 
 
 async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[str]) -> web.Response:
+    """Run a plan once on the given images and answer in DeepDetect's `/chain` format."""
     started = time.monotonic()
     frames = []
     for index, source in enumerate(data):

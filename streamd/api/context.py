@@ -24,6 +24,8 @@ from streamd.streams.manager import StreamManager
 
 @dataclass(slots=True)
 class Services:
+    """Everything `build_app` assembled; handlers reach it through `services(request)`."""
+
     settings: Settings
     db: Database
     networks: NetworkRepository

@@ -88,6 +88,7 @@ def validate(model: type[BaseModel], data: Any, what: str) -> Any:
 
 
 def int_id(request: web.Request, name: str, what: str) -> int:
+    """An integer id from the path; anything else is a 404, like an id that does not exist."""
     raw = request.match_info[name]
     try:
         value = int(raw)

@@ -67,6 +67,7 @@ async def _multipart_fields(request: web.Request, max_bytes: int) -> dict[str, A
 
 
 async def decode_inputs(body: InferenceBody, svc: Services, expected: int) -> list[DecodedInput]:
+    """Fetch, decode and crop each input (a 400 before any task exists); `expected` inputs, in order."""
     if len(body.inputs) != expected:
         raise InvalidRequestError(
             f"the network takes {expected} input(s) but the request has {len(body.inputs)}; send one "
@@ -88,6 +89,7 @@ async def decode_inputs(body: InferenceBody, svc: Services, expected: int) -> li
 
 
 async def ready_network(svc: Services, network_id: int) -> tuple[NetworkRecord, LoadedNetwork]:
+    """A deployed network, loaded; a 409 naming the task while it still deploys."""
     record = await svc.networks.get(network_id)
     if not record.deployed:
         raise ConflictError(

@@ -38,6 +38,8 @@ DEFAULT_MAX_DEPTH = 32
 def build_plan(
     body: ChainBody, resolve: Resolver, *, require_data: bool, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> ChainPlan:
+    """Check the whole chain before anything runs and build its tree; every error is a ChainError
+    naming the call. Pure and blocking: called in a worker thread."""
     calls = body.calls
     _check_kinds(calls)
     ids = _assign_ids(calls)

@@ -215,6 +215,8 @@ class ResolvedService:
 
 @dataclass(slots=True)
 class ServiceNode:
+    """A call of a service in a plan, with the calls that take its output."""
+
     call_id: str
     index: int
     service: ResolvedService
@@ -225,6 +227,8 @@ class ServiceNode:
 
 @dataclass(slots=True)
 class ActionNode:
+    """A call of an action (crop, rotate, draw...) in a plan, with the calls that take its output."""
+
     call_id: str
     index: int
     kind: str
@@ -234,10 +238,13 @@ class ActionNode:
 
 @dataclass(frozen=True, slots=True)
 class ChainPlan:
+    """A checked chain, ready to run: its root service calls and the images its body named (if any)."""
+
     roots: tuple[ServiceNode, ...]
     data: tuple[str, ...]
 
     def services(self) -> list[ResolvedService]:
+        """Every service the plan calls, depth first."""
         found: list[ResolvedService] = []
 
         def walk(node: ServiceNode | ActionNode) -> None:

@@ -58,6 +58,8 @@ def validate_network(
 
 
 class Deployer:
+    """Runs deployment tasks, one load at a time, and hands deployed networks to the runtime."""
+
     def __init__(
         self,
         networks: NetworkRepository,
@@ -75,6 +77,7 @@ class Deployer:
         self._running: set[asyncio.Task[None]] = set()
 
     def start(self, network: NetworkRecord) -> None:
+        """Deploy a network just created, in the background; its task records the outcome."""
         task = asyncio.create_task(self._deploy(network), name=f"deploy-network-{network.network_id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)

@@ -51,6 +51,8 @@ def network_label(key: NetworkKey) -> str:
 
 @dataclass(slots=True)
 class LoadedNetwork:
+    """A network ready to run: its preprocessing, its TF threads and the batcher in front of them."""
+
     network_id: NetworkKey
     preprocessing: Preprocessing
     executor: TFExecutor
@@ -104,6 +106,7 @@ class InferenceRuntime:
         self._loaded[record.network_id] = self._assemble(record.network_id, record, model, means)
 
     async def network(self, network_id: int) -> LoadedNetwork:
+        """A private network, loaded from its directory on first use since the start."""
         return await self._get(network_id, self._load_private)
 
     async def public(self, entry: PublicNetwork) -> LoadedNetwork:
@@ -164,6 +167,7 @@ class InferenceRuntime:
             loaded.batcher.policy = self.policy(record)
 
     async def unload(self, network_id: NetworkKey) -> None:
+        """Close a network's batcher (queued items fail) and then its TF threads; no-op if not loaded."""
         loading = self._loading.get(network_id)
         if loading is not None:
             await asyncio.gather(loading, return_exceptions=True)

@@ -32,6 +32,7 @@ INIT_SIGNATURE = "__saved_model_init_op"
 
 
 def tensorflow_version() -> str | None:
+    """The installed TensorFlow distribution's version, without importing TensorFlow."""
     from importlib import metadata
 
     for dist in ("tensorflow-cpu", "tensorflow"):

@@ -30,6 +30,8 @@ DEPLOY_TASK = "network_deployment"
 
 @dataclass(frozen=True, slots=True)
 class NetworkRecord:
+    """One row of `networks`, with its JSON columns decoded."""
+
     network_id: int
     name: str
     description: str
@@ -175,6 +177,7 @@ class NetworkRepository:
         return updated == 1
 
     async def undeployed(self) -> list[NetworkRecord]:
+        """Networks whose deployment has not succeeded yet (interrupted by a stop), oldest first."""
         rows = await self._db.run(
             lambda conn: conn.execute("SELECT * FROM networks WHERE deployed = 0 ORDER BY id").fetchall()
         )

@@ -42,6 +42,8 @@ STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
 
 
 class StreamManager:
+    """Owns every stream: checks and starts them, persists their wanted state, resumes them."""
+
     def __init__(
         self,
         store: StreamRepository,
