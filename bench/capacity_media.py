@@ -113,7 +113,7 @@ def inference_cost_ms(
 ) -> float:
     """Core-ms per image of raw `session.run` at batch 8 from two threads (as the daemon runs two
     batches at once), loaded the way streamd loads networks; preprocessing not included."""
-    from streamd.inference.runtime import load_network_files
+    from streamd.networks.savedmodel import load_network_files
 
     preprocessing = Preprocessing.model_validate(
         {"inputs": [{"tensor_name": input_name, "image": {"target_size": f"{size}x{size}"}}]}

@@ -29,8 +29,9 @@ from bench.inference import export_mobilenet, raw_rate
 from streamd.chains.plan import build_plan
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainBody, ResolvedService
-from streamd.inference.runtime import InferenceRuntime, load_network_files
+from streamd.inference.runtime import InferenceRuntime
 from streamd.networks.recognition import LabelsOutput, PostProcessing, SpecOutput
+from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.settings import InferenceConfig
 from streamd.store.networks import NetworkRecord
@@ -66,7 +67,7 @@ def record(network_id: int, preprocessing: Preprocessing, max_batch: int) -> Net
         "",
         {"streamd": {"max_batch_size": max_batch}},
         "tensorflow-1.x",
-        preprocessing.model_dump(),
+        preprocessing,
         [],
         [],
         0,

@@ -23,11 +23,12 @@ from streamd.chains.plan import build_plan
 from streamd.chains.spec import ChainBody, ResolvedService
 from streamd.demo import FACES_CHAIN
 from streamd.demo_video import encode_faces_video
-from streamd.inference.runtime import InferenceRuntime, LoadedModel, load_network_files
+from streamd.inference.runtime import InferenceRuntime, LoadedModel
 from streamd.models.catalogue import BuiltModel
 from streamd.models.command import build_all
 from streamd.models.registration import post_processing
 from streamd.networks.recognition import PostProcessing, SpecOutput
+from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.settings import InferenceConfig
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
-from streamd.inference.runtime import load_network_files
+from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.settings import InferenceConfig
 

@@ -33,9 +33,9 @@ from aiohttp import web
 
 from bench.inference import export_mobilenet, raw_rate
 from streamd.app import build_app
-from streamd.inference.runtime import load_network_files
 from streamd.models.registration import register_classifier
 from streamd.networks.preprocessing import preprocess
+from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.settings import load
 from streamd.video.source import to_image

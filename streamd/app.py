@@ -15,11 +15,13 @@ from aiohttp import web
 from streamd.api.context import SERVICES, Services
 from streamd.api.middleware import MIDDLEWARES
 from streamd.api.routes import setup_routes
+from streamd.chains.catalogue import ChainCatalogue
 from streamd.chains.runner import ChainRunner
+from streamd.egress import EgressPolicy
+from streamd.inference.deployment import Deployer
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.deployment import Deployer
 from streamd.networks.public import load_public_networks
 from streamd.networks.savedmodel import tensorflow_version
 from streamd.settings import Settings
@@ -41,7 +43,20 @@ def build_app(settings: Settings) -> web.Application:
     metrics = Metrics() if settings.metrics.enabled else None
     runtime = InferenceRuntime(networks, settings.inference, metrics)
     runner = ChainRunner(runtime, settings.storage.data_dir / "chains", metrics)
-    streams = StreamManager(StreamRepository(db), runner, settings, metrics)
+    chains = ChainRepository(db)
+    recognition = RecognitionRepository(db)
+    catalogue = ChainCatalogue(chains, recognition, networks, settings.chains)
+    streams = StreamManager(
+        StreamRepository(db),
+        runner,
+        catalogue,
+        settings.streams,
+        EgressPolicy(settings.egress, settings.server),
+        data_dir=settings.storage.data_dir,
+        media_roots=settings.media_roots,
+        result_roots=settings.result_roots,
+        metrics=metrics,
+    )
     if metrics is not None:
         metrics.add_stream_gauges(streams.statuses)
     svc = Services(
@@ -49,11 +64,12 @@ def build_app(settings: Settings) -> web.Application:
         db=db,
         networks=networks,
         tasks=tasks,
-        recognition=RecognitionRepository(db),
+        recognition=recognition,
         runtime=runtime,
         deployer=Deployer(networks, tasks, runtime, settings.networks, metrics),
         jobs=InferenceJobs(tasks),
-        chains=ChainRepository(db),
+        chains=chains,
+        chain_catalogue=catalogue,
         chains_runner=runner,
         streams=streams,
         metrics=metrics,
@@ -108,10 +124,8 @@ async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     """Streams start last (their networks and chains must be ready) and stop first."""
-    from streamd.api.streams import chain_plan
-
     svc = app[SERVICES]
-    resumed = await svc.streams.resume_all(lambda chain: chain_plan(svc, chain))
+    resumed = await svc.streams.resume_all()
     if resumed:
         logger.info("resumed %d stream(s)", resumed)
     yield

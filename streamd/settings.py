@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streamd.errors import ConfigError
-from streamd.networks.spec import MAX_INFLIGHT_BATCHES
+from streamd.limits import MAX_BATCH_SIZE, MAX_INFLIGHT_BATCHES, MAX_OP_THREADS, MAX_WAIT_S
+from streamd.validation import CONFIG, describe_errors
 
 ENV_PREFIX = "STREAMD_"
 DEFAULT_CONFIG_PATH = Path("config/streamd.toml")
@@ -117,10 +118,13 @@ class NetworksConfig(_Section):
 
 class InferenceConfig(_Section):
     max_batch_size: int = Field(
-        32, ge=1, le=1024, description="Most items one batch holds (per network; metadata.streamd overrides)."
+        32,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Most items one batch holds (per network; metadata.streamd overrides).",
     )
     max_wait_s: float = Field(
-        0.005, ge=0.0, le=10.0, description="Longest time the first item of a batch waits for others."
+        0.005, ge=0.0, le=MAX_WAIT_S, description="Longest time the first item of a batch waits for others."
     )
     max_inflight_batches: int = Field(
         2,
@@ -128,8 +132,12 @@ class InferenceConfig(_Section):
         le=MAX_INFLIGHT_BATCHES,
         description="Batches of one network running at once; more queue and grow meanwhile.",
     )
-    intra_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow intra-op threads (0: TF chooses).")
-    inter_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow inter-op threads (0: TF chooses).")
+    intra_op_threads: int = Field(
+        0, ge=0, le=MAX_OP_THREADS, description="TensorFlow intra-op threads (0: TF chooses)."
+    )
+    inter_op_threads: int = Field(
+        0, ge=0, le=MAX_OP_THREADS, description="TensorFlow inter-op threads (0: TF chooses)."
+    )
     allow_url_sources: bool = Field(
         False, description="Allow http(s) URLs as inference image sources (off: the daemon fetches nothing)."
     )
@@ -302,7 +310,9 @@ def load(
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         source = f"{path} and the environment" if path else "the environment"
-        raise ConfigError(f"invalid configuration (from {source}):\n{_describe(exc)}") from None
+        raise ConfigError(
+            f"invalid configuration (from {source}):\n  {describe_errors(exc, CONFIG)}"
+        ) from None
     storage = settings.storage.model_copy(
         update={
             "data_dir": settings.storage.data_dir.expanduser().resolve(),
@@ -358,11 +368,3 @@ def _section_model(section: str) -> type[BaseModel] | None:
 
 def _is_sequence(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (tuple, list)
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        lines.append(f"  {where}: {error['msg']} (got {error.get('input')!r})")
-    return "\n".join(lines)

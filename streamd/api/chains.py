@@ -3,46 +3,34 @@ under `/v0.7/chains` (validate and store, list, retrieve, delete, run on data)."
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import re
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from streamd.api.body import read_step, refuse_large_body
 from streamd.api.context import Services, services
 from streamd.api.formdata import check_nesting
 from streamd.api.http import json_response, no_content, page_params, paginated, read_json
-from streamd.chains.plan import build_plan
-from streamd.chains.resolve import resolver_for
 from streamd.chains.results import predictions_json
 from streamd.chains.spec import (
     DD_SERVICE_BAD_REQUEST,
     DD_SERVICE_INPUT_BAD_REQUEST,
-    ChainBody,
     ChainError,
     ChainPlan,
-    parse_body,
+    ChainRunBody,
 )
 from streamd.errors import ConflictError, InvalidRequestError
 from streamd.inference.sources import is_inline, load_source
-
-
-class ChainRunBody(BaseModel):
-    """`POST /v0.7/chains/{name}/run`: the images to run a stored chain on."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    data: list[str] = Field(min_length=1, description="Images: data URIs, media paths or URLs.")
-
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
 def chain_name(request: web.Request) -> str:
+    """The `{name}` of a stored chain's route, checked (a 400 names the allowed characters)."""
     name = request.match_info["name"]
     if not _NAME.match(name):
         raise InvalidRequestError(
@@ -68,19 +56,8 @@ async def read_chain_body(request: web.Request) -> Any:
     return check_nesting(data, "the request body")
 
 
-async def plan_for(svc: Services, raw: Any, *, require_data: bool) -> tuple[ChainBody, ChainPlan]:
-    """Validate a chain body into a plan. Parsing and the tree checks run in a worker thread: bounded
-    and linear, but a body of hundreds of calls must not hold the loop (and /healthz) for a moment."""
-    limits = svc.settings.chains
-    body = await asyncio.to_thread(parse_body, raw, limits.max_calls)
-    resolve = await resolver_for(body, svc.recognition, svc.networks)
-    plan = await asyncio.to_thread(
-        functools.partial(build_plan, require_data=require_data, max_depth=limits.max_depth), body, resolve
-    )
-    return body, plan
-
-
 async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[str]) -> web.Response:
+    """Run a plan once on the given images and answer in DeepDetect's `/chain` format."""
     started = time.monotonic()
     frames = []
     for index, source in enumerate(data):
@@ -102,14 +79,14 @@ async def execute(svc: Services, plan: ChainPlan, data: tuple[str, ...] | list[s
 async def run_chain(request: web.Request) -> web.Response:
     """DeepDetect's `/chain/{name}`: the name only labels the run; nothing is stored."""
     svc = services(request)
-    _, plan = await plan_for(svc, await read_chain_body(request), require_data=True)
+    _, plan = await svc.chain_catalogue.plan(await read_chain_body(request), require_data=True)
     return await execute(svc, plan, plan.data)
 
 
 async def put_chain(request: web.Request) -> web.Response:
     svc = services(request)
     name = chain_name(request)
-    body, _ = await plan_for(svc, await read_json(request), require_data=False)
+    body, _ = await svc.chain_catalogue.plan(await read_json(request), require_data=False)
     record, created = await svc.chains.put(
         name, {"calls": [c.model_dump(exclude_none=True) for c in body.calls]}
     )
@@ -149,5 +126,5 @@ async def run_stored_chain(request: web.Request) -> web.Response:
             'the body needs "data": a list of images (data URIs, media paths or URLs)',
             dd_code=DD_SERVICE_INPUT_BAD_REQUEST,
         ) from None
-    _, plan = await plan_for(svc, record.definition, require_data=False)
+    _, plan = await svc.chain_catalogue.plan(record.definition, require_data=False)
     return await execute(svc, plan, body.data)

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from streamd.chains.catalogue import ChainCatalogue
 from streamd.chains.runner import ChainRunner
+from streamd.inference.deployment import Deployer
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.deployment import Deployer
 from streamd.networks.public import PublicNetwork
 from streamd.settings import Settings
 from streamd.store.chains import ChainRepository
@@ -23,6 +24,8 @@ from streamd.streams.manager import StreamManager
 
 @dataclass(slots=True)
 class Services:
+    """Everything `build_app` assembled; handlers reach it through `services(request)`."""
+
     settings: Settings
     db: Database
     networks: NetworkRepository
@@ -32,6 +35,7 @@ class Services:
     deployer: Deployer
     jobs: InferenceJobs
     chains: ChainRepository
+    chain_catalogue: ChainCatalogue
     chains_runner: ChainRunner
     streams: StreamManager
     metrics: Metrics | None

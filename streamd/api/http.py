@@ -15,6 +15,7 @@ from streamd.api.body import read_step, refuse_large_body
 from streamd.api.context import services
 from streamd.api.formdata import check_nesting
 from streamd.errors import InvalidRequestError, NotFoundError, UnsupportedMediaTypeError
+from streamd.validation import describe_errors
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_PAGE_SIZE = 1000
@@ -83,38 +84,11 @@ def validate(model: type[BaseModel], data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequestError(
-            f"invalid {what}: {describe_validation(exc)}", code="invalid_field"
-        ) from None
-
-
-def describe_validation(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False):
-        if _follows_item_errors(error):
-            continue
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "literal_error":
-            message = f"{message}, got {error.get('input')!r}"
-        parts.append(f"{where.lstrip('.') or 'body'}: {message}")
-    return "; ".join(parts)
-
-
-def _follows_item_errors(error: Any) -> bool:
-    """pydantic adds "should have at least N items after validation, not 0" to a sequence whose items
-    failed: the items' own errors say what is wrong, and the sequence was long enough."""
-    given, ctx = error.get("input"), error.get("ctx") or {}
-    return (
-        error["type"] == "too_short"
-        and isinstance(given, list | tuple)
-        and len(given) >= ctx.get("min_length", 0)
-    )
+        raise InvalidRequestError(f"invalid {what}: {describe_errors(exc)}", code="invalid_field") from None
 
 
 def int_id(request: web.Request, name: str, what: str) -> int:
+    """An integer id from the path; anything else is a 404, like an id that does not exist."""
     raw = request.match_info[name]
     try:
         value = int(raw)

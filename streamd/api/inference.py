@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamd.api.body import refuse_large_body
 from streamd.api.context import Services, services
@@ -22,56 +21,11 @@ from streamd.api.http import int_id, json_response, read_json, validate
 from streamd.api.networks import public_network
 from streamd.api.uploads import form_parts, read_field_bytes, read_text_field, reject_repeated_field
 from streamd.errors import ConflictError, InvalidRequestError, PayloadTooLargeError
+from streamd.inference.bodies import InferenceBody
 from streamd.inference.executor import InferenceItem
 from streamd.inference.runtime import LoadedNetwork
 from streamd.inference.sources import crop_bbox, load_source
 from streamd.store.networks import NetworkRecord
-
-
-class BBox(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-
-
-class ImageInput(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    source: str | bytes
-    bbox: BBox | None = None
-    polygon: list[Any] | None = None
-    crop_uniform_background: bool = False
-
-    @field_validator("polygon")
-    @classmethod
-    def _no_polygons(cls, value: list[Any] | None) -> None:
-        if value:
-            raise ValueError("polygon inputs are not supported; crop with a bbox instead")
-        return None
-
-
-class InputItem(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    image: ImageInput
-
-
-class InferenceBody(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    inputs: list[InputItem]
-    output_tensors: list[str] = Field(default_factory=list)
-    show_discarded: bool = False
-    max_predictions: int = Field(100, ge=1, le=10_000)
-
-    @field_validator("inputs")
-    @classmethod
-    def _some_inputs(cls, value: list[InputItem]) -> list[InputItem]:
-        if not value:
-            raise ValueError(
-                'give at least one input, e.g. {"inputs": [{"image": {"source": "data:image/jpeg;'
-                'base64,..."}}]}'
-            )
-        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +67,7 @@ async def _multipart_fields(request: web.Request, max_bytes: int) -> dict[str, A
 
 
 async def decode_inputs(body: InferenceBody, svc: Services, expected: int) -> list[DecodedInput]:
+    """Fetch, decode and crop each input (a 400 before any task exists); `expected` inputs, in order."""
     if len(body.inputs) != expected:
         raise InvalidRequestError(
             f"the network takes {expected} input(s) but the request has {len(body.inputs)}; send one "
@@ -134,6 +89,7 @@ async def decode_inputs(body: InferenceBody, svc: Services, expected: int) -> li
 
 
 async def ready_network(svc: Services, network_id: int) -> tuple[NetworkRecord, LoadedNetwork]:
+    """A deployed network, loaded; a 409 naming the task while it still deploys."""
     record = await svc.networks.get(network_id)
     if not record.deployed:
         raise ConflictError(
@@ -146,14 +102,14 @@ async def ready_network(svc: Services, network_id: int) -> tuple[NetworkRecord, 
 async def network_inference(request: web.Request) -> web.Response:
     svc = services(request)
     record, loaded = await ready_network(svc, int_id(request, "network_id", "network"))
-    return await _raw_inference(request, svc, loaded, len(record.preprocessing_spec.inputs))
+    return await _raw_inference(request, svc, loaded, len(record.preprocessing.inputs))
 
 
 async def public_network_inference(request: web.Request) -> web.Response:
     svc = services(request)
     entry = public_network(request)
     loaded = await svc.runtime.public(entry)
-    return await _raw_inference(request, svc, loaded, len(entry.preprocessing_spec.inputs))
+    return await _raw_inference(request, svc, loaded, len(entry.preprocessing.inputs))
 
 
 async def _raw_inference(

@@ -16,7 +16,8 @@ from pydantic.json_schema import models_json_schema
 from streamd import __version__
 from streamd.api import chains, inference, networks, ops, recognition, schemas, services, streams, tasks, ui
 from streamd.api.http import PAGE_PARAMS
-from streamd.chains.spec import ChainBody
+from streamd.chains.spec import ChainBody, ChainRunBody
+from streamd.inference.bodies import InferenceBody
 from streamd.networks.recognition import RecognitionSpecCreate, RecognitionSpecPatch, RecognitionVersionCreate
 from streamd.networks.spec import NetworkPatch, NetworkSpec
 from streamd.streams.bodies import StreamBody
@@ -61,9 +62,9 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
     networks.get_network: Operation(schemas.Network),
     networks.patch_network: Operation(schemas.Network, body=NetworkPatch),
     networks.delete_network: Operation(None, 204),
-    inference.network_inference: Operation(schemas.TaskRef, body=inference.InferenceBody,
+    inference.network_inference: Operation(schemas.TaskRef, body=InferenceBody,
                                            flattened_form=True),
-    inference.public_network_inference: Operation(schemas.TaskRef, body=inference.InferenceBody,
+    inference.public_network_inference: Operation(schemas.TaskRef, body=InferenceBody,
                                                   flattened_form=True),
     recognition.list_specs: Operation(schemas.SpecPage, query=_PAGE),
     recognition.create_spec: Operation(schemas.Spec, 201, RecognitionSpecCreate),
@@ -71,16 +72,16 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
     recognition.patch_spec: Operation(schemas.Spec, body=RecognitionSpecPatch),
     recognition.delete_spec: Operation(None, 204),
     recognition.list_spec_versions: Operation(schemas.VersionPage, query=_PAGE),
-    recognition.spec_inference: Operation(schemas.TaskRef, body=inference.InferenceBody, flattened_form=True),
+    recognition.spec_inference: Operation(schemas.TaskRef, body=InferenceBody, flattened_form=True),
     recognition.list_public_specs: Operation(schemas.PublicSpecPage, query=_PAGE),
     recognition.get_public_spec: Operation(schemas.PublicSpec),
-    recognition.public_spec_inference: Operation(schemas.TaskRef, body=inference.InferenceBody,
+    recognition.public_spec_inference: Operation(schemas.TaskRef, body=InferenceBody,
                                                  flattened_form=True),
     recognition.list_versions: Operation(schemas.VersionPage, query=_PAGE),
     recognition.create_version: Operation(schemas.Version, 201, RecognitionVersionCreate),
     recognition.get_version: Operation(schemas.Version),
     recognition.delete_version: Operation(None, 204),
-    recognition.version_inference: Operation(schemas.TaskRef, body=inference.InferenceBody,
+    recognition.version_inference: Operation(schemas.TaskRef, body=InferenceBody,
                                              flattened_form=True),
     chains.run_chain: Operation(schemas.ChainResult, body=ChainBody),
     chains.list_chains: Operation(schemas.ChainPage, query=_PAGE),
@@ -88,7 +89,7 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
     chains.put_chain: Operation(schemas.Chain, body=ChainBody),
     chains.get_chain: Operation(schemas.Chain),
     chains.delete_chain: Operation(None, 204),
-    chains.run_stored_chain: Operation(schemas.ChainResult, body=chains.ChainRunBody),
+    chains.run_stored_chain: Operation(schemas.ChainResult, body=ChainRunBody),
     streams.create_stream: Operation(schemas.Stream, 201, StreamBody),
     streams.list_streams: Operation(schemas.StreamPage, query=_PAGE),
     streams.get_stream: Operation(schemas.Stream),

@@ -135,7 +135,7 @@ async def spec_inference(request: web.Request) -> web.Response:
         )
     version = await svc.recognition.version(spec.current_version_id)
     record, loaded = await ready_network(svc, version.network_id)
-    inputs = len(record.preprocessing_spec.inputs)
+    inputs = len(record.preprocessing.inputs)
     return await _recognize(request, svc, loaded, inputs, version.post_processing_specs, spec.output_specs)
 
 
@@ -144,7 +144,7 @@ async def version_inference(request: web.Request) -> web.Response:
     version = await svc.recognition.version(int_id(request, "version_id", "recognition version"))
     spec = await svc.recognition.spec(version.spec_id)
     record, loaded = await ready_network(svc, version.network_id)
-    inputs = len(record.preprocessing_spec.inputs)
+    inputs = len(record.preprocessing.inputs)
     return await _recognize(request, svc, loaded, inputs, version.post_processing_specs, spec.output_specs)
 
 
@@ -176,7 +176,7 @@ async def public_spec_inference(request: web.Request) -> web.Response:
     assert entry.recognition is not None
     loaded = await svc.runtime.public(entry)
     posts, outputs = entry.recognition.post_processings, entry.recognition.outputs
-    return await _recognize(request, svc, loaded, len(entry.preprocessing_spec.inputs), posts, outputs)
+    return await _recognize(request, svc, loaded, len(entry.preprocessing.inputs), posts, outputs)
 
 
 async def _recognize(

@@ -7,24 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from streamd.api.chains import plan_for
 from streamd.api.context import Services, services
 from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
-from streamd.chains.spec import ChainPlan
-from streamd.errors import InvalidRequestError, NotFoundError
+from streamd.errors import NotFoundError
 from streamd.streams.bodies import MqttSinkBody, StreamBody, WebhookSinkBody
 from streamd.streams.pipeline import StreamPipeline
 from streamd.video.source import redact
-
-
-async def chain_plan(svc: Services, chain: str | dict[str, Any]) -> tuple[ChainPlan, str]:
-    if isinstance(chain, str):
-        try:
-            record = await svc.chains.get(chain)
-        except NotFoundError as exc:
-            raise InvalidRequestError(exc.message, code="chain_not_found") from None
-        return (await plan_for(svc, record.definition, require_data=False))[1], chain
-    return (await plan_for(svc, chain, require_data=False))[1], "inline"
 
 
 def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
@@ -57,7 +45,7 @@ def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
 async def create_stream(request: web.Request) -> web.Response:
     svc = services(request)
     body = validate(StreamBody, await read_json(request), "stream")
-    plan, chain_name = await chain_plan(svc, body.chain)
+    plan, chain_name = await svc.chain_catalogue.stream_plan(body.chain)
     pipeline = await svc.streams.create(body, plan, chain_name)
     return json_response(stream_object(svc, pipeline), status=201)
 

@@ -30,8 +30,8 @@ from streamd.chains.spec import (
     Resolver,
     ServiceNode,
     ServiceParams,
-    describe_errors,
 )
+from streamd.validation import CHAIN, describe_errors
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -39,6 +39,8 @@ DEFAULT_MAX_DEPTH = 32
 def build_plan(
     body: ChainBody, resolve: Resolver, *, require_data: bool, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> ChainPlan:
+    """Check the whole chain before anything runs and build its tree; every error is a ChainError
+    naming the call. Pure and blocking: called in a worker thread."""
     calls = body.calls
     _check_kinds(calls)
     ids = _assign_ids(calls)
@@ -170,7 +172,7 @@ def _service_node(index: int, call: ChainCall, call_id: str, resolve: Resolver) 
         params = ServiceParams.model_validate(call.parameters or {})
     except ValidationError as exc:
         raise ChainError(
-            f"{_where(index, call_id)} parameters: {describe_errors(exc)}",
+            f"{_where(index, call_id)} parameters: {describe_errors(exc, CHAIN)}",
             dd_code=DD_SERVICE_BAD_REQUEST,
         ) from None
     output = params.output
@@ -228,7 +230,7 @@ def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> Servi
         params = model.model_validate(given)
     except ValidationError as exc:
         raise ChainError(
-            f"{_where(index, call_id)} {kind} action: {describe_errors(exc)}",
+            f"{_where(index, call_id)} {kind} action: {describe_errors(exc, CHAIN)}",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         ) from None
     if getattr(params, "save_path", "") and (params.save_path.startswith("/") or ".." in params.save_path):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from streamd.analytics.config import TrackConfig
 from streamd.errors import StreamdError
 from streamd.networks.recognition import PostProcessing, SpecOutput
+from streamd.validation import CHAIN, describe_errors
 
 # DeepDetect error codes (src/jsonapi.cc)
 DD_SERVICE_NOT_FOUND = 1002
@@ -194,6 +195,13 @@ class ChainBody(BaseModel):
     calls: list[ChainCall] = Field(min_length=1)
 
 
+class ChainRunBody(BaseModel):
+    """`POST /v0.7/chains/{name}/run`: the images to run a stored chain on."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    data: list[str] = Field(min_length=1, description="Images: data URIs, media paths or URLs.")
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedService:
     """What a chain needs to know of a service (a recognition spec's current version)."""
@@ -210,6 +218,8 @@ class ResolvedService:
 
 @dataclass(slots=True)
 class ServiceNode:
+    """A call of a service in a plan, with the calls that take its output."""
+
     call_id: str
     index: int
     service: ResolvedService
@@ -220,6 +230,8 @@ class ServiceNode:
 
 @dataclass(slots=True)
 class ActionNode:
+    """A call of an action (crop, rotate, draw...) in a plan, with the calls that take its output."""
+
     call_id: str
     index: int
     kind: str
@@ -229,10 +241,13 @@ class ActionNode:
 
 @dataclass(frozen=True, slots=True)
 class ChainPlan:
+    """A checked chain, ready to run: its root service calls and the images its body named (if any)."""
+
     roots: tuple[ServiceNode, ...]
     data: tuple[str, ...]
 
     def services(self) -> list[ResolvedService]:
+        """Every service the plan calls, depth first."""
         found: list[ResolvedService] = []
 
         def walk(node: ServiceNode | ActionNode) -> None:
@@ -263,13 +278,6 @@ def parse_body(body: Any, max_calls: int | None = None) -> ChainBody:
     try:
         return ChainBody.model_validate(body)
     except ValidationError as exc:
-        raise ChainError(f"invalid chain: {describe_errors(exc)}", dd_code=DD_SERVICE_BAD_REQUEST) from None
-
-
-def describe_errors(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False):
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
-        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
-        parts.append(f"{where or 'body'}: {message.removeprefix('Value error, ')}")
-    return "; ".join(parts)
+        raise ChainError(
+            f"invalid chain: {describe_errors(exc, CHAIN)}", dd_code=DD_SERVICE_BAD_REQUEST
+        ) from None

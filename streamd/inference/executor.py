@@ -25,8 +25,9 @@ import numpy as np
 
 from streamd.entities import Image
 from streamd.errors import InvalidRequestError, StreamdError
+from streamd.limits import MAX_INFLIGHT_BATCHES
 from streamd.networks.preprocessing import BoxTransform, FrameOrder, prepare, to_input_batch
-from streamd.networks.spec import MAX_INFLIGHT_BATCHES, Preprocessing, graph_tensor_name
+from streamd.networks.spec import Preprocessing, graph_tensor_name
 from streamd.networks.tfmodel import LoadedModel, describe_tf_error
 
 logger = logging.getLogger(__name__)

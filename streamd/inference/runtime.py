@@ -22,9 +22,8 @@ import numpy as np
 from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
 from streamd.metrics import Metrics
-from streamd.networks.meanfile import load_mean
 from streamd.networks.public import PublicNetwork
-from streamd.networks.savedmodel import load_savedmodel
+from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import NetworkTuning, Preprocessing
 from streamd.networks.tfmodel import LoadedModel
 from streamd.settings import InferenceConfig
@@ -42,7 +41,7 @@ class NetworkConfig(Protocol):
     def metadata(self) -> dict[str, Any]: ...
 
     @property
-    def preprocessing_spec(self) -> Preprocessing: ...
+    def preprocessing(self) -> Preprocessing: ...
 
 
 def network_label(key: NetworkKey) -> str:
@@ -52,6 +51,8 @@ def network_label(key: NetworkKey) -> str:
 
 @dataclass(slots=True)
 class LoadedNetwork:
+    """A network ready to run: its preprocessing, its TF threads and the batcher in front of them."""
+
     network_id: NetworkKey
     preprocessing: Preprocessing
     executor: TFExecutor
@@ -82,7 +83,7 @@ class InferenceRuntime:
     def policy(self, record: NetworkConfig) -> BatchPolicy:
         tuning = self.tuning(record)
         max_batch = tuning.max_batch_size or self._config.max_batch_size
-        if not record.preprocessing_spec.batched_output:
+        if not record.preprocessing.batched_output:
             max_batch = 1  # the network cannot take a batch: one image at a time
         return BatchPolicy(
             max_batch_size=max_batch,
@@ -105,6 +106,7 @@ class InferenceRuntime:
         self._loaded[record.network_id] = self._assemble(record.network_id, record, model, means)
 
     async def network(self, network_id: int) -> LoadedNetwork:
+        """A private network, loaded from its directory on first use since the start."""
         return await self._get(network_id, self._load_private)
 
     async def public(self, entry: PublicNetwork) -> LoadedNetwork:
@@ -135,7 +137,7 @@ class InferenceRuntime:
 
     async def _load(self, key: NetworkKey, directory: Path, config: NetworkConfig) -> LoadedNetwork:
         model, means = await asyncio.get_running_loop().run_in_executor(
-            self._loader, load_network_files, directory, config.preprocessing_spec, *self.tf_threads(config)
+            self._loader, load_network_files, directory, config.preprocessing, *self.tf_threads(config)
         )
         if key in self._loaded:  # adopted meanwhile
             model.close()
@@ -152,11 +154,11 @@ class InferenceRuntime:
         on_timing = on_batch = None
         if self._metrics is not None:
             on_timing, on_batch = _observers(self._metrics, label)
-        executor = TFExecutor(name, model, config.preprocessing_spec, means, on_timing)
+        executor = TFExecutor(name, model, config.preprocessing, means, on_timing)
         batcher: DynamicBatcher[InferenceItem, ItemOutput] = DynamicBatcher(
             name, executor.run, self.policy(config), on_batch
         )
-        return LoadedNetwork(key, config.preprocessing_spec, executor, batcher)
+        return LoadedNetwork(key, config.preprocessing, executor, batcher)
 
     def retune(self, record: NetworkRecord) -> None:
         """Apply changed batching settings (PATCHed metadata) to a loaded network at once."""
@@ -165,6 +167,7 @@ class InferenceRuntime:
             loaded.batcher.policy = self.policy(record)
 
     async def unload(self, network_id: NetworkKey) -> None:
+        """Close a network's batcher (queued items fail) and then its TF threads; no-op if not loaded."""
         loading = self._loading.get(network_id)
         if loading is not None:
             await asyncio.gather(loading, return_exceptions=True)
@@ -182,24 +185,6 @@ class InferenceRuntime:
         for network_id in list(self._loaded):
             await self.unload(network_id)
         self._loader.shutdown(wait=False, cancel_futures=True)
-
-
-def load_network_files(
-    directory: Path, preprocessing: Preprocessing, intra_op_threads: int = 0, inter_op_threads: int = 0
-) -> tuple[LoadedModel, list[np.ndarray | None]]:
-    """Blocking: the SavedModel and each input's mean, in its layout."""
-    model = load_savedmodel(directory, intra_op_threads, inter_op_threads)
-    try:
-        means = [
-            None
-            if item.image.mean_file is None
-            else load_mean(directory / item.image.mean_file, item.image.dimension_order)
-            for item in preprocessing.inputs
-        ]
-    except Exception:
-        model.close()
-        raise
-    return model, means
 
 
 def _observers(

@@ -40,6 +40,8 @@ class PublicRecognition(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class PublicNetwork:
+    """A network installed by the operator under `networks.public_dir`, served by slug."""
+
     slug: str
     spec: NetworkSpec
     directory: Path
@@ -51,7 +53,7 @@ class PublicNetwork:
         return self.spec.metadata
 
     @property
-    def preprocessing_spec(self) -> Preprocessing:
+    def preprocessing(self) -> Preprocessing:
         return self.spec.preprocessing
 
     def to_api(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class PublicNetwork:
 
 
 def load_public_networks(directory: Path | None) -> dict[str, PublicNetwork]:
+    """Scan `networks.public_dir` once: the valid entries by slug (broken ones are logged, skipped)."""
     if directory is None:
         return {}
     if not directory.is_dir():

@@ -32,6 +32,7 @@ INIT_SIGNATURE = "__saved_model_init_op"
 
 
 def tensorflow_version() -> str | None:
+    """The installed TensorFlow distribution's version, without importing TensorFlow."""
     from importlib import metadata
 
     for dist in ("tensorflow-cpu", "tensorflow"):
@@ -61,6 +62,24 @@ def load_savedmodel(export_dir: Path, intra_op_threads: int = 0, inter_op_thread
         model = _load_functions(export_dir, tags, signatures)
     model.load_time_s = time.monotonic() - started
     return model
+
+
+def load_network_files(
+    directory: Path, preprocessing: Preprocessing, intra_op_threads: int = 0, inter_op_threads: int = 0
+) -> tuple[LoadedModel, list[np.ndarray | None]]:
+    """Blocking: the SavedModel and each input's mean, in its layout."""
+    model = load_savedmodel(directory, intra_op_threads, inter_op_threads)
+    try:
+        means = [
+            None
+            if item.image.mean_file is None
+            else load_mean(directory / item.image.mean_file, item.image.dimension_order)
+            for item in preprocessing.inputs
+        ]
+    except Exception:
+        model.close()
+        raise
+    return model, means
 
 
 def _load_session(

@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streamd.limits import MAX_BATCH_SIZE, MAX_INFLIGHT_BATCHES, MAX_OP_THREADS, MAX_WAIT_S
 from streamd.networks.fields import Description, Metadata, Name
-
-MAX_INFLIGHT_BATCHES = 8  # batches of one network at once: the bound of both settings, and the threads
 
 SUPPORTED_FRAMEWORKS = ("tensorflow-1.x",)
 MEAN_FILE_SUFFIXES = (".npy", ".binaryproto", ".proto.bin")
@@ -137,11 +136,11 @@ TUNING_KEY = "streamd"
 class NetworkTuning(_Strict):
     """Per-network overrides of the [inference] settings, given as `metadata.streamd`."""
 
-    max_batch_size: int | None = Field(None, ge=1, le=1024)
-    max_wait_s: float | None = Field(None, ge=0.0, le=10.0)
+    max_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
+    max_wait_s: float | None = Field(None, ge=0.0, le=MAX_WAIT_S)
     max_inflight_batches: int | None = Field(None, ge=1, le=MAX_INFLIGHT_BATCHES)
-    intra_op_threads: int | None = Field(None, ge=0, le=256)
-    inter_op_threads: int | None = Field(None, ge=0, le=256)
+    intra_op_threads: int | None = Field(None, ge=0, le=MAX_OP_THREADS)
+    inter_op_threads: int | None = Field(None, ge=0, le=MAX_OP_THREADS)
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any] | None) -> NetworkTuning:

@@ -30,22 +30,20 @@ DEPLOY_TASK = "network_deployment"
 
 @dataclass(frozen=True, slots=True)
 class NetworkRecord:
+    """One row of `networks`, with its JSON columns decoded."""
+
     network_id: int
     name: str
     description: str
     metadata: dict[str, Any]
     framework: str
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing  # parsed once, when the row is read
     postprocessings: list[dict[str, Any]]
     files: list[str]
     task_id: int
     deployed: bool
     create_date: str
     update_date: str
-
-    @property
-    def preprocessing_spec(self) -> Preprocessing:
-        return Preprocessing.model_validate(self.preprocessing)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -54,7 +52,7 @@ class NetworkRecord:
             "description": self.description,
             "metadata": self.metadata,
             "framework": self.framework,
-            "preprocessing": self.preprocessing,
+            "preprocessing": self.preprocessing.model_dump(mode="json"),
             "postprocessings": self.postprocessings,
             "task_id": self.task_id,
             "create_date": self.create_date,
@@ -69,7 +67,7 @@ def _record(row: sqlite3.Row) -> NetworkRecord:
         description=row["description"],
         metadata=orjson.loads(row["metadata"]),
         framework=row["framework"],
-        preprocessing=orjson.loads(row["preprocessing"]),
+        preprocessing=Preprocessing.model_validate(orjson.loads(row["preprocessing"])),
         postprocessings=orjson.loads(row["postprocessings"]),
         files=orjson.loads(row["files"]),
         task_id=row["task_id"],
@@ -179,6 +177,7 @@ class NetworkRepository:
         return updated == 1
 
     async def undeployed(self) -> list[NetworkRecord]:
+        """Networks whose deployment has not succeeded yet (interrupted by a stop), oldest first."""
         rows = await self._db.run(
             lambda conn: conn.execute("SELECT * FROM networks WHERE deployed = 0 ORDER BY id").fetchall()
         )

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from streamd.chains.catalogue import INLINE, ChainCatalogue
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.egress import EgressPolicy
@@ -19,7 +19,7 @@ from streamd.entities import Position, Sink, StreamStatus
 from streamd.errors import InvalidRequestError, NotFoundError
 from streamd.inference.sources import local_path
 from streamd.metrics import Metrics
-from streamd.settings import Settings
+from streamd.settings import StreamsConfig
 from streamd.sinks.jsonl import JsonlSink, check_existing
 from streamd.sinks.mqtt import MqttSink
 from streamd.sinks.webhook import WebhookSink
@@ -38,26 +38,38 @@ logger = logging.getLogger(__name__)
 STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
 
 
-# Given by the API layer: a stored chain's name or an inline definition → (plan, chain name).
-PlanFor = Callable[[str | dict[str, Any]], Awaitable[tuple[ChainPlan, str]]]
-
-
 class StreamManager:
+    """Owns every stream: checks and starts them, persists their wanted state, resumes them."""
+
     def __init__(
-        self, store: StreamRepository, runner: ChainRunner, settings: Settings, metrics: Metrics | None = None
+        self,
+        store: StreamRepository,
+        runner: ChainRunner,
+        catalogue: ChainCatalogue,
+        config: StreamsConfig,
+        egress: EgressPolicy,
+        *,
+        data_dir: Path,
+        media_roots: tuple[Path, ...],
+        result_roots: tuple[Path, ...],
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._runner = runner
-        self._settings = settings
-        self._egress = EgressPolicy(settings.egress, settings.server)
+        self._catalogue = catalogue
+        self._config = config
+        self._egress = egress
+        self._data_dir = data_dir
+        self._media_roots = media_roots
+        self._result_roots = result_roots  # the results directory first
         self._pipelines: dict[int, StreamPipeline] = {}
         self.bodies: dict[int, StreamBody] = {}
         self._watchers: set[asyncio.Task[None]] = set()
 
     @property
     def results_dir(self) -> Path:
-        return self._settings.result_roots[0]
+        return self._result_roots[0]
 
     def uses_chain(self, name: str) -> list[int]:
         return [
@@ -77,7 +89,7 @@ class StreamManager:
 
     def _check_file(self, path_text: str) -> str:
         path = Path(path_text)
-        roots = self._settings.media_roots
+        roots = self._media_roots
         if not path.is_absolute():
             path = roots[0] / path
         resolved = local_path(str(path), f"source {path_text!r}", roots)
@@ -108,7 +120,7 @@ class StreamManager:
     def _sink(
         self, stream_id: int, name: str, index: int, body: JsonlSinkBody | WebhookSinkBody | MqttSinkBody
     ) -> Sink:
-        config = self._settings.streams
+        config = self._config
         # What both network sinks take: their memory bound, their spool, the egress rules.
         spooling: dict[str, Any] = {
             "queue_max": config.webhook_queue_records,
@@ -139,7 +151,7 @@ class StreamManager:
         return JsonlSink(self._results_path(body.path), body.rotate_bytes)
 
     def _spool_dir(self, stream_id: int, index: int) -> Path:
-        return self._settings.storage.data_dir / "spool" / f"stream-{stream_id}-sink-{index}"
+        return self._data_dir / "spool" / f"stream-{stream_id}-sink-{index}"
 
     def _results_path(self, path_text: str) -> Path:
         """A sink's path as given: absolute, or relative to the results directory (not yet checked)."""
@@ -150,7 +162,7 @@ class StreamManager:
         """The file a JSONL sink writes: under a result root (never a media root), and either new or a
         results file streamd wrote. Blocking (resolves links, reads the file's end): call in a thread."""
         path = self._results_path(path_text)
-        roots = self._settings.result_roots
+        roots = self._result_roots
         # pathlib already drops "." parts; ".." is refused outright rather than resolved. A link may not
         # lead out of the roots either.
         if ".." in path.parts or not any(path.resolve().is_relative_to(root.resolve()) for root in roots):
@@ -178,7 +190,7 @@ class StreamManager:
     ) -> tuple[SourceSettings, PipelineSettings]:
         """Its decoder's settings and its frame bounds: threads by the streams running, frames by its
         fps (streams/budget.py)."""
-        config = self._settings.streams
+        config = self._config
         options = body.source.options
         source = SourceSettings(
             uri=uri,
@@ -301,17 +313,17 @@ class StreamManager:
         self.bodies.pop(stream_id, None)
         await self._store.delete(stream_id)
 
-    async def resume_all(self, plan_for: PlanFor) -> int:
+    async def resume_all(self) -> int:
         """Restart what was running or paused before the last stop (or crash); show what had ended."""
         resumed = 0
         for record in await self._store.all():
             body = StreamBody.model_validate(record.definition)
-            chain_name = body.chain if isinstance(body.chain, str) else "inline"
+            chain_name = body.chain if isinstance(body.chain, str) else INLINE
             if record.desired in ("finished", "error"):
                 self._show(record.stream_id, body, chain_name, StreamState(record.desired), None)
                 continue
             try:
-                plan, chain_name = await plan_for(body.chain)
+                plan, chain_name = await self._catalogue.stream_plan(body.chain)
                 uri, live = await self.check_source(body.source)
                 await self._launch(
                     record.stream_id,

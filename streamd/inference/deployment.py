@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from streamd.errors import NotFoundError, StreamdError
-from streamd.inference.runtime import InferenceRuntime, load_network_files
+from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.savedmodel import check_against_preprocessing
+from streamd.networks.savedmodel import check_against_preprocessing, load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.networks.tfmodel import LoadedModel
 from streamd.networks.warmup import warm_up
@@ -58,6 +58,8 @@ def validate_network(
 
 
 class Deployer:
+    """Runs deployment tasks, one load at a time, and hands deployed networks to the runtime."""
+
     def __init__(
         self,
         networks: NetworkRepository,
@@ -75,6 +77,7 @@ class Deployer:
         self._running: set[asyncio.Task[None]] = set()
 
     def start(self, network: NetworkRecord) -> None:
+        """Deploy a network just created, in the background; its task records the outcome."""
         task = asyncio.create_task(self._deploy(network), name=f"deploy-network-{network.network_id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -99,7 +102,7 @@ class Deployer:
             self._executor,
             validate_network,
             export_dir,
-            network.preprocessing_spec,
+            network.preprocessing,
             self._runtime.policy(network).max_batch_size,
             *self._runtime.tf_threads(network),
         )
