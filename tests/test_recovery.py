@@ -27,7 +27,7 @@ async def test_pending_deployment_resumes_and_leftovers_are_swept(
     aiohttp_client: Any, settings: Settings, tf1_model: ModelFiles
 ) -> None:
     # A daemon that stopped right after accepting an upload: row and files in place, task pending.
-    db = Database(settings.database_path)
+    db = Database(settings.database_path, settings.database_url)
     await db.open()
     networks = NetworkRepository(db, settings.storage.data_dir)
     staged = await asyncio.to_thread(networks.new_staging_dir)
