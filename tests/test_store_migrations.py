@@ -295,3 +295,15 @@ async def test_a_read_only_postgresql_is_a_storage_failure_until_it_takes_writes
         assert await db.probe_write() is None and db.write_error is None
     finally:
         await db.close()
+
+
+def test_database_url_takes_postgresql_only_and_never_shows_its_password(tmp_path: Path) -> None:
+    secret = {"STREAMD_STORAGE__DATABASE_URL": "postgresql://streamd:s3cret@db.example/streamd"}
+    shown = run_cli("check-config", "--data-dir", str(tmp_path), env=secret)
+    assert shown.returncode == 0 and "s3cret" not in shown.stdout + shown.stderr
+    assert '"database_url": "**********"' in shown.stdout
+    wrong = run_cli("check-config", env={"STREAMD_STORAGE__DATABASE_URL": "mysql://u:s3cret@db/x"})
+    assert wrong.returncode == 2 and "s3cret" not in wrong.stderr
+    assert "must be a postgresql:// URL (the scheme is 'mysql')" in wrong.stderr
+    blank = run_cli("check-config", "--data-dir", str(tmp_path), env={"STREAMD_STORAGE__DATABASE_URL": " "})
+    assert blank.returncode == 0 and '"database_url": null' in blank.stdout
