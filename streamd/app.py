@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings) -> web.Application:
-    db = Database(settings.database_path)
+    db = Database(settings.database_path, settings.database_url)
     networks = NetworkRepository(db, settings.storage.data_dir)
     tasks = TaskRepository(db)
     metrics = Metrics() if settings.metrics.enabled else None

@@ -1,5 +1,6 @@
 """Command line: `streamd serve` runs the daemon, `streamd check-config` validates a configuration,
-`streamd demo` serves a demo, `streamd models` builds and registers pretrained models."""
+`streamd migrate` brings the database to this version's schema, `streamd demo` serves a demo,
+`streamd models` builds and registers pretrained models."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load(args.config, os.environ, _overrides(args))
         if args.command == "check-config":
             return _check_config(settings)
+        if args.command == "migrate":
+            return _migrate(settings)
         if args.command == "demo":
             return _demo(settings, args.synthetic)
         if args.command == "models":
@@ -46,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the daemon")
     check = commands.add_parser("check-config", help="validate the configuration and print it")
+    migrate = commands.add_parser(
+        "migrate", help="migrate the database to this streamd's schema (serve also does it at start)"
+    )
     demo = commands.add_parser(
         "demo", help="serve, and set up a demo network, chain and stream over a video it makes"
     )
@@ -58,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     install = actions.add_parser("install", help="build the models and register them with a running daemon")
     install.add_argument("names", choices=("faces", "emotions", "all"), help="which model(s)")
     install.add_argument("--url", help="the daemon's address (default: http://<server.host>:<server.port>)")
-    for sub in (serve, check, demo, listing, install):
+    for sub in (serve, check, migrate, demo, listing, install):
         sub.add_argument("--config", type=Path, help="TOML file (default: config/streamd.toml if present)")
         sub.add_argument("--host", help="bind address (server.host)")
         sub.add_argument("--port", type=int, help="port (server.port)")
@@ -79,6 +85,27 @@ def _check_config(settings: Settings) -> int:
     settings.check_bind_allowed()
     print(settings.model_dump_json(indent=2))
     print("configuration is valid", file=sys.stderr)
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    import asyncio
+
+    from streamd.logs import setup_logging
+    from streamd.store.db import Database
+
+    setup_logging(settings.logging)
+    db = Database(settings.database_path, settings.database_url)
+
+    async def migrate() -> None:
+        await db.open()
+        await db.close()
+
+    asyncio.run(migrate())
+    assert db.migration is not None
+    before, after = db.migration.before or "(empty)", db.migration.after
+    state = "already at" if before == after else f"migrated from {before} to"
+    print(f"database {db.where}: {state} revision {after}", file=sys.stderr)
     return 0
 
 

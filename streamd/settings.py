@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from streamd.errors import ConfigError
 from streamd.limits import MAX_BATCH_SIZE, MAX_INFLIGHT_BATCHES, MAX_OP_THREADS, MAX_WAIT_S
 from streamd.validation import CONFIG, describe_errors
 
 ENV_PREFIX = "STREAMD_"
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 DEFAULT_CONFIG_PATH = Path("config/streamd.toml")
 
 
@@ -82,6 +83,31 @@ class StorageConfig(_Section):
             "roots are never written to."
         ),
     )
+    database_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Unset: the embedded SQLite file <data_dir>/streamd.sqlite3. A postgresql://user@host:port/db "
+            "URL: that PostgreSQL database instead (the password may come from PGPASSWORD or ~/.pgpass "
+            "rather than the URL). Either is migrated to this streamd's schema at start."
+        ),
+    )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, url: Any) -> Any:
+        return None if isinstance(url, str) and not url.strip() else url
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            scheme = url.get_secret_value().partition("://")[0]
+            if scheme not in POSTGRES_SCHEMES:
+                raise ValueError(
+                    f"must be a postgresql:// URL (the scheme is {scheme!r}); leave it unset to use the "
+                    "embedded SQLite database"
+                )
+        return url
 
 
 class AuthConfig(_Section):
@@ -261,6 +287,12 @@ class Settings(_Section):
     @property
     def database_path(self) -> Path:
         return self.storage.data_dir / "streamd.sqlite3"
+
+    @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL, None for the SQLite file at `database_path`."""
+        url = self.storage.database_url
+        return None if url is None else url.get_secret_value()
 
     @property
     def result_roots(self) -> tuple[Path, ...]:

@@ -21,6 +21,8 @@ class Wording:
     separator: str = "; "
 
 
+SECRET_FIELDS = frozenset({"database_url"})  # values never echoed: they may hold a password
+
 REQUEST = Wording()
 CHAIN = Wording(quote_literals=False, skip_item_echoes=False)
 CONFIG = Wording(
@@ -58,7 +60,10 @@ def _message(error: Any, wording: Wording) -> str:
     if wording.quote_literals and error["type"] == "literal_error":
         message = f"{message}, got {error.get('input')!r}"
     if wording.quote_values:
-        message = f"{message} (got {error.get('input')!r})"
+        secret = any(str(part) in SECRET_FIELDS for part in error["loc"])
+        message = (
+            f"{message} (got {'(hidden: it may hold a password)' if secret else repr(error.get('input'))})"
+        )
     return message
 
 

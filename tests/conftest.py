@@ -20,6 +20,7 @@ from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings, load
 from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf1_detector, build_tf2_classifier
+from tests.factories.postgres import PostgresServer, postgres_server
 from tests.factories.pretrained import Pretrained, build_pretrained
 from tests.factories.videos import encode_h264
 
@@ -42,9 +43,32 @@ def make_settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:
     return load(None, {}, overrides)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (started only by tests that use it)."""
+    with postgres_server() as server:
+        yield server
+
+
+# What a module that also runs on PostgreSQL marks itself with: every test runs on both databases.
+ON_BOTH_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data")
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None: the embedded SQLite file. Parametrized (ON_BOTH_DATABASES) with "postgresql": a fresh
+    database on the session's PostgreSQL server, dropped after the test."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    with server.database() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return make_settings(tmp_path / "data", storage={"database_url": database_url})
 
 
 @pytest.fixture
@@ -135,13 +159,15 @@ async def create_network(client: TestClient, form: FormData) -> dict[str, Any]:
 
 
 @pytest.fixture
-def media_settings(tmp_path: Path) -> Settings:
+def media_settings(tmp_path: Path, database_url: str | None) -> Settings:
     media = tmp_path / "media"
     encode_h264(media / "colours.mp4", frames=30, fps=30)
     encode_h264(media / "long.mp4", frames=90, fps=30)
     (media / "notes.txt").write_text("not a video")
     (media / "still.png").write_bytes(cv2.imencode(".png", np.zeros((96, 160, 3), np.uint8))[1].tobytes())
-    return make_settings(tmp_path / "data", storage={"media_roots": [str(media)]})
+    return make_settings(
+        tmp_path / "data", storage={"media_roots": [str(media)], "database_url": database_url}
+    )
 
 
 @pytest.fixture

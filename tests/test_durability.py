@@ -21,6 +21,7 @@ from streamd.errors import DatabaseUnusableError
 from streamd.health import supervise
 from streamd.settings import Settings
 from streamd.store.db import Database
+from streamd.store.schema import chains
 from tests.conftest import make_settings, wait_until
 from tests.factories.disk import SmallDisk, small_disk
 from tests.factories.models import ModelFiles
@@ -193,8 +194,9 @@ async def make_database(path: Path) -> None:
     for index in range(200):
         await db.run(
             lambda conn, index=index: conn.execute(
-                "INSERT INTO chains (name, definition, create_date, update_date) VALUES (?, ?, '', '')",
-                (f"chain-{index}", "x" * 200),
+                chains.insert().values(
+                    name=f"chain-{index}", definition="x" * 200, create_date="", update_date=""
+                )
             )
         )
     await db.close()

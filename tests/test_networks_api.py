@@ -11,8 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from streamd.settings import Settings
-from tests.conftest import create_network, network_form, wait_task
+from tests.conftest import ON_BOTH_DATABASES, create_network, network_form, wait_task
 from tests.factories.models import ModelFiles
+
+pytestmark = ON_BOTH_DATABASES
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

@@ -11,7 +11,7 @@ from streamd.networks.spec import NetworkSpec
 from streamd.settings import Settings
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
-from tests.conftest import preprocessing_for, wait_task
+from tests.conftest import ON_BOTH_DATABASES, preprocessing_for, wait_task
 from tests.factories.models import ModelFiles
 
 
@@ -23,11 +23,12 @@ def stage(directory: Path, model: ModelFiles) -> list[str]:
     return list(model.contents)
 
 
+@ON_BOTH_DATABASES
 async def test_pending_deployment_resumes_and_leftovers_are_swept(
     aiohttp_client: Any, settings: Settings, tf1_model: ModelFiles
 ) -> None:
     # A daemon that stopped right after accepting an upload: row and files in place, task pending.
-    db = Database(settings.database_path)
+    db = Database(settings.database_path, settings.database_url)
     await db.open()
     networks = NetworkRepository(db, settings.storage.data_dir)
     staged = await asyncio.to_thread(networks.new_staging_dir)

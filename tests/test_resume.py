@@ -14,7 +14,7 @@ import requests
 
 from streamd.app import build_app
 from streamd.settings import Settings
-from tests.conftest import wait_until
+from tests.conftest import ON_BOTH_DATABASES, wait_until
 from tests.factories.daemon import Daemon, register_colour_chain
 from tests.factories.models import ModelFiles
 from tests.factories.videos import NAMES, encode_h264
@@ -42,6 +42,7 @@ async def restart_midway(
     return await read_jsonl(settings.storage.data_dir / "results" / "cam.jsonl")
 
 
+@ON_BOTH_DATABASES
 async def test_a_file_stream_resumes_after_a_graceful_restart_without_replaying(
     aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
 ) -> None:
@@ -53,6 +54,7 @@ async def test_a_file_stream_resumes_after_a_graceful_restart_without_replaying(
     assert all(r["predictions"][0]["classes"][0]["cat"] == NAMES[r["frame_index"] % 3] for r in records)
 
 
+@ON_BOTH_DATABASES
 async def test_a_resumed_file_stream_keeps_its_fps_grid(
     aiohttp_client: Any, media_settings: Settings, tf1_model: ModelFiles
 ) -> None:

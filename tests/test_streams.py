@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from streamd.app import build_app
 from streamd.settings import Settings
 from tests.conftest import (
+    ON_BOTH_DATABASES,
     create_network,
     make_settings,
     network_form,
@@ -23,6 +24,8 @@ from tests.conftest import (
 )
 from tests.factories.models import ModelFiles
 from tests.factories.videos import COLOUR_SPEC, NAMES, colour_version, encode_h264
+
+pytestmark = ON_BOTH_DATABASES
 
 
 async def setup_chain(client: TestClient, model: ModelFiles) -> None:
@@ -315,22 +318,22 @@ async def test_a_hanging_webhook_slows_neither_its_stream_nor_others(
     assert hooked_status["sinks"][0]["dropped"] == {}
 
 
-def bounded_in_flight(tmp_path: Path, frames_in_flight: int) -> Settings:
+def bounded_in_flight(tmp_path: Path, database_url: str | None, frames_in_flight: int) -> Settings:
     """The 30-frame colours video, few frames of a stream in flight, and a batcher that would wait
     50 ms for more items: batch sizes then show which frames were in the chain together."""
     media = tmp_path / "media"
     encode_h264(media / "colours.mp4", frames=30, fps=30)
     return make_settings(
         tmp_path / "data",
-        storage={"media_roots": [str(media)]},
+        storage={"media_roots": [str(media)], "database_url": database_url},
         streams={"frames_in_flight": frames_in_flight, "buffer_frames": 8},
         inference={"max_wait_s": 0.05},
     )
 
 
 @pytest.fixture
-def shared_settings(tmp_path: Path) -> Settings:
-    return bounded_in_flight(tmp_path, 2)
+def shared_settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return bounded_in_flight(tmp_path, database_url, 2)
 
 
 async def test_frames_of_several_streams_meet_in_one_batch(
@@ -350,8 +353,8 @@ async def test_frames_of_several_streams_meet_in_one_batch(
 
 
 @pytest.fixture
-def three_in_flight(tmp_path: Path) -> Settings:
-    return bounded_in_flight(tmp_path, 3)  # the buffer holds more than may be in flight
+def three_in_flight(tmp_path: Path, database_url: str | None) -> Settings:
+    return bounded_in_flight(tmp_path, database_url, 3)  # the buffer holds more than may be in flight
 
 
 async def test_frames_in_flight_bounds_the_frames_of_a_stream_in_the_chain(

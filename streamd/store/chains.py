@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from streamd.errors import NotFoundError
-from streamd.store.db import Database, utc_now_iso
+from streamd.store.db import Database, dialect_insert, utc_now_iso
+from streamd.store.schema import chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class ChainRecord:
         }
 
 
-def _record(row: sqlite3.Row) -> ChainRecord:
+def _record(row: sa.RowMapping) -> ChainRecord:
     return ChainRecord(row["name"], orjson.loads(row["definition"]), row["create_date"], row["update_date"])
 
 
@@ -39,26 +40,29 @@ class ChainRepository:
     async def put(self, name: str, definition: dict[str, Any]) -> tuple[ChainRecord, bool]:
         """Create or replace; returns the record and whether it is new."""
 
-        def upsert(conn: sqlite3.Connection) -> bool:
+        def upsert(conn: sa.Connection) -> bool:
             now = utc_now_iso()
             text = orjson.dumps(definition).decode()
-            updated = conn.execute(
-                "UPDATE chains SET definition = ?, update_date = ? WHERE name = ?", (text, now, name)
+            # Insert unless the name exists, then update: another node may store the same name at the
+            # same moment, and neither must fail on the primary key.
+            inserted = conn.execute(
+                dialect_insert(conn)(chains)
+                .values(name=name, definition=text, create_date=now, update_date=now)
+                .on_conflict_do_nothing(index_elements=["name"])
             ).rowcount
-            if updated:
-                return False
+            if inserted:
+                return True
             conn.execute(
-                "INSERT INTO chains (name, definition, create_date, update_date) VALUES (?, ?, ?, ?)",
-                (name, text, now, now),
+                chains.update().where(chains.c.name == name).values(definition=text, update_date=now)
             )
-            return True
+            return False
 
         created = await self._db.run(upsert)
         return await self.get(name), created
 
     async def get(self, name: str) -> ChainRecord:
         row = await self._db.run(
-            lambda conn: conn.execute("SELECT * FROM chains WHERE name = ?", (name,)).fetchone()
+            lambda conn: conn.execute(chains.select().where(chains.c.name == name)).mappings().first()
         )
         if row is None:
             raise NotFoundError(
@@ -67,12 +71,12 @@ class ChainRepository:
         return _record(row)
 
     async def page(self, offset: int, limit: int) -> tuple[int, list[ChainRecord]]:
-        count, rows = await self._db.page("chains", offset=offset, limit=limit, order="name")
+        count, rows = await self._db.page(chains.select().order_by(chains.c.name), offset=offset, limit=limit)
         return count, [_record(row) for row in rows]
 
     async def delete(self, name: str) -> None:
         deleted = await self._db.run(
-            lambda conn: conn.execute("DELETE FROM chains WHERE name = ?", (name,)).rowcount
+            lambda conn: conn.execute(chains.delete().where(chains.c.name == name)).rowcount
         )
         if deleted == 0:
             raise NotFoundError(f"chain {name!r} does not exist", code="chain_not_found")

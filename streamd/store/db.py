@@ -1,8 +1,10 @@
-"""The SQLite database: one connection owned by one dedicated thread, reached from the loop through `run()`.
+"""The database, SQLite (a file under data_dir, the default) or PostgreSQL (`storage.database_url`),
+reached from the loop only through `run()`: every statement runs on the one "streamd-db" thread.
 
-Every statement runs on the "streamd-db" thread, so the event loop never waits on disk and the
-connection is never shared between threads. WAL mode keeps readers cheap; `with conn:` gives each
-callable one transaction.
+Each callable handed to `run()` is one transaction on a SQLAlchemy Core connection, so the event loop
+never waits on the database, the connection is never shared between threads, and callables run in the
+order they were submitted. SQLite keeps WAL mode; PostgreSQL goes through psycopg 3 (docs/design.md,
+Storage, says why one thread there too).
 """
 
 from __future__ import annotations
@@ -14,105 +16,44 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
 
 from streamd.errors import DatabaseUnusableError, InsufficientStorageError
+from streamd.store import migrations
+from streamd.store.schema import health
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    subject_id INTEGER,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'success', 'error')),
-    error TEXT,
-    data TEXT,
-    date_created TEXT NOT NULL,
-    date_updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS networks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    framework TEXT NOT NULL,
-    preprocessing TEXT NOT NULL,
-    postprocessings TEXT NOT NULL,
-    files TEXT NOT NULL,
-    task_id INTEGER NOT NULL REFERENCES tasks(id),
-    deployed INTEGER NOT NULL DEFAULT 0,
-    create_date TEXT NOT NULL,
-    update_date TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS recognition_specs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    outputs TEXT NOT NULL,
-    current_version_id INTEGER REFERENCES recognition_versions(id) ON DELETE SET NULL,
-    create_date TEXT NOT NULL,
-    update_date TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS recognition_versions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    spec_id INTEGER NOT NULL REFERENCES recognition_specs(id) ON DELETE CASCADE,
-    network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
-    post_processings TEXT NOT NULL,
-    create_date TEXT NOT NULL,
-    update_date TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS recognition_versions_network ON recognition_versions(network_id);
-CREATE INDEX IF NOT EXISTS recognition_versions_spec ON recognition_versions(spec_id);
-CREATE TABLE IF NOT EXISTS streams (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    definition TEXT NOT NULL,
-    desired TEXT NOT NULL,
-    run INTEGER NOT NULL DEFAULT 0,
-    checkpoint TEXT,
-    create_date TEXT NOT NULL,
-    update_date TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS health (
-    id INTEGER PRIMARY KEY,
-    checked TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chains (
-    name TEXT PRIMARY KEY,
-    definition TEXT NOT NULL,
-    create_date TEXT NOT NULL,
-    update_date TEXT NOT NULL
-);
-"""
+# PostgreSQL error classes that mean "cannot be written" rather than "bad query": 53100 disk_full,
+# 25006 read_only_sql_transaction (a standby, or default_transaction_read_only).
+_PG_WRITE_FAILURES = frozenset({"53100", "25006"})
+_PG_CONNECT_TIMEOUT_S = 10
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring a database written by an older streamd up to SCHEMA_VERSION (tables it lacks were just
-    created by the schema script; columns added since are added here)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(streams)")}
-    if version < 5 and "run" not in columns:  # 5: a stream's run counter and resume checkpoint
-        conn.execute("ALTER TABLE streams ADD COLUMN run INTEGER NOT NULL DEFAULT 0")
-        conn.execute("ALTER TABLE streams ADD COLUMN checkpoint TEXT")
+def _write_failure(exc: sa.exc.DBAPIError) -> bool:
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        text = str(exc.orig).lower()
+        return "disk is full" in text or "readonly" in text or "disk i/o error" in text
+    return getattr(exc.orig, "sqlstate", None) in _PG_WRITE_FAILURES
 
 
-def _is_storage_failure(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "disk is full" in text or "readonly" in text or "disk i/o error" in text
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's exception under SQLAlchemy's wrapper: its type and text are what a person can act on."""
+    return exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
 
 
-def _unusable(path: Path, exc: BaseException) -> str:
-    """One line: which file, what is wrong, what to do."""
-    reason = " ".join(str(exc).split())  # quick_check lists problems on several lines
+def postgres_url(url: str) -> sa.URL:
+    """`postgresql://` and `postgres://` as psycopg 3 URLs (SQLAlchemy's default driver is psycopg2)."""
+    parsed = sa.make_url(url)
     return (
-        f"database {path} cannot be used ({type(exc).__name__}: {reason}). Restore it from a backup, or "
-        f"move it aside (with its -wal and -shm files) to start with an empty one; if it is read-only, "
-        "make it and its directory writable"
+        parsed.set(drivername="postgresql+psycopg")
+        if parsed.drivername in ("postgresql", "postgres")
+        else parsed
     )
 
 
@@ -122,22 +63,34 @@ def utc_now_iso() -> str:
 
 
 class Database:
-    """Owns the SQLite connection and the one thread allowed to touch it."""
+    """Owns the engine (one connection) and the one thread allowed to use it.
 
-    def __init__(self, path: Path) -> None:
+    `url` None means the SQLite file at `path`; otherwise a PostgreSQL URL.
+    """
+
+    def __init__(self, path: Path, url: str | None = None) -> None:
         self._path = path
+        self._url = None if url is None else postgres_url(url)
+        self.dialect = "sqlite" if url is None else "postgresql"
+        # How logs and errors name the database: never with its password.
+        self.where = str(path) if url is None else sa.make_url(url).render_as_string(hide_password=True)
         self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._engine: sa.Engine | None = None
+        self.migration: migrations.MigrationResult | None = None
         self.write_error: str | None = None  # set while writes fail (read-only file, full disk)
 
     async def open(self) -> None:
+        """Connect, check, and migrate to the schema this streamd knows (DatabaseUnusableError if not)."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamd-db")
         try:
             await self._submit(self._connect)
-        except (sqlite3.Error, OSError) as exc:
+        except DatabaseUnusableError:
             await self.close()
-            raise DatabaseUnusableError(_unusable(self._path, exc)) from None
-        logger.info("database open at %s", self._path)
+            raise
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise DatabaseUnusableError(self._unusable(_cause(exc))) from None
+        logger.info("database open at %s", self.where)
 
     async def close(self) -> None:
         if self._executor is None:
@@ -147,20 +100,20 @@ class Database:
         self._executor.shutdown(wait=False)
         self._executor = None
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run `fn(conn)` on the database thread inside one transaction."""
 
         def transaction() -> T:
-            assert self._conn is not None
+            assert self._engine is not None
             try:
-                with self._conn:
-                    result = fn(self._conn)
-            except sqlite3.OperationalError as exc:
-                if _is_storage_failure(exc):
-                    self.write_error = f"{type(exc).__name__}: {exc}"
+                with self._engine.begin() as conn:
+                    result = fn(conn)
+            except sa.exc.DBAPIError as exc:
+                if _write_failure(exc):
+                    cause = _cause(exc)
+                    self.write_error = f"{type(cause).__name__}: {cause}"
                     raise InsufficientStorageError(
-                        f"the database cannot be written ({exc}): free space on the disk holding "
-                        f"{self._path.parent}"
+                        f"the database cannot be written ({' '.join(str(cause).split())}): {self._remedy}"
                     ) from None
                 raise
             self.write_error = None
@@ -171,37 +124,51 @@ class Database:
     async def probe_write(self) -> str | None:
         """A tiny write, for readiness: None when the database takes writes, else why not."""
 
-        def touch(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO health (id, checked) VALUES (1, ?)", (utc_now_iso(),))
+        def touch(conn: sa.Connection) -> None:
+            insert = dialect_insert(conn)(health).values(id=1, checked=utc_now_iso())
+            conn.execute(
+                insert.on_conflict_do_update(index_elements=["id"], set_={"checked": insert.excluded.checked})
+            )
 
         try:
             await self.run(touch)
-        except (InsufficientStorageError, sqlite3.Error) as exc:
-            return self.write_error or f"{type(exc).__name__}: {exc}"
+        except (InsufficientStorageError, sa.exc.SQLAlchemyError) as exc:
+            return self.write_error or f"{type(_cause(exc)).__name__}: {_cause(exc)}"
         return None
 
     async def page(
-        self,
-        table: str,
-        *,
-        offset: int,
-        limit: int,
-        select: str | None = None,
-        where: str = "",
-        args: tuple[object, ...] = (),
-        order: str = "id",
-    ) -> tuple[int, list[sqlite3.Row]]:
-        """One page of rows and the total count, read in one transaction (`table` may carry an alias)."""
+        self, query: sa.Select[Any], *, offset: int, limit: int
+    ) -> tuple[int, list[sa.RowMapping]]:
+        """One page of `query`'s rows (it carries its order) and their total count, in one transaction."""
 
-        def query(conn: sqlite3.Connection) -> tuple[int, list[sqlite3.Row]]:
-            count = conn.execute(f"SELECT COUNT(*) FROM {table} {where}", args).fetchone()[0]
-            rows = conn.execute(
-                f"{select or f'SELECT * FROM {table}'} {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-            return count, rows
+        def read(conn: sa.Connection) -> tuple[int, list[sa.RowMapping]]:
+            counted = sa.select(sa.func.count()).select_from(query.order_by(None).subquery())
+            count = conn.execute(counted).scalar_one()
+            rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
+            return count, list(rows)
 
-        return await self.run(query)
+        return await self.run(read)
+
+    @property
+    def _remedy(self) -> str:
+        if self._url is None:
+            return f"free space on the disk holding {self._path.parent}"
+        return "free space on the PostgreSQL server's disk, or point storage.database_url at its primary"
+
+    def _unusable(self, exc: BaseException) -> str:
+        """One line: which database, what is wrong, what to do."""
+        reason = " ".join(str(exc).split())  # quick_check and libpq list problems on several lines
+        if self._url is not None:
+            return (
+                f"database {self.where} cannot be used ({type(exc).__name__}: {reason}). Check that the "
+                "server is running and reachable, and that storage.database_url names an existing database "
+                "its user may create tables in"
+            )
+        return (
+            f"database {self.where} cannot be used ({type(exc).__name__}: {reason}). Restore it from a "
+            "backup, or move it aside (with its -wal and -shm files) to start with an empty one; if it is "
+            "read-only, make it and its directory writable"
+        )
 
     async def _submit(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
@@ -209,32 +176,73 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def _connect(self) -> None:
+        self._engine = self._sqlite_engine() if self._url is None else self._postgres_engine(self._url)
+        with self._engine.connect() as conn:
+            if self._url is None:
+                self._migrate_sqlite(conn)
+            else:
+                with conn.begin():
+                    self.migration = migrations.upgrade(conn, self.where)
+
+    def _migrate_sqlite(self, conn: sa.Connection) -> None:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        raw.execute("PRAGMA foreign_keys=OFF")  # see migrations.upgrade; only outside a transaction
+        try:
+            with conn.begin():
+                # Garbage in the middle of the file would otherwise pass as a database that serves reads
+                # and fails every write: check the pages before trusting it.
+                problem = conn.exec_driver_sql("PRAGMA quick_check(1)").scalar_one()
+                if problem != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {problem}")
+                self.migration = migrations.upgrade(conn, self.where)
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                if broken is not None:
+                    raise sqlite3.DatabaseError(f"foreign_key_check after migrating: {tuple(broken)}")
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+    def _sqlite_engine(self) -> sa.Engine:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, isolation_level="DEFERRED")
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise DatabaseUnusableError(
-                f"database {self._path} has schema version {version}, newer than this streamd "
-                f"({SCHEMA_VERSION}); upgrade streamd or point storage.data_dir elsewhere"
-            )
-        # Garbage in the middle of the file would otherwise pass as a database that serves reads and
-        # fails every write: check the pages before trusting it.
-        problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-        if problem != "ok":
-            conn.close()
-            raise sqlite3.DatabaseError(f"quick_check: {problem}")
-        with conn:
-            conn.executescript(_SCHEMA)
-            _migrate(conn, version)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._conn = conn
+        # One connection, kept for the life of the engine (StaticPool), used only on this thread.
+        engine = sa.create_engine(sa.URL.create("sqlite", database=str(self._path)), poolclass=sa.StaticPool)
+
+        @event.listens_for(engine, "connect")
+        def configure(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            # The driver's own transaction handling begins only before DML; SQLAlchemy's "begin" below
+            # makes every callable one real transaction, reads and DDL (migrations) included.
+            dbapi_conn.isolation_level = None
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+                dbapi_conn.execute(f"PRAGMA {pragma}")
+
+        @event.listens_for(engine, "begin")
+        def begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+
+    @staticmethod
+    def _postgres_engine(url: sa.URL) -> sa.Engine:
+        connect_args: dict[str, Any] = {"application_name": "streamd"}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT_S
+        # A connection that died with the server or the network is noticed before use (pre-ping) and
+        # replaced; keepalives bound how long a statement waits on a peer that vanished.
+        connect_args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+        return sa.create_engine(
+            url, pool_size=1, max_overflow=0, pool_pre_ping=True, connect_args=connect_args
+        )
 
     def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def dialect_insert(conn: sa.Connection) -> Callable[[sa.Table], Any]:
+    """The dialect's INSERT, which has ON CONFLICT on both SQLite and PostgreSQL."""
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert

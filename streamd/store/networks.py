@@ -1,4 +1,4 @@
-"""Networks: rows in SQLite and files under `<data_dir>/networks/<id>/`, kept consistent with each other.
+"""Networks: rows in the database, files under `<data_dir>/networks/<id>/`, consistent with each other.
 
 Uploads land in `<data_dir>/tmp/`; `create()` inserts the row and renames the staged directory into
 place inside one transaction, so a crash leaves either both or (after `sweep()`) neither.
@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from streamd.errors import NotFoundError
 from streamd.networks.spec import NetworkPatch, NetworkSpec, Preprocessing
 from streamd.store.db import Database, utc_now_iso
+from streamd.store.schema import networks, tasks
 from streamd.store.tasks import insert_task
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class NetworkRecord:
         }
 
 
-def _record(row: sqlite3.Row) -> NetworkRecord:
+def _record(row: sa.RowMapping) -> NetworkRecord:
     return NetworkRecord(
         network_id=row["id"],
         name=row["name"],
@@ -99,29 +100,25 @@ class NetworkRepository:
     async def create(self, spec: NetworkSpec, files: list[str], staged: Path) -> NetworkRecord:
         """Insert the network and its pending deployment task, and move the staged files into place."""
 
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: sa.Connection) -> int:
             now = utc_now_iso()
             task_id = insert_task(conn, DEPLOY_TASK)
-            cursor = conn.execute(
-                "INSERT INTO networks (name, description, metadata, framework, preprocessing, "
-                "postprocessings, files, task_id, create_date, update_date) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    spec.name,
-                    spec.description,
-                    _dumps(spec.metadata),
-                    spec.framework,
-                    _dumps(spec.preprocessing.model_dump()),
-                    _dumps(list(spec.postprocessings)),
-                    _dumps(sorted(files)),
-                    task_id,
-                    now,
-                    now,
-                ),
+            result = conn.execute(
+                networks.insert().values(
+                    name=spec.name,
+                    description=spec.description,
+                    metadata=_dumps(spec.metadata),
+                    framework=spec.framework,
+                    preprocessing=_dumps(spec.preprocessing.model_dump()),
+                    postprocessings=_dumps(list(spec.postprocessings)),
+                    files=_dumps(sorted(files)),
+                    task_id=task_id,
+                    create_date=now,
+                    update_date=now,
+                )
             )
-            network_id = cursor.lastrowid
-            assert network_id is not None
-            conn.execute("UPDATE tasks SET subject_id = ? WHERE id = ?", (network_id, task_id))
+            network_id = int(result.inserted_primary_key[0])
+            conn.execute(tasks.update().where(tasks.c.id == task_id).values(subject_id=network_id))
             self.root.mkdir(parents=True, exist_ok=True)
             # The rename is the commit point on disk. Should the commit fail after it, the directory
             # has no row and sweep() removes it at the next start.
@@ -133,27 +130,25 @@ class NetworkRepository:
 
     async def get(self, network_id: int) -> NetworkRecord:
         row = await self._db.run(
-            lambda conn: conn.execute("SELECT * FROM networks WHERE id = ?", (network_id,)).fetchone()
+            lambda conn: conn.execute(networks.select().where(networks.c.id == network_id)).mappings().first()
         )
         if row is None:
             raise NotFoundError(f"network {network_id} does not exist", code="network_not_found")
         return _record(row)
 
     async def page(self, offset: int, limit: int) -> tuple[int, list[NetworkRecord]]:
-        count, rows = await self._db.page("networks", offset=offset, limit=limit)
+        count, rows = await self._db.page(
+            networks.select().order_by(networks.c.id), offset=offset, limit=limit
+        )
         return count, [_record(row) for row in rows]
 
     async def update(self, network_id: int, patch: NetworkPatch) -> NetworkRecord:
         changes = patch.model_dump(exclude_unset=True)
 
-        def apply(conn: sqlite3.Connection) -> int:
+        def apply(conn: sa.Connection) -> int:
             columns = {key: _dumps(value) if key == "metadata" else value for key, value in changes.items()}
             columns["update_date"] = utc_now_iso()
-            assignments = ", ".join(f"{column} = ?" for column in columns)
-            cursor = conn.execute(
-                f"UPDATE networks SET {assignments} WHERE id = ?", (*columns.values(), network_id)
-            )
-            return cursor.rowcount
+            return conn.execute(networks.update().where(networks.c.id == network_id).values(columns)).rowcount
 
         if await self._db.run(apply) == 0:
             raise NotFoundError(f"network {network_id} does not exist", code="network_not_found")
@@ -162,8 +157,8 @@ class NetworkRepository:
     async def delete(self, network_id: int) -> None:
         """Remove the row, then the files; a crash in between leaves an orphan directory for sweep()."""
 
-        def remove(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM networks WHERE id = ?", (network_id,)).rowcount
+        def remove(conn: sa.Connection) -> int:
+            return conn.execute(networks.delete().where(networks.c.id == network_id)).rowcount
 
         if await self._db.run(remove) == 0:
             raise NotFoundError(f"network {network_id} does not exist", code="network_not_found")
@@ -172,25 +167,35 @@ class NetworkRepository:
     async def mark_deployed(self, network_id: int) -> bool:
         """False when the network no longer exists (deleted while it deployed)."""
         updated = await self._db.run(
-            lambda conn: conn.execute("UPDATE networks SET deployed = 1 WHERE id = ?", (network_id,)).rowcount
+            lambda conn: (
+                conn.execute(
+                    networks.update().where(networks.c.id == network_id).values(deployed=True)
+                ).rowcount
+            )
         )
         return updated == 1
 
     async def undeployed(self) -> list[NetworkRecord]:
         """Networks whose deployment has not succeeded yet (interrupted by a stop), oldest first."""
         rows = await self._db.run(
-            lambda conn: conn.execute("SELECT * FROM networks WHERE deployed = 0 ORDER BY id").fetchall()
+            lambda conn: (
+                conn.execute(networks.select().where(sa.not_(networks.c.deployed)).order_by(networks.c.id))
+                .mappings()
+                .all()
+            )
         )
         return [_record(row) for row in rows]
 
     async def count(self) -> int:
-        return await self._db.run(lambda conn: conn.execute("SELECT COUNT(*) FROM networks").fetchone()[0])
+        return await self._db.run(
+            lambda conn: conn.execute(sa.select(sa.func.count()).select_from(networks)).scalar_one()
+        )
 
     async def sweep(self) -> None:
         """Remove what an interrupted upload or delete left on disk: staged uploads, orphan directories."""
 
-        def sweep(conn: sqlite3.Connection) -> None:
-            known = {str(row[0]) for row in conn.execute("SELECT id FROM networks")}
+        def sweep(conn: sa.Connection) -> None:
+            known = {str(network_id) for network_id in conn.execute(sa.select(networks.c.id)).scalars()}
             shutil.rmtree(self.staging_root, ignore_errors=True)
             if not self.root.is_dir():
                 return

@@ -1,13 +1,13 @@
-"""Recognition specs and versions in SQLite. Versions cascade away with their spec or their network;
+"""Recognition specs and versions in the database. Versions cascade away with their spec or their network;
 a spec whose current version goes keeps `current_version_id = NULL`. Coroutines; SQL on the db thread."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from streamd.errors import NotFoundError
 from streamd.networks.recognition import (
@@ -17,6 +17,7 @@ from streamd.networks.recognition import (
     SpecOutput,
 )
 from streamd.store.db import Database, utc_now_iso
+from streamd.store.schema import networks, recognition_specs, recognition_versions
 
 
 def _dumps(value: Any) -> str:
@@ -81,7 +82,7 @@ class VersionRecord:
         }
 
 
-def _spec(row: sqlite3.Row) -> SpecRecord:
+def _spec(row: sa.RowMapping) -> SpecRecord:
     return SpecRecord(
         spec_id=row["id"],
         name=row["name"],
@@ -94,7 +95,7 @@ def _spec(row: sqlite3.Row) -> SpecRecord:
     )
 
 
-def _version(row: sqlite3.Row) -> VersionRecord:
+def _version(row: sa.RowMapping) -> VersionRecord:
     return VersionRecord(
         version_id=row["id"],
         spec_id=row["spec_id"],
@@ -108,9 +109,15 @@ def _version(row: sqlite3.Row) -> VersionRecord:
 
 
 _VERSION_SELECT = (
-    "SELECT v.*, s.name AS spec_name, n.name AS network_name FROM recognition_versions v "
-    "JOIN recognition_specs s ON s.id = v.spec_id JOIN networks n ON n.id = v.network_id"
+    sa.select(
+        recognition_versions,
+        recognition_specs.c.name.label("spec_name"),
+        networks.c.name.label("network_name"),
+    )
+    .join(recognition_specs, recognition_specs.c.id == recognition_versions.c.spec_id)
+    .join(networks, networks.c.id == recognition_versions.c.network_id)
 )
+_specs, _versions = recognition_specs, recognition_versions
 
 
 class RecognitionRepository:
@@ -118,53 +125,44 @@ class RecognitionRepository:
         self._db = db
 
     async def create_spec(self, spec: RecognitionSpecCreate) -> SpecRecord:
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: sa.Connection) -> int:
             now = utc_now_iso()
-            cursor = conn.execute(
-                "INSERT INTO recognition_specs (name, description, metadata, outputs, create_date, "
-                "update_date) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    spec.name,
-                    spec.description,
-                    _dumps(spec.metadata),
-                    _dumps([o.model_dump() for o in spec.outputs]),
-                    now,
-                    now,
-                ),
+            result = conn.execute(
+                _specs.insert().values(
+                    name=spec.name,
+                    description=spec.description,
+                    metadata=_dumps(spec.metadata),
+                    outputs=_dumps([o.model_dump() for o in spec.outputs]),
+                    create_date=now,
+                    update_date=now,
+                )
             )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+            return int(result.inserted_primary_key[0])
 
         return await self.spec(await self._db.run(insert))
 
     async def spec(self, spec_id: int) -> SpecRecord:
         row = await self._db.run(
-            lambda conn: conn.execute("SELECT * FROM recognition_specs WHERE id = ?", (spec_id,)).fetchone()
+            lambda conn: conn.execute(_specs.select().where(_specs.c.id == spec_id)).mappings().first()
         )
         if row is None:
             raise NotFoundError(f"recognition spec {spec_id} does not exist", code="spec_not_found")
         return _spec(row)
 
     async def specs_named(self, name: str) -> list[SpecRecord]:
-        rows = await self._db.run(
-            lambda conn: conn.execute(
-                "SELECT * FROM recognition_specs WHERE name = ? ORDER BY id", (name,)
-            ).fetchall()
-        )
+        query = _specs.select().where(_specs.c.name == name).order_by(_specs.c.id)
+        rows = await self._db.run(lambda conn: conn.execute(query).mappings().all())
         return [_spec(row) for row in rows]
 
     async def specs(self, offset: int, limit: int) -> tuple[int, list[SpecRecord]]:
-        count, rows = await self._db.page("recognition_specs", offset=offset, limit=limit)
+        count, rows = await self._db.page(_specs.select().order_by(_specs.c.id), offset=offset, limit=limit)
         return count, [_spec(row) for row in rows]
 
     async def update_spec(self, spec_id: int, changes: dict[str, Any]) -> SpecRecord:
-        def apply(conn: sqlite3.Connection) -> int:
+        def apply(conn: sa.Connection) -> int:
             columns = {k: _dumps(v) if k == "metadata" else v for k, v in changes.items()}
             columns["update_date"] = utc_now_iso()
-            assignments = ", ".join(f"{column} = ?" for column in columns)
-            return conn.execute(
-                f"UPDATE recognition_specs SET {assignments} WHERE id = ?", (*columns.values(), spec_id)
-            ).rowcount
+            return conn.execute(_specs.update().where(_specs.c.id == spec_id).values(columns)).rowcount
 
         if await self._db.run(apply) == 0:
             raise NotFoundError(f"recognition spec {spec_id} does not exist", code="spec_not_found")
@@ -172,7 +170,7 @@ class RecognitionRepository:
 
     async def delete_spec(self, spec_id: int) -> None:
         deleted = await self._db.run(
-            lambda conn: conn.execute("DELETE FROM recognition_specs WHERE id = ?", (spec_id,)).rowcount
+            lambda conn: conn.execute(_specs.delete().where(_specs.c.id == spec_id)).rowcount
         )
         if deleted == 0:
             raise NotFoundError(f"recognition spec {spec_id} does not exist", code="spec_not_found")
@@ -180,34 +178,32 @@ class RecognitionRepository:
     async def create_version(self, version: RecognitionVersionCreate) -> VersionRecord:
         """Insert; the spec's first version (or the first since its current one went) becomes current."""
 
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: sa.Connection) -> int:
             now = utc_now_iso()
-            cursor = conn.execute(
-                "INSERT INTO recognition_versions (spec_id, network_id, post_processings, create_date, "
-                "update_date) VALUES (?, ?, ?, ?, ?)",
-                (
-                    version.spec_id,
-                    version.network_id,
-                    _dumps([p.model_dump(exclude_none=True) for p in version.post_processings]),
-                    now,
-                    now,
-                ),
+            result = conn.execute(
+                _versions.insert().values(
+                    spec_id=version.spec_id,
+                    network_id=version.network_id,
+                    post_processings=_dumps(
+                        [p.model_dump(exclude_none=True) for p in version.post_processings]
+                    ),
+                    create_date=now,
+                    update_date=now,
+                )
             )
-            version_id = cursor.lastrowid
-            assert version_id is not None
+            version_id = int(result.inserted_primary_key[0])
             conn.execute(
-                "UPDATE recognition_specs SET current_version_id = ?, update_date = ? "
-                "WHERE id = ? AND current_version_id IS NULL",
-                (version_id, now, version.spec_id),
+                _specs.update()
+                .where(_specs.c.id == version.spec_id, _specs.c.current_version_id.is_(None))
+                .values(current_version_id=version_id, update_date=now)
             )
             return version_id
 
         return await self.version(await self._db.run(insert))
 
     async def version(self, version_id: int) -> VersionRecord:
-        row = await self._db.run(
-            lambda conn: conn.execute(f"{_VERSION_SELECT} WHERE v.id = ?", (version_id,)).fetchone()
-        )
+        query = _VERSION_SELECT.where(_versions.c.id == version_id)
+        row = await self._db.run(lambda conn: conn.execute(query).mappings().first())
         if row is None:
             raise NotFoundError(f"recognition version {version_id} does not exist", code="version_not_found")
         return _version(row)
@@ -219,21 +215,15 @@ class RecognitionRepository:
             return None
 
     async def versions(self, spec_id: int | None, offset: int, limit: int) -> tuple[int, list[VersionRecord]]:
-        where, args = ("WHERE v.spec_id = ?", (spec_id,)) if spec_id is not None else ("", ())
-        count, rows = await self._db.page(
-            "recognition_versions v",
-            offset=offset,
-            limit=limit,
-            select=_VERSION_SELECT,
-            where=where,
-            args=args,
-            order="v.id",
-        )
+        query = _VERSION_SELECT.order_by(_versions.c.id)
+        if spec_id is not None:
+            query = query.where(_versions.c.spec_id == spec_id)
+        count, rows = await self._db.page(query, offset=offset, limit=limit)
         return count, [_version(row) for row in rows]
 
     async def delete_version(self, version_id: int) -> None:
         deleted = await self._db.run(
-            lambda conn: conn.execute("DELETE FROM recognition_versions WHERE id = ?", (version_id,)).rowcount
+            lambda conn: conn.execute(_versions.delete().where(_versions.c.id == version_id)).rowcount
         )
         if deleted == 0:
             raise NotFoundError(f"recognition version {version_id} does not exist", code="version_not_found")

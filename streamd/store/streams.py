@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from streamd.entities import Position
 from streamd.store.db import Database, utc_now_iso
+from streamd.store.schema import streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,48 +29,58 @@ class StreamRepository:
         self._db = db
 
     async def create(self, name: str, definition: dict[str, Any]) -> int:
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: sa.Connection) -> int:
             now = utc_now_iso()
-            cursor = conn.execute(
-                "INSERT INTO streams (name, definition, desired, create_date, update_date) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, orjson.dumps(definition).decode(), "running", now, now),
+            result = conn.execute(
+                streams.insert().values(
+                    name=name,
+                    definition=orjson.dumps(definition).decode(),
+                    desired="running",
+                    create_date=now,
+                    update_date=now,
+                )
             )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+            return int(result.inserted_primary_key[0])
 
         return await self._db.run(insert)
 
     async def set_desired(self, stream_id: int, desired: str) -> None:
         await self._db.run(
             lambda conn: conn.execute(
-                "UPDATE streams SET desired = ?, update_date = ? WHERE id = ?",
-                (desired, utc_now_iso(), stream_id),
+                streams.update()
+                .where(streams.c.id == stream_id)
+                .values(desired=desired, update_date=utc_now_iso())
             )
         )
 
     async def start_run(self, stream_id: int) -> int:
         """Count one more start of the stream and return its number (1 for the first)."""
 
-        def increment(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "UPDATE streams SET run = run + 1 WHERE id = ? RETURNING run", (stream_id,)
-            ).fetchone()
-            return int(row[0])
+        def increment(conn: sa.Connection) -> int:
+            return conn.execute(
+                streams.update()
+                .where(streams.c.id == stream_id)
+                .values(run=streams.c.run + 1)
+                .returning(streams.c.run)
+            ).scalar_one()
 
         return await self._db.run(increment)
 
     async def save_checkpoint(self, stream_id: int, position: Position) -> None:
         data = orjson.dumps(position.to_json()).decode()
         await self._db.run(
-            lambda conn: conn.execute("UPDATE streams SET checkpoint = ? WHERE id = ?", (data, stream_id))
+            lambda conn: conn.execute(
+                streams.update().where(streams.c.id == stream_id).values(checkpoint=data)
+            )
         )
 
     async def delete(self, stream_id: int) -> None:
-        await self._db.run(lambda conn: conn.execute("DELETE FROM streams WHERE id = ?", (stream_id,)))
+        await self._db.run(lambda conn: conn.execute(streams.delete().where(streams.c.id == stream_id)))
 
     async def all(self) -> list[StreamRecord]:
-        rows = await self._db.run(lambda conn: conn.execute("SELECT * FROM streams ORDER BY id").fetchall())
+        rows = await self._db.run(
+            lambda conn: conn.execute(streams.select().order_by(streams.c.id)).mappings().all()
+        )
         return [
             StreamRecord(
                 r["id"],

@@ -6,14 +6,15 @@ Repository methods are coroutines; their SQL runs on the database thread.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+import sqlalchemy as sa
 
 from streamd.errors import NotFoundError
 from streamd.store.db import Database, utc_now_iso
+from streamd.store.schema import networks, tasks
 
 TaskStatus = Literal["pending", "success", "error"]
 
@@ -41,30 +42,34 @@ class TaskRecord:
         }
 
 
-def insert_task(conn: sqlite3.Connection, kind: str, subject_id: int | None = None) -> int:
+def insert_task(conn: sa.Connection, kind: str, subject_id: int | None = None) -> int:
     now = utc_now_iso()
-    cursor = conn.execute(
-        "INSERT INTO tasks (kind, subject_id, status, date_created, date_updated) "
-        "VALUES (?, ?, 'pending', ?, ?)",
-        (kind, subject_id, now, now),
+    result = conn.execute(
+        tasks.insert().values(
+            kind=kind, subject_id=subject_id, status="pending", date_created=now, date_updated=now
+        )
     )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    return int(result.inserted_primary_key[0])
 
 
 def finish_task(
-    conn: sqlite3.Connection, task_id: int, status: TaskStatus, *, data: Any = None, error: str | None = None
+    conn: sa.Connection, task_id: int, status: TaskStatus, *, data: Any = None, error: str | None = None
 ) -> None:
     # A task leaves `pending` once: a late outcome (a deployment finishing after its network was
     # deleted) must not overwrite the first one.
     conn.execute(
-        "UPDATE tasks SET status = ?, data = ?, error = ?, date_updated = ? "
-        "WHERE id = ? AND status = 'pending'",
-        (status, None if data is None else orjson.dumps(data).decode(), error, utc_now_iso(), task_id),
+        tasks.update()
+        .where(tasks.c.id == task_id, tasks.c.status == "pending")
+        .values(
+            status=status,
+            data=None if data is None else orjson.dumps(data).decode(),
+            error=error,
+            date_updated=utc_now_iso(),
+        )
     )
 
 
-def _record(row: sqlite3.Row) -> TaskRecord:
+def _record(row: sa.RowMapping) -> TaskRecord:
     return TaskRecord(
         task_id=row["id"],
         kind=row["kind"],
@@ -91,7 +96,7 @@ class TaskRepository:
 
     async def get(self, task_id: int) -> TaskRecord:
         row = await self._db.run(
-            lambda conn: conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            lambda conn: conn.execute(tasks.select().where(tasks.c.id == task_id)).mappings().first()
         )
         if row is None:
             raise NotFoundError(f"task {task_id} does not exist", code="task_not_found")
@@ -99,18 +104,18 @@ class TaskRepository:
 
     async def page(self, task_ids: list[int] | None, offset: int, limit: int) -> tuple[int, list[TaskRecord]]:
         """Tasks in id order, restricted to `task_ids` when given; returns (total count, one page)."""
-        where, args = "", ()
+        query = tasks.select().order_by(tasks.c.id)
         if task_ids is not None:
-            where, args = f"WHERE id IN ({','.join('?' * len(task_ids))})", tuple(task_ids)
-        count, rows = await self._db.page("tasks", offset=offset, limit=limit, where=where, args=args)
+            query = query.where(tasks.c.id.in_(task_ids))
+        count, rows = await self._db.page(query, offset=offset, limit=limit)
         return count, [_record(row) for row in rows]
 
     async def fail_pending(self, kind: str, error: str) -> int:
-        def fail(conn: sqlite3.Connection) -> int:
+        def fail(conn: sa.Connection) -> int:
             return conn.execute(
-                "UPDATE tasks SET status = 'error', error = ?, date_updated = ? "
-                "WHERE kind = ? AND status = 'pending'",
-                (error, utc_now_iso(), kind),
+                tasks.update()
+                .where(tasks.c.kind == kind, tasks.c.status == "pending")
+                .values(status="error", error=error, date_updated=utc_now_iso())
             ).rowcount
 
         return await self._db.run(fail)
@@ -119,16 +124,20 @@ class TaskRepository:
         """Delete finished tasks last updated before `older_than` (ISO, as stored: it sorts as text),
         except a network's deployment task, which its network row still names."""
 
-        def prune(conn: sqlite3.Connection) -> int:
+        def prune(conn: sa.Connection) -> int:
             return conn.execute(
-                "DELETE FROM tasks WHERE status != 'pending' AND date_updated < ? "
-                "AND id NOT IN (SELECT task_id FROM networks)",
-                (older_than,),
+                tasks.delete().where(
+                    tasks.c.status != "pending",
+                    tasks.c.date_updated < older_than,
+                    tasks.c.id.not_in(sa.select(networks.c.task_id)),
+                )
             ).rowcount
 
         return await self._db.run(prune)
 
     async def count_pending(self) -> int:
         return await self._db.run(
-            lambda conn: conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'pending'").fetchone()[0]
+            lambda conn: conn.execute(
+                sa.select(sa.func.count()).select_from(tasks).where(tasks.c.status == "pending")
+            ).scalar_one()
         )

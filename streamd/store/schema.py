@@ -1,0 +1,132 @@
+"""The tables, as SQLAlchemy Core objects: what the repositories query, on SQLite and PostgreSQL alike.
+
+Migrations (`streamd/store/migrations/versions/`) create and change the tables; this module must
+describe the schema their head leaves (tests/test_store_migrations.py compares the two). No I/O here.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# Ids: AUTOINCREMENT on SQLite (never reused, as before), identity columns on PostgreSQL.
+_IDS = {"sqlite_autoincrement": True}
+
+
+def _id() -> sa.Column[int]:
+    return sa.Column("id", sa.Integer, sa.Identity(), primary_key=True)
+
+
+def _text(name: str, *, nullable: bool = False) -> sa.Column[str]:
+    # JSON documents and ISO 8601 dates are TEXT on both dialects: the dates are fixed-width, so they
+    # compare and sort as text (task retention relies on it).
+    return sa.Column(name, sa.Text, nullable=nullable)
+
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    _id(),
+    _text("kind"),
+    sa.Column("subject_id", sa.Integer),
+    _text("status"),
+    _text("error", nullable=True),
+    _text("data", nullable=True),
+    _text("date_created"),
+    _text("date_updated"),
+    sa.CheckConstraint("status IN ('pending', 'success', 'error')", name="tasks_status"),
+    **_IDS,
+)
+
+networks = sa.Table(
+    "networks",
+    metadata,
+    _id(),
+    _text("name"),
+    _text("description"),
+    _text("metadata"),
+    _text("framework"),
+    _text("preprocessing"),
+    _text("postprocessings"),
+    _text("files"),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("deployed", sa.Boolean, nullable=False, server_default=sa.false()),
+    _text("create_date"),
+    _text("update_date"),
+    **_IDS,
+)
+
+recognition_specs = sa.Table(
+    "recognition_specs",
+    metadata,
+    _id(),
+    _text("name"),
+    _text("description"),
+    _text("metadata"),
+    _text("outputs"),
+    sa.Column(
+        "current_version_id",
+        sa.Integer,
+        # The two recognition tables refer to each other: PostgreSQL gets this key after both exist.
+        sa.ForeignKey(
+            "recognition_versions.id",
+            ondelete="SET NULL",
+            use_alter=True,
+            name="recognition_specs_current_version_id_fkey",
+        ),
+    ),
+    _text("create_date"),
+    _text("update_date"),
+    **_IDS,
+)
+
+recognition_versions = sa.Table(
+    "recognition_versions",
+    metadata,
+    _id(),
+    sa.Column(
+        "spec_id", sa.Integer, sa.ForeignKey("recognition_specs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("network_id", sa.Integer, sa.ForeignKey("networks.id", ondelete="CASCADE"), nullable=False),
+    _text("post_processings"),
+    _text("create_date"),
+    _text("update_date"),
+    sa.Index("recognition_versions_network", "network_id"),
+    sa.Index("recognition_versions_spec", "spec_id"),
+    **_IDS,
+)
+
+streams = sa.Table(
+    "streams",
+    metadata,
+    _id(),
+    _text("name"),
+    _text("definition"),
+    _text("desired"),
+    sa.Column("run", sa.Integer, nullable=False, server_default=sa.text("0")),
+    _text("checkpoint", nullable=True),
+    _text("create_date"),
+    _text("update_date"),
+    **_IDS,
+)
+
+# One row (id 1) that the readiness probe rewrites to prove the database takes writes.
+health = sa.Table(
+    "health",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    _text("checked"),
+)
+
+# Chains are listed by name: byte order on PostgreSQL too (collation "C"), as SQLite sorts them.
+CHAIN_NAME = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+
+chains = sa.Table(
+    "chains",
+    metadata,
+    sa.Column("name", CHAIN_NAME, primary_key=True),
+    _text("definition"),
+    _text("create_date"),
+    _text("update_date"),
+)
