@@ -239,10 +239,19 @@ class Database:
             self._engine = None
 
 
+def inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The id an INSERT of one row gave it (None from SQLAlchemy only for an executemany)."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def dialect_insert(conn: sa.Connection) -> Callable[[sa.Table], Any]:
     """The dialect's INSERT, which has ON CONFLICT on both SQLite and PostgreSQL."""
     if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    return insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    return postgresql_insert

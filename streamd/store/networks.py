@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from streamd.errors import NotFoundError
 from streamd.networks.spec import NetworkPatch, NetworkSpec, Preprocessing
-from streamd.store.db import Database, utc_now_iso
+from streamd.store.db import Database, inserted_id, utc_now_iso
 from streamd.store.schema import networks, tasks
 from streamd.store.tasks import insert_task
 
@@ -117,7 +117,7 @@ class NetworkRepository:
                     update_date=now,
                 )
             )
-            network_id = int(result.inserted_primary_key[0])
+            network_id = inserted_id(result)
             conn.execute(tasks.update().where(tasks.c.id == task_id).values(subject_id=network_id))
             self.root.mkdir(parents=True, exist_ok=True)
             # The rename is the commit point on disk. Should the commit fail after it, the directory

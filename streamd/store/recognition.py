@@ -16,7 +16,7 @@ from streamd.networks.recognition import (
     RecognitionVersionCreate,
     SpecOutput,
 )
-from streamd.store.db import Database, utc_now_iso
+from streamd.store.db import Database, inserted_id, utc_now_iso
 from streamd.store.schema import networks, recognition_specs, recognition_versions
 
 
@@ -137,7 +137,7 @@ class RecognitionRepository:
                     update_date=now,
                 )
             )
-            return int(result.inserted_primary_key[0])
+            return inserted_id(result)
 
         return await self.spec(await self._db.run(insert))
 
@@ -191,7 +191,7 @@ class RecognitionRepository:
                     update_date=now,
                 )
             )
-            version_id = int(result.inserted_primary_key[0])
+            version_id = inserted_id(result)
             conn.execute(
                 _specs.update()
                 .where(_specs.c.id == version.spec_id, _specs.c.current_version_id.is_(None))

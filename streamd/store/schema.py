@@ -6,12 +6,19 @@ describe the schema their head leaves (tests/test_store_migrations.py compares t
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+
+class _TableOptions(TypedDict):
+    sqlite_autoincrement: bool
+
+
 # Ids: AUTOINCREMENT on SQLite (never reused, as before), identity columns on PostgreSQL.
-_IDS = {"sqlite_autoincrement": True}
+_IDS: _TableOptions = {"sqlite_autoincrement": True}
 
 
 def _id() -> sa.Column[int]:

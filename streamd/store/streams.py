@@ -9,7 +9,7 @@ import orjson
 import sqlalchemy as sa
 
 from streamd.entities import Position
-from streamd.store.db import Database, utc_now_iso
+from streamd.store.db import Database, inserted_id, utc_now_iso
 from streamd.store.schema import streams
 
 
@@ -40,7 +40,7 @@ class StreamRepository:
                     update_date=now,
                 )
             )
-            return int(result.inserted_primary_key[0])
+            return inserted_id(result)
 
         return await self._db.run(insert)
 
@@ -57,12 +57,13 @@ class StreamRepository:
         """Count one more start of the stream and return its number (1 for the first)."""
 
         def increment(conn: sa.Connection) -> int:
-            return conn.execute(
+            run: int = conn.execute(
                 streams.update()
                 .where(streams.c.id == stream_id)
                 .values(run=streams.c.run + 1)
                 .returning(streams.c.run)
             ).scalar_one()
+            return run
 
         return await self._db.run(increment)
 

@@ -13,7 +13,7 @@ import orjson
 import sqlalchemy as sa
 
 from streamd.errors import NotFoundError
-from streamd.store.db import Database, utc_now_iso
+from streamd.store.db import Database, inserted_id, utc_now_iso
 from streamd.store.schema import networks, tasks
 
 TaskStatus = Literal["pending", "success", "error"]
@@ -49,7 +49,7 @@ def insert_task(conn: sa.Connection, kind: str, subject_id: int | None = None) -
             kind=kind, subject_id=subject_id, status="pending", date_created=now, date_updated=now
         )
     )
-    return int(result.inserted_primary_key[0])
+    return inserted_id(result)
 
 
 def finish_task(
