@@ -20,7 +20,8 @@ IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """`outer ∘ inner` for 2x3 affines: first inner, then outer."""
-    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
+    product: np.ndarray = np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]])
+    return product[:2]
 
 
 def translation(dx: float, dy: float) -> np.ndarray:

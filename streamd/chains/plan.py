@@ -47,14 +47,22 @@ def build_plan(
     parents = _assign_parents(calls, ids)
     _check_depths(parents, ids, max_depth)
     nodes = [_node(index, call, ids[index], resolve) for index, call in enumerate(calls)]
-    for index, parent in enumerate(parents):
-        if parent is not None:
-            _check_edge(index, parent, nodes, parents)
-            nodes[parent].children.append(nodes[index])
-    roots = tuple(node for node, parent in zip(nodes, parents, strict=True) if parent is None)
+    roots: list[ServiceNode] = []
+    for index, (node, parent) in enumerate(zip(nodes, parents, strict=True)):
+        if parent is None:
+            assert isinstance(node, ServiceNode)  # _assign_parents: an action always has a parent
+            roots.append(node)
+            continue
+        _check_edge(index, parent, nodes, parents)
+        above = nodes[parent]
+        if isinstance(above, ServiceNode):
+            assert isinstance(node, ActionNode)  # _check_edge: a service hangs under an action only
+            above.children.append(node)
+        else:
+            above.children.append(node)
     _check_collisions(nodes, parents)
     data = _data(calls, require_data)
-    return ChainPlan(roots=roots, data=data)  # type: ignore[arg-type]
+    return ChainPlan(roots=tuple(roots), data=data)
 
 
 def _where(index: int, call_id: str | None = None) -> str:
@@ -233,7 +241,8 @@ def _node(index: int, call: ChainCall, call_id: str, resolve: Resolver) -> Servi
             f"{_where(index, call_id)} {kind} action: {describe_errors(exc, CHAIN)}",
             dd_code=DD_CHAIN_ACTION_BAD_REQUEST,
         ) from None
-    if getattr(params, "save_path", "") and (params.save_path.startswith("/") or ".." in params.save_path):
+    save_path: str = getattr(params, "save_path", "")
+    if save_path and (save_path.startswith("/") or ".." in save_path):
         raise ChainError(
             f"{_where(index, call_id)}: save_path must be relative, without '..' (it lives under "
             "the data directory)",

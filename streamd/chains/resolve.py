@@ -32,7 +32,7 @@ async def resolver_for(
 
 
 def _names(body: ChainBody) -> Iterable[str]:
-    return dict.fromkeys(call.service for call in body.calls if call.service)  # type: ignore[misc]
+    return dict.fromkeys(call.service for call in body.calls if call.service)
 
 
 async def _resolve(

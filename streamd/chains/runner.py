@@ -14,8 +14,10 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -32,6 +34,8 @@ from streamd.networks.postprocessing import Hypothesis
 from streamd.networks.preprocessing import as_array
 
 logger = logging.getLogger(__name__)
+
+NodeT = TypeVar("NodeT", ServiceNode, ActionNode)
 
 
 @dataclass(slots=True)
@@ -121,7 +125,7 @@ class ChainRunner:
         self._files_dir = files_dir
         self._metrics = metrics
 
-    async def run(self, plan: ChainPlan, frames: list[Image], uris: list[str]) -> list[Prediction]:
+    async def run(self, plan: ChainPlan, frames: Sequence[Image], uris: list[str]) -> list[Prediction]:
         slots = [_ImageSlot(uri=uri) for uri in uris]
         images = [
             ImageRef(frame, actions.IDENTITY.copy(), slot, _stem(uri, index))
@@ -192,7 +196,7 @@ class ChainRunner:
                 item.classes.shown = shown if item.classes.shown is None else item.classes.shown & shown
             hypotheses = [item.hypotheses[p] for p in positions]
             kept.append(Found(item.image, hypotheses, indexes, item.classes, item.decoded))
-        await asyncio.gather(*(self._action(child, kept) for child in node.children))  # type: ignore[arg-type]
+        await asyncio.gather(*(self._action(child, kept) for child in _child_nodes(node, ActionNode)))
 
     async def _crop(self, node: ActionNode, found: list[Found]) -> None:
         params: CropParams = node.params
@@ -242,9 +246,7 @@ class ChainRunner:
             await self._children(node, turned)
 
     async def _children(self, node: ActionNode, images: list[ImageRef]) -> None:
-        await asyncio.gather(
-            *(self._service(child, images) for child in node.children)  # type: ignore[arg-type]
-        )
+        await asyncio.gather(*(self._service(child, images) for child in _child_nodes(node, ServiceNode)))
 
     async def _draw(self, node: ActionNode, found: list[Found]) -> None:
         params: DrawParams = node.params
@@ -266,16 +268,13 @@ class ChainRunner:
     async def _recompose(self, node: ActionNode, found: list[Found]) -> None:
         """DeepDetect's recompose: each crop's generated image pasted back where the crop was cut (resized
         to the crop's size), one picture per source image, as `images` under the action id."""
-        groups: dict[int, tuple[ImageRef, list[Found]]] = {}
+        groups: dict[int, tuple[ImageRef, list[tuple[tuple[int, int, int, int] | None, np.ndarray]]]] = {}
         for item in found:
             if item.image.parent is not None and item.decoded is not None and item.decoded.pixels is not None:
-                groups.setdefault(id(item.image.parent), (item.image.parent, []))[1].append(item)
-        for parent, items in groups.values():
-            pasted = await asyncio.to_thread(
-                actions.paste_back,
-                await self._whole(parent),
-                [(i.image.region, i.decoded.pixels) for i in items],  # type: ignore[union-attr]
-            )
+                piece = (item.image.region, item.decoded.pixels)
+                groups.setdefault(id(item.image.parent), (item.image.parent, []))[1].append(piece)
+        for parent, pieces in groups.values():
+            pasted = await asyncio.to_thread(actions.paste_back, await self._whole(parent), pieces)
             png = await asyncio.to_thread(actions.encode_png, pasted)
             parent.slot.put(node.index, node.call_id, Images((base64.b64encode(png).decode(),)))
             if node.params.save_img:
@@ -290,12 +289,12 @@ class ChainRunner:
             return image.pixels
         return await asyncio.to_thread(as_array, image.pixels)
 
-    def _save(self, save_path: str, images: list[tuple[str, np.ndarray]]) -> None:
+    def _save(self, save_path: str, images: list[tuple[str, Image]]) -> None:
         """Blocking: PNG files under <data_dir>/chains/<save_path>/."""
         directory = self._files_dir / save_path
         directory.mkdir(parents=True, exist_ok=True)
         for name, pixels in images:
-            cv2.imwrite(str(directory / f"{name}.png"), pixels)
+            cv2.imwrite(str(directory / f"{name}.png"), as_array(pixels))
 
 
 def select(hypotheses: list[Hypothesis], output: OutputParams, has_boxes: bool) -> list[Hypothesis]:
@@ -318,6 +317,13 @@ def detection_slot(hypothesis: Hypothesis, to_frame: np.ndarray, bbox: bool = Tr
     if hypothesis.box is not None and bbox:
         box = Box(*actions.map_box(to_frame, hypothesis.box))
     return _DetectionSlot(cat=hypothesis.label_name, prob=hypothesis.score, box=box)
+
+
+def _child_nodes(node: ActionNode, kind: type[NodeT]) -> list[NodeT]:
+    """A crop's or rotate's children are services, a filter's are actions (the plan checks each edge)."""
+    children = [child for child in node.children if isinstance(child, kind)]
+    assert len(children) == len(node.children)
+    return children
 
 
 def _stem(uri: str, index: int) -> str:
