@@ -84,7 +84,7 @@ class EgressPolicy:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
             return
-        self.check_addresses(where, host, (info[4][0] for info in infos), port)
+        self.check_addresses(where, host, (str(info[4][0]) for info in infos), port)
 
     def check_url_blocking(self, url: str) -> None:
         """The same, from a worker thread (a decoder, before FFmpeg opens the URL); a name that does not
@@ -96,7 +96,7 @@ class EgressPolicy:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
             return
-        self.check_addresses("source", host, (info[4][0] for info in infos), port)
+        self.check_addresses("source", host, (str(info[4][0]) for info in infos), port)
 
 
 class EgressResolver(AbstractResolver):
@@ -106,7 +106,9 @@ class EgressResolver(AbstractResolver):
         self._policy = policy
         self._inner = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         allowed = [
             r for r in results if (ip := _address(r["host"])) is not None and self._policy.allows(ip, port)

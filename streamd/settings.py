@@ -336,8 +336,8 @@ def load(
         raw = _read_toml(path)
     for section, fields in _env_overrides(environ).items():
         raw.setdefault(section, {}).update(fields)
-    for section, fields in (overrides or {}).items():
-        raw.setdefault(section, {}).update({k: v for k, v in fields.items() if v is not None})
+    for section, given in (overrides or {}).items():
+        raw.setdefault(section, {}).update({k: v for k, v in given.items() if v is not None})
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -4,9 +4,9 @@ bodies, chains) or an operator (configuration). Pure, usable from any thread."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ def _where(loc: tuple[int | str, ...], json_paths: bool) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "body"
 
 
-def _message(error: Any, wording: Wording) -> str:
+def _message(error: ErrorDetails, wording: Wording) -> str:
     message = error["msg"]
     if wording.plain:
         message = (
@@ -67,7 +67,7 @@ def _message(error: Any, wording: Wording) -> str:
     return message
 
 
-def _follows_item_errors(error: Any) -> bool:
+def _follows_item_errors(error: ErrorDetails) -> bool:
     """pydantic adds "should have at least N items after validation, not 0" to a sequence whose items
     failed: the items' own errors say what is wrong, and the sequence was long enough."""
     given, ctx = error.get("input"), error.get("ctx") or {}

@@ -59,7 +59,9 @@ class Tracker:
             chosen = np.flatnonzero(key_array == key)
             detections = sv.Detections(xyxy=boxes[chosen], confidence=scores[chosen], data={"index": chosen})
             tracked = tracker.update(detections, timestamp=pts_s)
-            for index, library_id in zip(tracked.data.get("index", ()), tracked.tracker_id, strict=True):
+            library_ids = tracked.tracker_id
+            assert library_ids is not None  # ByteTrack gives every detection an id, -1 when untracked
+            for index, library_id in zip(tracked.data.get("index", ()), library_ids, strict=True):
                 if library_id >= 0:
                     out[int(index)] = self._public_id(key, int(library_id))
             self._forget_dead(key, tracker)

@@ -151,7 +151,7 @@ class ZoneCounter:
 
     def update(self, detections: Sequence[TrackedDetection]) -> ZoneOccupancy:
         points = anchor_points(np.array([d.box for d in detections]), self.anchor)
-        inside = [[] for _ in detections]
+        inside: list[list[str]] = [[] for _ in detections]
         counts: dict[str, dict[str, int]] = {}
         for name, polygon in self._zones:
             per_class: dict[str, int] = {}

@@ -88,7 +88,8 @@ def unflatten(fields: dict[str, Any]) -> dict[str, Any]:
         if _child(node, tokens[-1], key) is not None:
             raise InvalidRequestError(f"form field {key!r} is given twice", code="invalid_field")
         _assign(node, tokens[-1], value, key)
-    return _check_lists(root, "")
+    _check_lists(root, "")
+    return root
 
 
 def _child(node: Any, token: str | int, key: str) -> Any:
@@ -112,7 +113,7 @@ def _assign(node: Any, token: str | int, value: Any, key: str) -> None:
     node[token] = value
 
 
-def _check_lists(node: Any, path: str) -> Any:
+def _check_lists(node: Any, path: str) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
             _check_lists(value, f"{path}.{key}" if path else key)
@@ -125,7 +126,6 @@ def _check_lists(node: Any, path: str) -> Any:
                     code="invalid_field",
                 )
             _check_lists(value, f"{path}[{index}]")
-    return node
 
 
 def decode_leaves(node: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -16,6 +16,8 @@ from streamd.api.context import services
 from streamd.api.formdata import check_nesting
 from streamd.errors import InvalidRequestError, NotFoundError, UnsupportedMediaTypeError
 from streamd.validation import describe_errors
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_PAGE_SIZE = 1000
@@ -79,7 +81,7 @@ async def read_json_object(
     return body
 
 
-def validate(model: type[BaseModel], data: Any, what: str) -> Any:
+def validate(model: type[ModelT], data: Any, what: str) -> ModelT:
     """Validate `data` with a pydantic model; errors name every offending field and its value."""
     try:
         return model.model_validate(data)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from streamd import __version__
 from streamd.api import chains, inference, networks, ops, recognition, schemas, services, streams, tasks, ui
@@ -27,11 +27,18 @@ INTEGER_IDS = frozenset({"network_id", "spec_id", "version_id", "stream_id", "ta
 
 
 class RouteLike(Protocol):
-    method: str
-    path: str
-    handler: Callable[..., Any]
-    summary: str
-    tag: str
+    """A row of the route table, read-only (`routes.Route` is frozen)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def handler(self) -> Callable[..., Any]: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def tag(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +148,13 @@ def build_document(
 def _components() -> dict[str, Any]:
     requests = {op.body for op in OPERATIONS.values() if op.body is not None}
     answers = {op.answer for op in OPERATIONS.values() if isinstance(op.answer, type)} | {schemas.ErrorBody}
-    models = [(model, "validation") for model in sorted(requests, key=lambda m: m.__name__)]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (model, "validation") for model in sorted(requests, key=lambda m: m.__name__)
+    ]
     models += [(model, "serialization") for model in sorted(answers, key=lambda m: m.__name__)]
     _, top = models_json_schema(models, ref_template=REF)
-    return top.get("$defs", {})
+    defs: dict[str, Any] = top.get("$defs", {})
+    return defs
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:

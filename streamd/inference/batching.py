@@ -147,7 +147,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     def __init__(
         self,
         name: str,
-        runner: BatchRunner,
+        runner: BatchRunner[ItemT, ResultT],
         policy: BatchPolicy,
         on_batch: Callable[[int, list[float], bool, int], None] | None = None,
     ) -> None:
@@ -169,7 +169,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if self._closed:
             raise UnavailableError(f"{self.name} is unloading; retry once it is deployed again")
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(item, loop.create_future(), time.monotonic(), LANE.get())
+        future: asyncio.Future[ResultT] = loop.create_future()
+        waiting = _Waiting(item, future, time.monotonic(), LANE.get())
         self._queue.append(waiting)
         if not self._step_scheduled:
             # Decide at the end of this loop iteration, once every item submitted in it is queued: the

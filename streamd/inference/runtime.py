@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +118,7 @@ class InferenceRuntime:
         return await self._get(entry.slug, load)
 
     async def _get(
-        self, key: NetworkKey, load: Callable[[NetworkKey], Awaitable[LoadedNetwork]]
+        self, key: NetworkKey, load: Callable[[NetworkKey], Coroutine[Any, Any, LoadedNetwork]]
     ) -> LoadedNetwork:
         loaded = self._loaded.get(key)
         if loaded is not None:

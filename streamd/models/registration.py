@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import aiohttp
@@ -20,10 +21,12 @@ class Http(Protocol):
     """What registration needs of an HTTP client bound to the daemon's address: an
     `aiohttp.ClientSession(base_url)`, or aiohttp's test client."""
 
-    def get(self, path: str, **kwargs: Any) -> Any: ...
-    def post(self, path: str, **kwargs: Any) -> Any: ...
-    def put(self, path: str, **kwargs: Any) -> Any: ...
-    def patch(self, path: str, **kwargs: Any) -> Any: ...
+    def get(self, path: str, /) -> Awaitable[aiohttp.ClientResponse]: ...
+    def post(
+        self, path: str, /, *, json: Any = ..., data: Any = ...
+    ) -> Awaitable[aiohttp.ClientResponse]: ...
+    def put(self, path: str, /, *, json: Any = ...) -> Awaitable[aiohttp.ClientResponse]: ...
+    def patch(self, path: str, /, *, json: Any = ...) -> Awaitable[aiohttp.ClientResponse]: ...
 
 
 class ApiError(RuntimeError):
@@ -31,7 +34,7 @@ class ApiError(RuntimeError):
 
 
 async def ok(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    body = await response.json()
+    body: dict[str, Any] = await response.json()  # every answer of the daemon is an object
     if response.status >= 400:
         raise ApiError(f"{response.method} {response.url.path}: {response.status} {body.get('error')}")
     return body
@@ -66,7 +69,8 @@ async def find_spec(http: Http, name: str) -> dict[str, Any] | None:
     url: str | None = "/v0.7/recognition/specs?limit=100"
     while url is not None:
         page = await ok(await http.get(url))
-        for spec in page["results"]:
+        specs: list[dict[str, Any]] = page["results"]
+        for spec in specs:
             if spec["name"] == name:
                 return spec
         url = page["next"]

@@ -8,6 +8,7 @@ The BlobProto reader decodes the protobuf wire format directly, so Caffe is not 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +44,16 @@ def load_mean(path: Path, dimension_order: str) -> np.ndarray:
 def _load_npy(path: Path) -> np.ndarray:
     try:
         _check_npy_size(path)
-        array = np.load(path, allow_pickle=False)
+        loaded: object = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise MeanFileError(
             f"mean file {path.name!r} is not a numpy array saved with np.save(..., allow_pickle=False): {exc}"
         ) from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
-        raise MeanFileError(f"mean file {path.name!r} must hold a numeric array, found dtype {array.dtype}")
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
+    if not isinstance(loaded, np.ndarray):  # np.load returns an array for the .npy format checked above
+        raise MeanFileError(f"mean file {path.name!r} must hold a numeric array, found {type(loaded)}")
+    if loaded.dtype.kind not in "fiu":
+        raise MeanFileError(f"mean file {path.name!r} must hold a numeric array, found dtype {loaded.dtype}")
+    array: np.ndarray = loaded[0] if loaded.ndim == 4 and loaded.shape[0] == 1 else loaded
     if array.ndim > 3:
         raise MeanFileError(
             f"mean file {path.name!r} has shape {array.shape}; expected at most 3 dimensions "
@@ -96,7 +98,7 @@ def _load_blobproto(path: Path) -> np.ndarray:
                 floats.extend(_floats(value, wire, "<f", 4))
             elif field == 8:
                 floats.extend(_floats(value, wire, "<d", 8))
-            elif field == 7 and wire == 2:
+            elif field == 7 and wire == 2 and isinstance(value, bytes):
                 shape = _blob_shape(value)
     except (IndexError, struct.error, ValueError) as exc:
         raise MeanFileError(f"mean file {path.name!r} is not a Caffe BlobProto: {exc}") from None
@@ -129,12 +131,13 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(data: bytes):
+def _fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """Yield (field number, wire type, value) where value is an int or the raw bytes of a field."""
     pos = 0
     while pos < len(data):
         tag, pos = _varint(data, pos)
         field, wire = tag >> 3, tag & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
@@ -155,7 +158,7 @@ def _blob_shape(data: bytes) -> list[int]:
     """BlobShape: `repeated int64 dim = 1`, packed or not."""
     dims: list[int] = []
     for field, wire, value in _fields(data):
-        if field == 1 and wire == 2:
+        if field == 1 and wire == 2 and isinstance(value, bytes):
             dims.extend(_packed_varints(value))
         elif field == 1 and wire == 0:
             dims.append(int(value))

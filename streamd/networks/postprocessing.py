@@ -143,9 +143,16 @@ def detect(
     for region_id, i in enumerate(kept, start=1):
         label_index = index_of[int(class_ids[i])]
         label = labels[label_index]
-        box = tuple(float(v) for v in frame_boxes[i])
+        xmin, ymin, xmax, ymax = (float(v) for v in frame_boxes[i])
         hypotheses.append(
-            Hypothesis(label.id, label.name, float(scores[i]), float(thresholds[label_index]), box, region_id)
+            Hypothesis(
+                label.id,
+                label.name,
+                float(scores[i]),
+                float(thresholds[label_index]),
+                (xmin, ymin, xmax, ymax),
+                region_id,
+            )
         )
     return hypotheses
 

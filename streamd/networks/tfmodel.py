@@ -59,7 +59,8 @@ class SessionModel:
         self.load_time_s = 0.0
 
     def run(self, fetches: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(list(fetches), feed_dict=dict(feeds))
+        outputs: list[np.ndarray] = self.session.run(list(fetches), feed_dict=dict(feeds))
+        return outputs
 
     def input_shape(self, name: str) -> Shape:
         try:

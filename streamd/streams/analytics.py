@@ -165,8 +165,8 @@ class StreamAnalytics:
             scores = np.array([detections[i].prob for i in boxed], np.float32)
             ids = tracker.update(boxes, scores, [detections[i].cat for i in boxed], pts_s)
         counted = [
-            TrackedDetection(track_id, detections[i].cat, tuple(box))
-            for i, track_id, box in zip(boxed, ids, boxes.tolist(), strict=True)
+            TrackedDetection(track_id, detections[i].cat, (xmin, ymin, xmax, ymax))
+            for i, track_id, (xmin, ymin, xmax, ymax) in zip(boxed, ids, boxes.tolist(), strict=True)
         ]
         zones: tuple[tuple[str, ...], ...] = tuple(() for _ in boxed)
         if self._zones is not None:
