@@ -78,15 +78,16 @@ def preprocessing_for(input_name: str, size: int = 224) -> dict[str, Any]:
     }
 
 
+def _read_files(model_dir: Path) -> dict[str, bytes]:
+    """Blocking: every file of the exported model, by name (walked and read in a worker thread)."""
+    return {path.name: path.read_bytes() for path in sorted(model_dir.rglob("*")) if path.is_file()}
+
+
 async def register_classify_chain(
     http: aiohttp.ClientSession, model_dir: Path, input_name: str, output_name: str, size: int = 224
 ) -> None:
     """The exported MobileNetV2 as network, spec "imagenet" and version, and the chain "classify"."""
-    files = {
-        path.name: await asyncio.to_thread(path.read_bytes)
-        for path in sorted(model_dir.rglob("*"))
-        if path.is_file()
-    }
+    files = await asyncio.to_thread(_read_files, model_dir)
     await register_classifier(
         http,
         network_name="mobilenet",

@@ -58,7 +58,9 @@ async def register_network(
         # A file object: aiohttp warns that raw bytes this large are copied on the loop.
         form.add_field(part, io.BytesIO(content), filename=part)
     network = await ok(await http.post("/v0.7/networks", data=form))
-    while (task := await ok(await http.get(f"/v0.7/tasks/{network['task_id']}")))["status"] == "pending":
+    # The task runs in the daemon, which may be another process: polling its API is the only way.
+    task_url = f"/v0.7/tasks/{network['task_id']}"
+    while (task := await ok(await http.get(task_url)))["status"] == "pending":  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     if task["status"] != "success":
         raise ApiError(f"network {name!r} failed to deploy: {task['error']}")

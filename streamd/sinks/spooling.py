@@ -136,7 +136,8 @@ class SpoolingSink:
         while True:
             await self._spill_wake.wait()
             self._spill_wake.clear()
-            while self._spill and not await self._spool_records(with_memory=False):
+            # Waiting for disk space, which no event announces: retry on a timer.
+            while self._spill and not await self._spool_records(with_memory=False):  # noqa: ASYNC110
                 await asyncio.sleep(DISK_RETRY_S)
 
     # -- delivery ---------------------------------------------------------------------------------------
