@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -30,17 +30,18 @@ class _Shape(BaseModel):
     normalized: bool = Field(
         False, description="Points are fractions of the frame's width and height (0..1), not pixels."
     )
+    if TYPE_CHECKING:  # each shape declares its own field (a polygon's list, a line's pair)
+        points: Sequence[Point]
 
     @model_validator(mode="after")
     def _normalized_points_in_range(self) -> _Shape:
-        points: Sequence[Point] = self.points  # type: ignore[attr-defined]
-        if self.normalized and any(not (0 <= c <= 1) for point in points for c in point):
-            raise ValueError(f"{self.name!r}: normalized points must lie in 0..1, got {list(points)}")
+        if self.normalized and any(not (0 <= c <= 1) for point in self.points for c in point):
+            raise ValueError(f"{self.name!r}: normalized points must lie in 0..1, got {list(self.points)}")
         return self
 
     def pixels(self, width: int, height: int) -> np.ndarray:
         """The points in frame pixels, float64 [P, 2]."""
-        points = np.asarray(self.points, np.float64)  # type: ignore[attr-defined]
+        points = np.asarray(self.points, np.float64)
         return points * (width, height) if self.normalized else points
 
 

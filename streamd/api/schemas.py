@@ -83,6 +83,8 @@ class Network(_Answer):
 
 
 class PublicNetwork(Network):
+    # A public network is keyed by its slug and never deployed: the answer changes these two fields'
+    # types on purpose (Deepomatic's shape), which breaks substitutability only for the type checker.
     id: str = Field(description="The slug.")  # type: ignore[assignment]
     task_id: None = None  # type: ignore[assignment]
 
@@ -172,7 +174,7 @@ def page_of(model: type[BaseModel]) -> type[BaseModel]:
         count=(int, ...),
         next=(str | None, Field(description="Absolute URL of the next page.")),
         previous=(str | None, ...),
-        results=(list[model], ...),  # type: ignore[valid-type]
+        results=(list[model], ...),  # type: ignore[valid-type]  # a model built at run time, by design
     )
 
 

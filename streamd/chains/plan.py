@@ -317,8 +317,8 @@ def _pastes_back(
     service: ServiceNode, nodes: list[ServiceNode | ActionNode], parents: list[int | None]
 ) -> bool:
     above = parents[service.index]
-    crop = above is not None and isinstance(nodes[above], ActionNode) and nodes[above].kind == "crop"  # type: ignore[union-attr]
-    return crop and service.output.image
+    node = None if above is None else nodes[above]
+    return isinstance(node, ActionNode) and node.kind == "crop" and service.output.image
 
 
 def _describe_node(node: ServiceNode | ActionNode) -> str:

