@@ -15,6 +15,8 @@ from streamd.store.schema import chains
 
 @dataclass(frozen=True, slots=True)
 class ChainRecord:
+    """A stored chain: its name and the definition as the client sent it."""
+
     name: str
     definition: dict[str, Any]
     create_date: str
@@ -34,6 +36,8 @@ def _record(row: sa.RowMapping) -> ChainRecord:
 
 
 class ChainRepository:
+    """Stored chains (`PUT /chains/{name}`), by name; coroutines, the SQL runs on the database thread."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 

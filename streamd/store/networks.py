@@ -83,6 +83,8 @@ def _dumps(value: Any) -> str:
 
 
 class NetworkRepository:
+    """Private networks: their rows, and their files under `<data_dir>/networks/<id>/`."""
+
     def __init__(self, db: Database, data_dir: Path) -> None:
         self._db = db
         self.root = data_dir / "networks"

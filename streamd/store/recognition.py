@@ -26,6 +26,8 @@ def _dumps(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SpecRecord:
+    """A stored recognition spec (outputs, current version)."""
+
     spec_id: int
     name: str
     description: str
@@ -56,6 +58,8 @@ class SpecRecord:
 
 @dataclass(frozen=True, slots=True)
 class VersionRecord:
+    """A stored recognition version: a spec's network and post-processings."""
+
     version_id: int
     spec_id: int
     spec_name: str
@@ -121,6 +125,8 @@ _specs, _versions = recognition_specs, recognition_versions
 
 
 class RecognitionRepository:
+    """Recognition specs and their versions; coroutines, the SQL runs on the database thread."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -150,6 +156,7 @@ class RecognitionRepository:
         return _spec(row)
 
     async def specs_named(self, name: str) -> list[SpecRecord]:
+        """Every spec with this name (names are not unique), oldest first."""
         query = _specs.select().where(_specs.c.name == name).order_by(_specs.c.id)
         rows = await self._db.run(lambda conn: conn.execute(query).mappings().all())
         return [_spec(row) for row in rows]

@@ -15,6 +15,8 @@ from streamd.store.schema import streams
 
 @dataclass(frozen=True, slots=True)
 class StreamRecord:
+    """A stored stream: its definition, what it should be doing after a restart, and where it stopped."""
+
     stream_id: int
     name: str
     definition: dict[str, Any]
@@ -25,6 +27,8 @@ class StreamRecord:
 
 
 class StreamRepository:
+    """Stream definitions, desired states and checkpoints; coroutines, the SQL runs on the database thread."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 

@@ -21,6 +21,8 @@ TaskStatus = Literal["pending", "success", "error"]
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
+    """A task (a deployment, an inference request): its status, and its result or error."""
+
     task_id: int
     kind: str
     subject_id: int | None
@@ -43,6 +45,7 @@ class TaskRecord:
 
 
 def insert_task(conn: sa.Connection, kind: str, subject_id: int | None = None) -> int:
+    """Insert a `pending` task inside the caller's transaction; returns its id."""
     now = utc_now_iso()
     result = conn.execute(
         tasks.insert().values(
@@ -57,6 +60,7 @@ def finish_task(
 ) -> None:
     # A task leaves `pending` once: a late outcome (a deployment finishing after its network was
     # deleted) must not overwrite the first one.
+    """End a pending task inside the caller's transaction (a finished task is left as it is)."""
     conn.execute(
         tasks.update()
         .where(tasks.c.id == task_id, tasks.c.status == "pending")
@@ -83,6 +87,8 @@ def _record(row: sa.RowMapping) -> TaskRecord:
 
 
 class TaskRepository:
+    """Tasks, as the `/tasks` API shows them; coroutines, the SQL runs on the database thread."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -111,6 +117,8 @@ class TaskRepository:
         return count, [_record(row) for row in rows]
 
     async def fail_pending(self, kind: str, error: str) -> int:
+        """End every pending task of `kind` in `error` (work a restart interrupted); returns how many."""
+
         def fail(conn: sa.Connection) -> int:
             return conn.execute(
                 tasks.update()
