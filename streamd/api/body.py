@@ -38,6 +38,7 @@ async def read_step(request: web.Request, step: Awaitable[T]) -> T:
 
 
 def client_gone(request: web.Request) -> bool:
+    """Whether the client closed its connection (a handler then stops working for it)."""
     transport = request.transport
     return transport is None or transport.is_closing()
 

@@ -48,4 +48,5 @@ SERVICES = web.AppKey("services", Services)
 
 
 def services(request: web.Request) -> Services:
+    """The app's shared services, from any handler."""
     return request.app[SERVICES]

@@ -25,6 +25,7 @@ DEFAULT_PAGE_SIZE = 100
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer, serialised by orjson (NumPy values included)."""
     return web.Response(
         body=orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
         status=status,
@@ -75,6 +76,7 @@ async def read_json(request: web.Request) -> Any:
 async def read_json_object(
     request: web.Request, message: str = "the body must be a JSON object"
 ) -> dict[str, Any]:
+    """The body as a JSON object; anything else is a 400 with `message`."""
     body = await read_json(request)
     if not isinstance(body, dict):
         raise InvalidRequestError(message, code="invalid_json")
@@ -113,6 +115,7 @@ class QueryInt:
     description: str
 
     def openapi(self) -> dict[str, Any]:
+        """This parameter as an OpenAPI parameter object."""
         schema = {"type": "integer", "minimum": self.low, "maximum": self.high, "default": self.default}
         return {
             "name": self.name,
@@ -129,10 +132,12 @@ PAGE_PARAMS = (OFFSET, LIMIT)
 
 
 def page_params(request: web.Request) -> tuple[int, int]:
+    """`offset` and `limit` of a LimitOffset page, checked against their bounds."""
     return query_int(request, OFFSET), query_int(request, LIMIT)
 
 
 def query_int(request: web.Request, param: QueryInt) -> int:
+    """The parameter's value, its default when absent; out of bounds or not an integer is a 400."""
     name, low, high = param.name, param.low, param.high
     raw = request.query.get(name)
     if raw is None or raw == "":

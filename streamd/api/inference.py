@@ -30,6 +30,8 @@ from streamd.store.networks import NetworkRecord
 
 @dataclass(frozen=True, slots=True)
 class DecodedInput:
+    """One input image of an inference request, decoded and cropped, with where it sat in the original."""
+
     frame: np.ndarray  # BGR, cropped to the input's bbox if any
     offset_x: int  # where the crop starts in the image as sent
     offset_y: int
@@ -38,6 +40,7 @@ class DecodedInput:
 
 
 async def read_inference_body(request: web.Request, svc: Services) -> InferenceBody:
+    """The inference request, JSON or the client's flattened multipart form, validated."""
     if request.content_type == "multipart/form-data":
         refuse_large_body(request, svc.settings.server.json_max_bytes, "server.json_max_bytes")
         raw: Any = unflatten(await _multipart_fields(request, svc.settings.server.json_max_bytes))

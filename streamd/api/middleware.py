@@ -53,6 +53,7 @@ _DD_CODES = {400: 1006, 404: 1002, 409: 1008, 500: 1007}
 
 
 def error_response(status: int, code: str, message: str, dd_code: int | None = None) -> web.Response:
+    """The JSON error body every failure answers with (plus DeepDetect's envelope when `dd_code` is set)."""
     body: dict[str, object] = {"error": message, "code": code}
     if dd_code is not None:
         # DeepDetect's envelope beside ours, so DeepDetect clients read it too.
@@ -90,6 +91,7 @@ def _dd_code(request: web.Request, exc: Exception, status: int) -> int | None:
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Escaped once here: the id goes into log lines and back out in a response header.
+    """Request id (`X-Request-ID`), access log line and request metrics."""
     request_id = printable(request.headers.get("X-Request-ID", ""))[:MAX_REQUEST_ID] or uuid.uuid4().hex[:16]
     started = time.monotonic()
     response = await handler(request)
@@ -122,6 +124,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where exceptions become JSON error answers; handlers do not catch."""
     try:
         return await handler(request)
     except StreamdError as exc:
@@ -171,6 +174,7 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`X-API-KEY` checked against `auth.api_keys` (the page and snapshots take `?api_key=`)."""
     keys = services(request).settings.auth.api_keys
     # Every route also answers with a trailing slash, and so must the exemption.
     if keys and request.path not in OPEN_PATHS and request.path.removesuffix("/") not in OPEN_PATHS:

@@ -44,6 +44,7 @@ READ_ONLY_FIELDS = (
 
 
 def is_create_field(part_name: str) -> bool:
+    """Whether a multipart part is a field of the network (top-level or flattened), not a file."""
     return any(part_name == name or part_name.startswith((f"{name}.", f"{name}[")) for name in CREATE_FIELDS)
 
 
@@ -150,6 +151,7 @@ async def list_public_networks(request: web.Request) -> web.Response:
 
 
 def public_network(request: web.Request) -> PublicNetwork:
+    """The public network the path's slug names; 404 if none."""
     slug = request.match_info["slug"]
     entry = services(request).public_networks.get(slug)
     if entry is None:

@@ -20,6 +20,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """One row of the route table: the handler, and what /openapi.json says of it."""
+
     method: str
     path: str
     handler: Handler
@@ -108,6 +110,7 @@ ROUTES: tuple[Route, ...] = tuple(Route(*row) for row in _TABLE)
 
 
 def setup_routes(app: web.Application) -> None:
+    """Register every route, with a trailing-slash twin and HEAD wherever GET."""
     for route in ROUTES:
         paths = [route.path]
         if not route.path.endswith((".json", ".jpg")) and route.path != "/":
@@ -121,4 +124,5 @@ def setup_routes(app: web.Application) -> None:
 
 @functools.cache  # the table is fixed: build it once, not on the loop for every request
 def openapi_document() -> dict[str, Any]:
+    """The /openapi.json document, built once from the route table."""
     return build_document(ROUTES, OPEN_PATHS, {openapi: Operation("application/json")})

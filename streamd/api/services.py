@@ -30,6 +30,7 @@ def service_info(spec: SpecRecord) -> dict[str, Any]:
 
 
 async def service_list(recognition: RecognitionRepository) -> list[dict[str, Any]]:
+    """DeepDetect's service list: one entry per recognition spec (the first `MAX_LISTED`)."""
     _, specs = await recognition.specs(0, MAX_LISTED)
     return [service_info(spec) for spec in specs]
 

@@ -16,6 +16,7 @@ from streamd.video.source import redact
 
 
 def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
+    """A stream as the API shows it: its definition with secrets redacted, then its status."""
     body = svc.streams.bodies[pipeline.stream_id]
     sinks = []
     for sink in body.sinks:

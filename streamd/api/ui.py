@@ -17,6 +17,7 @@ REFRESH = QueryInt("refresh", 2, 0, 3600, "Seconds between reloads of the page; 
 
 
 async def index(request: web.Request) -> web.Response:
+    """The status page (`GET /`): the streams with their state, rates, drops and latest snapshot."""
     svc = services(request)
     key = request.query.get("api_key")
     refresh_s = query_int(request, REFRESH)

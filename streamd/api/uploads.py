@@ -91,12 +91,15 @@ async def _next_part(reader: MultipartReader) -> Any:
 
 
 def reject_repeated_field(name: str, seen: Container[str]) -> None:
+    """A field given twice is a 400 (the form has one value per name)."""
     if name in seen:
         raise InvalidRequestError(f"form field {name!r} is given twice", code="invalid_field")
 
 
 @dataclass(slots=True)
 class Upload:
+    """A multipart upload read to the staging directory: its text fields and the files written."""
+
     fields: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     total_bytes: int = 0

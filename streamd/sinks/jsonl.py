@@ -32,6 +32,8 @@ RECORD_START = b'{"stream_id":'  # how every record the pipeline writes begins
 
 
 class JsonlSink:
+    """Records appended to a JSONL file from a writer thread, whole lines only, rotated by size."""
+
     kind = "jsonl"
 
     def __init__(self, path: Path, rotate_bytes: int, keep_files: int = 5) -> None:
@@ -58,6 +60,7 @@ class JsonlSink:
         self.stats.error.set(f"writer crashed ({type(exc).__name__}: {exc}); restarted")
 
     def emit(self, record: bytes) -> None:
+        """Queue a record for the writer (dropped, counted, past `MAX_PENDING`); never blocks."""
         self.stats.count(SinkCount.EMITTED)
         if len(self._pending) >= MAX_PENDING:
             self.stats.drop(SinkDrop.QUEUE_FULL)

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 class MqttSink(SpoolingSink):
+    """Each record published as one MQTT message (aiomqtt), acknowledged before the next."""
+
     kind = "mqtt"
 
     def __init__(

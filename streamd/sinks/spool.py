@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 class Spool:
+    """The on-disk queue of one network sink: records in order, appended whole, read from an offset."""
+
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self._data = directory / "spool.jsonl"
         self._offset_file = directory / "spool.offset"
@@ -29,6 +31,7 @@ class Spool:
 
     @property
     def pending(self) -> int:
+        """Records spooled and not yet consumed."""
         return self._count
 
     @property
@@ -36,6 +39,7 @@ class Spool:
         return self._size - self._offset
 
     def open(self) -> None:
+        """Create the directory, cut a torn last record and load the read offset (blocking)."""
         self._data.parent.mkdir(parents=True, exist_ok=True)
         if not self._data.exists():
             return
@@ -70,11 +74,13 @@ class Spool:
             return len(accepted)
 
     def peek(self, count: int) -> list[bytes]:
+        """Up to `count` of the oldest records, left in place (blocking)."""
         with self._lock, self._data.open("rb") as handle:
             handle.seek(self._offset)
             return [handle.readline().rstrip(b"\n") for _ in range(min(count, self._count))]
 
     def consume(self, count: int) -> None:
+        """Forget the `count` oldest records (delivered or refused) and persist the offset (blocking)."""
         with self._lock:
             with self._data.open("rb") as handle:
                 handle.seek(self._offset)
@@ -89,6 +95,7 @@ class Spool:
                 self._offset_file.write_text(str(self._offset))
 
     def close(self) -> None:
+        """Persist the read offset of what is left (blocking)."""
         with self._lock:
             if self._count:
                 self._offset_file.write_text(str(self._offset))

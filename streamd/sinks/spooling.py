@@ -32,6 +32,8 @@ DISK_RETRY_S = 1.0
 
 
 class SpoolingSink:
+    """A network sink's delivery: memory queue, disk spool, backoff and drops; subclasses say how to send."""
+
     kind = "spooling"
 
     def __init__(
@@ -79,6 +81,7 @@ class SpoolingSink:
         return self.stats.snapshot(self.kind, self.spool_bytes)
 
     def emit(self, record: bytes) -> None:
+        """Queue a record in memory, or behind what is already on its way to the spool; never blocks."""
         self.stats.count(SinkCount.EMITTED)
         # Once anything is spilled or spooled, newer records queue behind it on disk: order is kept.
         if self._spool.pending or self._spill or len(self._memory) >= self._queue_max:

@@ -12,6 +12,8 @@ from streamd.health import LastError
 
 @dataclass(slots=True)
 class SinkStats:
+    """A sink's counters and latest error, read by its status and fed to the metrics as they move."""
+
     emitted: int = 0
     delivered: int = 0
     retried: int = 0
@@ -23,6 +25,7 @@ class SinkStats:
     observe_delivery: Callable[[float], None] | None = None  # metrics: seconds one write or POST took
 
     def count(self, counter: SinkCount, count: int = 1) -> None:
+        """Count records that reached `counter` (a delivery also clears the last error)."""
         if counter is SinkCount.EMITTED:
             self.emitted += count
         elif counter is SinkCount.DELIVERED:
@@ -41,15 +44,18 @@ class SinkStats:
         self.settled += count
 
     def delivery(self, seconds: float) -> None:
+        """Observe how long one write or POST took."""
         if self.observe_delivery is not None:
             self.observe_delivery(seconds)
 
     def drop(self, reason: SinkDrop, count: int = 1) -> None:
+        """Count records lost for `reason` (the caller settles them too)."""
         self.dropped[reason.value] = self.dropped.get(reason.value, 0) + count
         if self.observe is not None:
             self.observe(f"dropped_{reason.value}", count)
 
     def snapshot(self, kind: str, spool_bytes: int | None = None) -> SinkStatus:
+        """The frozen `SinkStatus` a stream's status shows."""
         return SinkStatus(
             kind,
             self.emitted,

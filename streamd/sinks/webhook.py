@@ -25,6 +25,8 @@ RETRYABLE = frozenset({408, 429})
 
 
 class WebhookSink(SpoolingSink):
+    """Records POSTed to an HTTP receiver, alone or in arrays; 5xx, 408, 429 and failures are retried."""
+
     kind = "webhook"
 
     def __init__(

@@ -54,11 +54,15 @@ def check_scene(plan: ChainPlan, scene: SceneConfig | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Analysed:
+    """A frame's prediction with its track ids filled in, and the events it caused."""
+
     prediction: Prediction
     events: tuple[dict[str, Any], ...]  # line crossings, in the record's `events`
 
 
 class StreamAnalytics:
+    """One stream's tracking, zones and lines, applied to each prediction in emission order (on the loop)."""
+
     def __init__(self, plan: ChainPlan, scene: SceneConfig | None) -> None:
         self._tracked = tracked_calls(plan)
         self._counted = frozenset(self._tracked) or (
@@ -74,10 +78,12 @@ class StreamAnalytics:
 
     @property
     def enabled(self) -> bool:
+        """Whether the chain tracks anything or the stream has a scene."""
         return bool(self._tracked) or self._scene is not None
 
     @property
     def has_lines(self) -> bool:
+        """Whether the scene has lines, whose crossings make events."""
         return self._scene is not None and bool(self._scene.lines)
 
     async def prepare(self) -> None:
@@ -93,6 +99,7 @@ class StreamAnalytics:
             self._lines.reset()
 
     def apply(self, prediction: Prediction, pts_s: float, width: int, height: int) -> Analysed:
+        """Track, place in zones and count crossings for one frame's prediction."""
         self._prepare(width, height)
         events: list[dict[str, Any]] = []
         occupancy: dict[str, dict[str, int]] = {zone: {} for zone in self._zone_names}
@@ -106,6 +113,7 @@ class StreamAnalytics:
         return Analysed(replace(prediction, output=output, nested=nested), tuple(events))
 
     def status(self) -> AnalyticsStatus:
+        """Active tracks, zone occupancy and line totals, for the stream's status."""
         lines = self._lines.totals if self._lines is not None else {}
         return AnalyticsStatus(
             tracks=sum(tracker.active_tracks for tracker in self._trackers.values()),

@@ -41,6 +41,8 @@ class _StreamSeries:
 
 
 class StreamCounters:
+    """A stream's frame counts, rates, latencies and stage times, for its status and its metrics."""
+
     def __init__(self, stream_id: int, metrics: Metrics | None) -> None:
         self._stream = str(stream_id)
         self._metrics = metrics
@@ -66,6 +68,7 @@ class StreamCounters:
             self._series.discontinuities.inc()
 
     def drop(self, reason: DropReason, count: int = 1) -> None:
+        """Count frames lost for `reason` (those dropped after decoding count as decoded too)."""
         self.dropped[reason] = self.dropped.get(reason, 0) + count
         if reason in DECODED_BUT_DROPPED:
             self.count_decoded(count)
@@ -83,11 +86,13 @@ class StreamCounters:
             self._series.decoded.inc(count)
 
     def stage(self, stage: str, seconds: float) -> None:
+        """Record how long a frame spent in one stage of the pipeline."""
         self._stages[stage].append(seconds)
         if self._series is not None:
             self._series.stages[stage].observe(seconds)
 
     def processed_one(self, latency_s: float, now: float) -> None:
+        """Count one frame handed to the sinks, `latency_s` after it was decoded."""
         self.processed += 1
         self._latencies.append(latency_s)
         if self._series is not None:
@@ -96,6 +101,7 @@ class StreamCounters:
         _record(self._processed_at, now)
 
     def frames(self, buffered: int) -> FrameCounts:
+        """The frame counts of the status, with `buffered` frames waiting."""
         dropped = {reason.value: count for reason, count in self.dropped.items()}
         return FrameCounts(self.decoded, self.processed, dropped, buffered)
 
@@ -107,9 +113,11 @@ class StreamCounters:
         )
 
     def latency(self) -> Percentiles:
+        """Percentiles of the latest latencies (decoded → sinks)."""
         return _percentiles(sorted(self._latencies))
 
     def stages(self) -> dict[str, Percentiles]:
+        """Percentiles of the latest times in each stage."""
         return {stage: _percentiles(sorted(times)) for stage, times in self._stages.items()}
 
 

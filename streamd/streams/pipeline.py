@@ -60,6 +60,8 @@ _DROPS = {
 
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
+    """How one stream's pipeline buffers, bounds its frames in the chain and checkpoints."""
+
     buffer_frames: int
     frames_in_flight: int
     drop_policy: DropPolicy
@@ -72,6 +74,8 @@ Checkpoint = Callable[[Position], Awaitable[None]]
 
 
 class StreamPipeline:
+    """One stream: decoder → buffer → chain → analytics → record → sinks, in order, with its state."""
+
     def __init__(
         self,
         stream_id: int,
@@ -121,6 +125,7 @@ class StreamPipeline:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, *, paused: bool = False) -> None:
+        """Start the sinks, the decoder thread and the tasks that feed the chain and emit in order."""
         loop = asyncio.get_running_loop()
         await self.analytics.prepare()
         for sink in self.sinks:
@@ -385,6 +390,7 @@ class StreamPipeline:
 
     # -- status ------------------------------------------------------------------------------------------
     def status(self) -> StreamStatus:
+        """The stream's `StreamStatus` now: state, counts, rates, latencies, sinks and analytics."""
         now = time.monotonic()
         sinks = tuple(sink.status() for sink in self.sinks)
         fps_in, fps_out = self.counters.fps(now)

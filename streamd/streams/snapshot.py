@@ -37,6 +37,7 @@ def collect(detections: tuple[Detection, ...], prefix: str = "") -> tuple[list[t
 
 
 def render(pixels: Image, prediction: Prediction) -> bytes:
+    """A JPEG of the frame with its boxes and labels drawn, nested ones included (CPU: a worker thread)."""
     canvas = as_array(pixels).copy()
     found_boxes, texts = collect(prediction.detections())
     for key, output in prediction.nested:  # other root services, nested at image level

@@ -8,6 +8,8 @@ from streamd.errors import ConflictError
 
 
 class StreamState(StrEnum):
+    """The states of a stream; `TRANSITIONS` says which may follow which."""
+
     STARTING = "starting"
     RUNNING = "running"
     PAUSED = "paused"
@@ -52,14 +54,18 @@ RESUMABLE = frozenset({StreamState.PAUSED})
 
 
 class StreamStateError(ConflictError):
+    """A call that the stream's state does not allow (409)."""
+
     code = "invalid_stream_state"
 
 
 def check_transition(current: StreamState, target: StreamState) -> bool:
+    """Whether `target` may follow `current`."""
     return target in TRANSITIONS[current]
 
 
 def require(current: StreamState, allowed: frozenset[StreamState], action: str, stream_id: int) -> None:
+    """Raise `StreamStateError` naming the allowed states unless `current` is one of them."""
     if current not in allowed:
         states = ", ".join(sorted(state.value for state in allowed))
         raise StreamStateError(
