@@ -247,7 +247,7 @@ class ClusterConfig(_Section):
         max_length=200,
         description=(
             "This node's name in the nodes table and on its records. Unset: <hostname>-<pid>. A fixed "
-            "name lets a restarted node take its own leases back at once; two live nodes must never share one."
+            "name lets a restarted node take its own leases back at once; two live nodes must not share one."
         ),
     )
     lease_ttl_s: float = Field(

@@ -42,11 +42,13 @@ class TaskRecord:
         }
 
 
-def insert_task(conn: sa.Connection, kind: str, subject_id: int | None = None) -> int:
+def insert_task(
+    conn: sa.Connection, kind: str, subject_id: int | None = None, node: str | None = None
+) -> int:
     now = utc_now_iso()
     result = conn.execute(
         tasks.insert().values(
-            kind=kind, subject_id=subject_id, status="pending", date_created=now, date_updated=now
+            kind=kind, subject_id=subject_id, status="pending", date_created=now, date_updated=now, node=node
         )
     )
     return int(result.inserted_primary_key[0])
@@ -83,11 +85,12 @@ def _record(row: sa.RowMapping) -> TaskRecord:
 
 
 class TaskRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, node: str | None = None) -> None:
         self._db = db
+        self._node = node  # cluster mode: tasks are marked with the node that runs them
 
     async def create(self, kind: str, subject_id: int | None = None) -> int:
-        return await self._db.run(lambda conn: insert_task(conn, kind, subject_id))
+        return await self._db.run(lambda conn: insert_task(conn, kind, subject_id, self._node))
 
     async def finish(
         self, task_id: int, status: TaskStatus, *, data: Any = None, error: str | None = None
@@ -111,11 +114,15 @@ class TaskRepository:
         return count, [_record(row) for row in rows]
 
     async def fail_pending(self, kind: str, error: str) -> int:
+        """Fail the pending tasks of `kind` that a stop interrupted: in cluster mode only this node's (a
+        node's restart must not fail the inferences another node is running)."""
+
         def fail(conn: sa.Connection) -> int:
+            query = tasks.update().where(tasks.c.kind == kind, tasks.c.status == "pending")
+            if self._node is not None:
+                query = query.where(tasks.c.node == self._node)
             return conn.execute(
-                tasks.update()
-                .where(tasks.c.kind == kind, tasks.c.status == "pending")
-                .values(status="error", error=error, date_updated=utc_now_iso())
+                query.values(status="error", error=error, date_updated=utc_now_iso())
             ).rowcount
 
         return await self._db.run(fail)
