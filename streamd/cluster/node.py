@@ -51,8 +51,9 @@ class ClusterNode:
         assert manager.node_id is not None
         self.info = NodeInfo(manager.node_id, address, config.max_streams, config.lease_ttl_s)
         self._db = Database(Path("."), database_url, thread_name="streamd-lease", migrate=False)
-        # A round that takes longer than a renewal period is as good as failed: fail it fast instead.
-        self._db.statement_timeout_s = self._db.connect_timeout_s = max(1.0, config.lease_ttl_s / 3)
+        # A round stuck past a renewal period or two is as good as failed: fail it and try again (the
+        # self-fencing deadline below, not this timeout, is what keeps a stale owner from writing).
+        self._db.statement_timeout_s = self._db.connect_timeout_s = max(2.0, config.lease_ttl_s / 3)
         self._manager = manager
         self.store = store
         self._task: asyncio.Task[None] | None = None
