@@ -17,6 +17,7 @@ from streamd.api.middleware import MIDDLEWARES
 from streamd.api.routes import setup_routes
 from streamd.chains.catalogue import ChainCatalogue
 from streamd.chains.runner import ChainRunner
+from streamd.cluster.node import ClusterNode, default_node_id
 from streamd.egress import EgressPolicy
 from streamd.inference.deployment import Deployer
 from streamd.inference.jobs import InferenceJobs
@@ -39,15 +40,21 @@ logger = logging.getLogger(__name__)
 def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path, settings.database_url)
     networks = NetworkRepository(db, settings.storage.data_dir)
-    tasks = TaskRepository(db)
+    # Cluster mode when the registry is PostgreSQL: this node's name, on its tasks, leases and records.
+    node_id = None
+    if settings.database_url is not None:
+        node_id = settings.cluster.node_id or default_node_id()
+    tasks = TaskRepository(db, node_id)
     metrics = Metrics() if settings.metrics.enabled else None
     runtime = InferenceRuntime(networks, settings.inference, metrics)
     runner = ChainRunner(runtime, settings.storage.data_dir / "chains", metrics)
     chains = ChainRepository(db)
     recognition = RecognitionRepository(db)
     catalogue = ChainCatalogue(chains, recognition, networks, settings.chains)
+    stream_store = StreamRepository(db)
+    lease = None if node_id is None else (node_id, settings.cluster.lease_ttl_s, settings.cluster.max_streams)
     streams = StreamManager(
-        StreamRepository(db),
+        stream_store,
         runner,
         catalogue,
         settings.streams,
@@ -56,6 +63,7 @@ def build_app(settings: Settings) -> web.Application:
         media_roots=settings.media_roots,
         result_roots=settings.result_roots,
         metrics=metrics,
+        lease=lease,
     )
     if metrics is not None:
         metrics.add_stream_gauges(streams.statuses)
@@ -73,6 +81,9 @@ def build_app(settings: Settings) -> web.Application:
         chains_runner=runner,
         streams=streams,
         metrics=metrics,
+        cluster=None
+        if settings.database_url is None
+        else ClusterNode(settings.cluster, settings.database_url, _address(settings), streams, stream_store),
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
     app[SERVICES] = svc
@@ -125,8 +136,20 @@ async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     """Streams start last (their networks and chains must be ready) and stop first."""
     svc = app[SERVICES]
+    if svc.cluster is not None:
+        # Cluster mode: this node runs what it claims, not every stored stream (streamd/cluster/node.py).
+        await svc.cluster.start()
+        yield
+        await svc.cluster.stop()
+        return
     resumed = await svc.streams.resume_all()
     if resumed:
         logger.info("resumed %d stream(s)", resumed)
     yield
     await svc.streams.close()
+
+
+def _address(settings: Settings) -> str:
+    if settings.cluster.advertise_url is not None:
+        return settings.cluster.advertise_url
+    return f"http://{settings.server.host}:{settings.server.port}/"

@@ -238,6 +238,36 @@ class StreamsConfig(_Section):
     )
 
 
+class ClusterConfig(_Section):
+    """Cluster mode: on when storage.database_url names PostgreSQL (docs/design.md, Cluster)."""
+
+    node_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "This node's name in the nodes table and on its records. Unset: <hostname>-<pid>. A fixed "
+            "name lets a restarted node take its own leases back at once; two live nodes must not share one."
+        ),
+    )
+    lease_ttl_s: float = Field(
+        6.0,
+        ge=0.5,
+        le=600,
+        description=(
+            "How long a stream's lease lasts without renewal (the database's clock); leases are renewed "
+            "every third of it. A dead node's streams move within about ttl + ttl/3."
+        ),
+    )
+    max_streams: int = Field(
+        50, ge=0, le=100_000, description="Most streams this node runs at once (0: it runs none)."
+    )
+    advertise_url: str | None = Field(
+        None,
+        description="The address other nodes and clients reach this node's API at. Unset: http://<host>:<port>/.",
+    )
+
+
 class EgressConfig(_Section):
     deny_cidrs: tuple[str, ...] = Field(
         ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"),
@@ -280,6 +310,7 @@ class Settings(_Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching and TF.")
     chains: ChainsConfig = Field(default_factory=ChainsConfig, description="Chain validation bounds.")
     streams: StreamsConfig = Field(default_factory=StreamsConfig, description="Video streams and sinks.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster mode (PostgreSQL).")
     egress: EgressConfig = Field(default_factory=EgressConfig, description="Where streams may connect.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")

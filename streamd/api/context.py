@@ -8,6 +8,7 @@ from aiohttp import web
 
 from streamd.chains.catalogue import ChainCatalogue
 from streamd.chains.runner import ChainRunner
+from streamd.cluster.node import ClusterNode
 from streamd.inference.deployment import Deployer
 from streamd.inference.jobs import InferenceJobs
 from streamd.inference.runtime import InferenceRuntime
@@ -39,6 +40,7 @@ class Services:
     chains_runner: ChainRunner
     streams: StreamManager
     metrics: Metrics | None
+    cluster: ClusterNode | None = None  # cluster mode (PostgreSQL) only
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None
     ready: bool = False

@@ -14,7 +14,19 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from streamd import __version__
-from streamd.api import chains, inference, networks, ops, recognition, schemas, services, streams, tasks, ui
+from streamd.api import (
+    chains,
+    cluster,
+    inference,
+    networks,
+    ops,
+    recognition,
+    schemas,
+    services,
+    streams,
+    tasks,
+    ui,
+)
 from streamd.api.http import PAGE_PARAMS
 from streamd.chains.spec import ChainBody, ChainRunBody
 from streamd.inference.bodies import InferenceBody
@@ -102,6 +114,7 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
     streams.get_stream: Operation(schemas.Stream),
     streams.delete_stream: Operation(None, 204),
     streams.stream_snapshot: Operation("image/jpeg", query_key=True),
+    cluster.cluster_status: Operation(schemas.Cluster),
     streams.pause_stream: Operation(schemas.Stream),
     streams.resume_stream: Operation(schemas.Stream),
     tasks.list_tasks: Operation(schemas.TaskPage, query=(*_PAGE, tasks.TASK_IDS)),

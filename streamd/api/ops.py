@@ -28,6 +28,11 @@ async def readyz(request: web.Request) -> web.Response:
     problem = await svc.db.probe_write()
     if problem is not None:
         raise UnavailableError(f"the database cannot be written: {problem}", code="database_unwritable")
+    if svc.cluster is not None and not svc.cluster.healthy:
+        raise UnavailableError(
+            f"this node cannot renew its stream leases: {svc.cluster.error or 'no renewal in time'}",
+            code="cluster_leases_lost",
+        )
     return json_response({"status": "ready"})
 
 

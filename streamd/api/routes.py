@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streamd.api import chains, inference, networks, ops, recognition, services, streams, tasks, ui
+from streamd.api import chains, cluster, inference, networks, ops, recognition, services, streams, tasks, ui
 from streamd.api.http import json_response
 from streamd.api.middleware import OPEN_PATHS
 from streamd.api.openapi import Operation, build_document
@@ -98,6 +98,8 @@ _TABLE: tuple[tuple[str, str, Handler, str, str], ...] = (
     ("GET", "/v0.7/streams/{stream_id}", streams.get_stream, "A stream's state, counters, fps, latency.",
      "streams"),
     ("DELETE", "/v0.7/streams/{stream_id}", streams.delete_stream, "Stop, flush sinks, forget.", "streams"),
+    ("GET", "/v0.7/cluster", cluster.cluster_status, "Cluster mode: nodes, streams, load, heartbeats.",
+     "streams"),
     ("GET", "/v0.7/streams/{stream_id}/snapshot.jpg", streams.stream_snapshot,
      "The latest processed frame with its results drawn (JPEG).", "streams"),
     ("POST", "/v0.7/streams/{stream_id}/pause", streams.pause_stream, "Pause processing.", "streams"),

@@ -152,6 +152,26 @@ class ChainResult(_Answer):
     body: dict[str, Any]
 
 
+class ClusterNode(_Answer):
+    node: str
+    address: str
+    alive: bool
+    heartbeat_age_s: float
+    uptime_s: float
+    max_streams: int
+    load: float | None
+    streams: list[int]
+
+
+class Cluster(_Answer):
+    """Cluster mode: this node's name, the lease ttl, every node and the streams no node runs."""
+
+    node: str
+    lease_ttl_s: float
+    nodes: list[ClusterNode]
+    unassigned: list[int]
+
+
 class Stream(BaseModel):
     """A stream's definition (credentials redacted) and its live status."""
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from streamd.api.cluster import remote_fields, set_remote_desired, shared_record
 from streamd.api.context import Services, services
 from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
 from streamd.errors import NotFoundError
+from streamd.store.streams import StreamRecord
 from streamd.streams.bodies import MqttSinkBody, StreamBody, WebhookSinkBody
 from streamd.streams.pipeline import StreamPipeline
 from streamd.video.source import redact
@@ -17,7 +19,22 @@ from streamd.video.source import redact
 
 def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
     """A stream as the API shows it: its definition with secrets redacted, then its status."""
+    status = pipeline.status().to_api()
+    if svc.cluster is not None:
+        epoch = pipeline.lease[0] if pipeline.lease is not None else None
+        status.update(node=svc.cluster.info.node_id, epoch=epoch, status_age_s=0.0)
     body = svc.streams.bodies[pipeline.stream_id]
+    return _object(pipeline.stream_id, pipeline.name, pipeline.chain_name, body, status)
+
+
+def _remote_object(record: StreamRecord) -> dict[str, Any]:
+    body, chain, status = remote_fields(record)
+    return _object(record.stream_id, record.name, chain, body, status)
+
+
+def _object(
+    stream_id: int, name: str, chain: str, body: StreamBody, status: dict[str, Any]
+) -> dict[str, Any]:
     sinks = []
     for sink in body.sinks:
         data = sink.model_dump()
@@ -30,16 +47,16 @@ def stream_object(svc: Services, pipeline: StreamPipeline) -> dict[str, Any]:
                 data["password"] = "***"
         sinks.append(data)
     return {
-        "id": pipeline.stream_id,
-        "name": pipeline.name,
+        "id": stream_id,
+        "name": name,
         "source": {"uri": redact(body.source.uri), "options": body.source.options.model_dump()},
-        "chain": pipeline.chain_name,
+        "chain": chain,
         "fps": body.fps,
         "drop_policy": body.drop_policy,
         "sinks_config": sinks,
         **({"motion": body.motion.model_dump()} if body.motion is not None else {}),
         **({"scene": body.scene.model_dump()} if body.scene is not None else {}),
-        **pipeline.status().to_api(),
+        **status,
     }
 
 
@@ -48,12 +65,23 @@ async def create_stream(request: web.Request) -> web.Response:
     body = validate(StreamBody, await read_json(request), "stream")
     plan, chain_name = await svc.chain_catalogue.stream_plan(body.chain)
     pipeline = await svc.streams.create(body, plan, chain_name)
+    if isinstance(pipeline, int):  # cluster mode, this node full: stored, for another node to claim
+        return json_response(_remote_object(await shared_record(svc, pipeline)), status=201)
     return json_response(stream_object(svc, pipeline), status=201)
 
 
 async def list_streams(request: web.Request) -> web.Response:
     svc = services(request)
     offset, limit = page_params(request)
+    if svc.cluster is not None:  # every node lists every stream: the rows are the truth
+        records = await svc.cluster.store.shared()
+        return paginated(
+            request,
+            len(records),
+            offset,
+            limit,
+            [await _view(svc, record) for record in records[offset : offset + limit]],
+        )
     pipelines = svc.streams.all()
     return paginated(
         request,
@@ -64,23 +92,48 @@ async def list_streams(request: web.Request) -> web.Response:
     )
 
 
+async def _view(svc: Services, record: StreamRecord) -> dict[str, Any]:
+    if record.stream_id in svc.streams.bodies:
+        return stream_object(svc, svc.streams.get(record.stream_id))
+    return _remote_object(record)
+
+
 async def get_stream(request: web.Request) -> web.Response:
     svc = services(request)
-    return json_response(stream_object(svc, svc.streams.get(int_id(request, "stream_id", "stream"))))
+    stream_id = int_id(request, "stream_id", "stream")
+    if svc.cluster is not None:
+        return json_response(await _view(svc, await shared_record(svc, stream_id)))
+    return json_response(stream_object(svc, svc.streams.get(stream_id)))
+
+
+async def _set_desired(request: web.Request, desired: str) -> web.Response:
+    svc = services(request)
+    stream_id = int_id(request, "stream_id", "stream")
+    if svc.cluster is not None and stream_id not in svc.streams.bodies:
+        await set_remote_desired(svc, await shared_record(svc, stream_id), desired)
+        return json_response(_remote_object(await shared_record(svc, stream_id)))
+    change = svc.streams.pause if desired == "paused" else svc.streams.resume
+    return json_response(stream_object(svc, await change(stream_id)))
 
 
 async def pause_stream(request: web.Request) -> web.Response:
-    svc = services(request)
-    return json_response(stream_object(svc, await svc.streams.pause(int_id(request, "stream_id", "stream"))))
+    return await _set_desired(request, "paused")
 
 
 async def resume_stream(request: web.Request) -> web.Response:
-    svc = services(request)
-    return json_response(stream_object(svc, await svc.streams.resume(int_id(request, "stream_id", "stream"))))
+    return await _set_desired(request, "running")
 
 
 async def delete_stream(request: web.Request) -> web.Response:
-    await services(request).streams.delete(int_id(request, "stream_id", "stream"))
+    svc = services(request)
+    stream_id = int_id(request, "stream_id", "stream")
+    if svc.cluster is not None and stream_id not in svc.streams.bodies:
+        # Another node runs it (or none does): the row goes; its owner stops it and removes its
+        # spools at its next renewal.
+        await shared_record(svc, stream_id)
+        await svc.cluster.store.delete(stream_id)
+        return no_content()
+    await svc.streams.delete(stream_id)
     return no_content()
 
 

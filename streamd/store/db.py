@@ -68,8 +68,14 @@ class Database:
     `url` None means the SQLite file at `path`; otherwise a PostgreSQL URL.
     """
 
-    def __init__(self, path: Path, url: str | None = None) -> None:
+    def __init__(
+        self, path: Path, url: str | None = None, *, thread_name: str = "streamd-db", migrate: bool = True
+    ) -> None:
         self._path = path
+        self._thread_name = thread_name
+        self._migrate = migrate  # False: a second connection (cluster leases) to a database already migrated
+        self.connect_timeout_s: float = _PG_CONNECT_TIMEOUT_S
+        self.statement_timeout_s: float | None = None
         self._url = None if url is None else postgres_url(url)
         self.dialect = "sqlite" if url is None else "postgresql"
         # How logs and errors name the database: never with its password.
@@ -81,7 +87,7 @@ class Database:
 
     async def open(self) -> None:
         """Connect, check, and migrate to the schema this streamd knows (DatabaseUnusableError if not)."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamd-db")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread_name)
         try:
             await self._submit(self._connect)
         except DatabaseUnusableError:
@@ -176,9 +182,15 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def _connect(self) -> None:
-        self._engine = self._sqlite_engine() if self._url is None else self._postgres_engine(self._url)
+        self._engine = (
+            self._sqlite_engine()
+            if self._url is None
+            else self._postgres_engine(self._url, self.connect_timeout_s, self.statement_timeout_s)
+        )
         with self._engine.connect() as conn:
-            if self._url is None:
+            if not self._migrate:
+                conn.exec_driver_sql("SELECT 1")
+            elif self._url is None:
                 self._migrate_sqlite(conn)
             else:
                 with conn.begin():
@@ -222,10 +234,14 @@ class Database:
         return engine
 
     @staticmethod
-    def _postgres_engine(url: sa.URL) -> sa.Engine:
+    def _postgres_engine(
+        url: sa.URL, connect_timeout_s: float, statement_timeout_s: float | None
+    ) -> sa.Engine:
         connect_args: dict[str, Any] = {"application_name": "streamd"}
         if "connect_timeout" not in url.query:
-            connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT_S
+            connect_args["connect_timeout"] = max(1, round(connect_timeout_s))
+        if statement_timeout_s is not None:
+            connect_args["options"] = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
         # A connection that died with the server or the network is noticed before use (pre-ping) and
         # replaced; keepalives bound how long a statement waits on a peer that vanished.
         connect_args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)

@@ -42,6 +42,7 @@ tasks = sa.Table(
     _text("data", nullable=True),
     _text("date_created"),
     _text("date_updated"),
+    _text("node", nullable=True),  # cluster mode: the node whose restart may fail it (revision 0002)
     sa.CheckConstraint("status IN ('pending', 'success', 'error')", name="tasks_status"),
     **_IDS,
 )
@@ -115,7 +116,27 @@ streams = sa.Table(
     _text("checkpoint", nullable=True),
     _text("create_date"),
     _text("update_date"),
+    # Cluster mode (revision 0002; unused on SQLite): the lease, by the database's clock. `epoch` grows
+    # at each claim and fences the owner's writes; `status` is the owner's last published status (JSON).
+    _text("owner", nullable=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    _text("status", nullable=True),
+    sa.Column("status_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("streams_owner", "owner"),
     **_IDS,
+)
+
+# Cluster mode: one row per node, its heartbeat by the database's clock.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    _text("address"),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("max_streams", sa.Integer, nullable=False),
+    sa.Column("streams", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
 # One row (id 1) that the readiness probe rewrites to prove the database takes writes.

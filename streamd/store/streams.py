@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -24,6 +25,43 @@ class StreamRecord:
     create_date: str
     run: int  # how many times the stream was started; records carry it
     checkpoint: Position | None  # the last frame every sink had made durable
+    # Cluster mode only (None / 0 on SQLite): the lease and the owner's last published status.
+    owner: str | None = None
+    epoch: int = 0
+    status: dict[str, Any] | None = None
+    status_age_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Who may write a stream's row in cluster mode: its lease holder at this epoch, nobody else."""
+
+    node_id: str
+    epoch: int
+
+
+def _fenced(statement: Any, fence: Fence | None) -> Any:
+    if fence is None:
+        return statement
+    return statement.where(streams.c.owner == fence.node_id, streams.c.epoch == fence.epoch)
+
+
+def _record(r: sa.RowMapping) -> StreamRecord:
+    status = r.get("status")
+    age = r.get("status_age_s")
+    return StreamRecord(
+        r["id"],
+        r["name"],
+        orjson.loads(r["definition"]),
+        r["desired"],
+        r["create_date"],
+        r["run"],
+        None if r["checkpoint"] is None else Position.from_json(orjson.loads(r["checkpoint"])),
+        r.get("owner"),
+        r.get("epoch") or 0,
+        None if status is None else orjson.loads(status),
+        None if age is None else round(float(age), 3),
+    )
 
 
 class StreamRepository:
@@ -32,9 +70,17 @@ class StreamRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, name: str, definition: dict[str, Any]) -> int:
+    async def create(
+        self, name: str, definition: dict[str, Any], *, lease: tuple[str, float] | None = None
+    ) -> int:
+        """Insert a stream; `lease` (node id, ttl) makes that node its owner at epoch 1 (cluster mode)."""
+
         def insert(conn: sa.Connection) -> int:
             now = utc_now_iso()
+            owned: dict[str, Any] = {}
+            if lease is not None:
+                until = sa.func.now() + sa.literal(timedelta(seconds=lease[1]), sa.Interval)
+                owned = {"owner": lease[0], "epoch": 1, "lease_until": until}
             result = conn.execute(
                 streams.insert().values(
                     name=name,
@@ -42,20 +88,22 @@ class StreamRepository:
                     desired="running",
                     create_date=now,
                     update_date=now,
+                    **owned,
                 )
             )
             return inserted_id(result)
 
         return await self._db.run(insert)
 
-    async def set_desired(self, stream_id: int, desired: str) -> None:
-        await self._db.run(
-            lambda conn: conn.execute(
-                streams.update()
-                .where(streams.c.id == stream_id)
-                .values(desired=desired, update_date=utc_now_iso())
-            )
-        )
+    async def set_desired(
+        self, stream_id: int, desired: str, *, fence: Fence | None = None, release: bool = False
+    ) -> bool:
+        """Set what a restart (or the stream's owner) does with it; False when the fence refused it."""
+        values: dict[str, Any] = {"desired": desired, "update_date": utc_now_iso()}
+        if release:
+            values.update(owner=None, lease_until=None)
+        statement = _fenced(streams.update().where(streams.c.id == stream_id), fence).values(**values)
+        return bool(await self._db.run(lambda conn: conn.execute(statement).rowcount))
 
     async def start_run(self, stream_id: int) -> int:
         """Count one more start of the stream and return its number (1 for the first)."""
@@ -71,13 +119,11 @@ class StreamRepository:
 
         return await self._db.run(increment)
 
-    async def save_checkpoint(self, stream_id: int, position: Position) -> None:
+    async def save_checkpoint(self, stream_id: int, position: Position, fence: Fence | None = None) -> None:
+        """In cluster mode only the lease holder's checkpoint lands: a stale owner cannot move it back."""
         data = orjson.dumps(position.to_json()).decode()
-        await self._db.run(
-            lambda conn: conn.execute(
-                streams.update().where(streams.c.id == stream_id).values(checkpoint=data)
-            )
-        )
+        statement = _fenced(streams.update().where(streams.c.id == stream_id), fence).values(checkpoint=data)
+        await self._db.run(lambda conn: conn.execute(statement))
 
     async def delete(self, stream_id: int) -> None:
         await self._db.run(lambda conn: conn.execute(streams.delete().where(streams.c.id == stream_id)))
@@ -86,15 +132,16 @@ class StreamRepository:
         rows = await self._db.run(
             lambda conn: conn.execute(streams.select().order_by(streams.c.id)).mappings().all()
         )
-        return [
-            StreamRecord(
-                r["id"],
-                r["name"],
-                orjson.loads(r["definition"]),
-                r["desired"],
-                r["create_date"],
-                r["run"],
-                None if r["checkpoint"] is None else Position.from_json(orjson.loads(r["checkpoint"])),
-            )
-            for r in rows
-        ]
+        return [_record(r) for r in rows]
+
+    async def shared(self, stream_id: int | None = None) -> list[StreamRecord]:
+        """Cluster mode: rows with their lease and status age (database clock); one row or all of them.
+        A lease that expired shows no owner."""
+        age = sa.func.extract("epoch", sa.func.now() - streams.c.status_at).label("status_age_s")
+        owner = sa.case((streams.c.lease_until > sa.func.now(), streams.c.owner), else_=None).label("owner")
+        columns = [c for c in streams.c if c.name != "owner"]
+        query = sa.select(*columns, owner, age).order_by(streams.c.id)
+        if stream_id is not None:
+            query = query.where(streams.c.id == stream_id)
+        rows = await self._db.run(lambda conn: conn.execute(query).mappings().all())
+        return [_record(r) for r in rows]

@@ -44,12 +44,14 @@ class TaskRecord:
         }
 
 
-def insert_task(conn: sa.Connection, kind: str, subject_id: int | None = None) -> int:
+def insert_task(
+    conn: sa.Connection, kind: str, subject_id: int | None = None, node: str | None = None
+) -> int:
     """Insert a `pending` task inside the caller's transaction; returns its id."""
     now = utc_now_iso()
     result = conn.execute(
         tasks.insert().values(
-            kind=kind, subject_id=subject_id, status="pending", date_created=now, date_updated=now
+            kind=kind, subject_id=subject_id, status="pending", date_created=now, date_updated=now, node=node
         )
     )
     return inserted_id(result)
@@ -89,11 +91,12 @@ def _record(row: sa.RowMapping) -> TaskRecord:
 class TaskRepository:
     """Tasks, as the `/tasks` API shows them; coroutines, the SQL runs on the database thread."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, node: str | None = None) -> None:
         self._db = db
+        self._node = node  # cluster mode: tasks are marked with the node that runs them
 
     async def create(self, kind: str, subject_id: int | None = None) -> int:
-        return await self._db.run(lambda conn: insert_task(conn, kind, subject_id))
+        return await self._db.run(lambda conn: insert_task(conn, kind, subject_id, self._node))
 
     async def finish(
         self, task_id: int, status: TaskStatus, *, data: Any = None, error: str | None = None
@@ -117,13 +120,15 @@ class TaskRepository:
         return count, [_record(row) for row in rows]
 
     async def fail_pending(self, kind: str, error: str) -> int:
-        """End every pending task of `kind` in `error` (work a restart interrupted); returns how many."""
+        """Fail the pending tasks of `kind` that a stop interrupted: in cluster mode only this node's (a
+        node's restart must not fail the inferences another node is running)."""
 
         def fail(conn: sa.Connection) -> int:
+            query = tasks.update().where(tasks.c.kind == kind, tasks.c.status == "pending")
+            if self._node is not None:
+                query = query.where(tasks.c.node == self._node)
             return conn.execute(
-                tasks.update()
-                .where(tasks.c.kind == kind, tasks.c.status == "pending")
-                .values(status="error", error=error, date_updated=utc_now_iso())
+                query.values(status="error", error=error, date_updated=utc_now_iso())
             ).rowcount
 
         return await self._db.run(fail)

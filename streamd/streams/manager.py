@@ -23,7 +23,7 @@ from streamd.settings import StreamsConfig
 from streamd.sinks.jsonl import JsonlSink, check_existing
 from streamd.sinks.mqtt import MqttSink
 from streamd.sinks.webhook import WebhookSink
-from streamd.store.streams import StreamRepository
+from streamd.store.streams import Fence, StreamRecord, StreamRepository
 from streamd.streams.analytics import check_scene
 from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, StreamBody, WebhookSinkBody
 from streamd.streams.budget import decoder_threads, held_frames, usable_cores
@@ -53,8 +53,14 @@ class StreamManager:
         media_roots: tuple[Path, ...],
         result_roots: tuple[Path, ...],
         metrics: Metrics | None = None,
+        lease: tuple[str, float, int] | None = None,
     ) -> None:
         self._store = store
+        # Cluster mode: (node id, lease ttl, max streams). `held` maps the streams whose lease this node
+        # holds to their epoch; streams/cluster code keeps it (streamd/cluster/node.py).
+        self.node_id: str | None = lease[0] if lease is not None else None
+        self._lease_ttl_s, self.max_streams = (lease[1], lease[2]) if lease is not None else (0.0, 0)
+        self.held: dict[int, int] = {}
         self._metrics = metrics
         self._runner = runner
         self._catalogue = catalogue
@@ -174,7 +180,8 @@ class StreamManager:
         check_existing(path)
         return path
 
-    async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline:
+    async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline | int:
+        """The running pipeline, or in cluster mode with this node full, the id of the stored stream."""
         check_scene(plan, body.scene)
         uri, live = await self.check_source(body.source)
         for index, sink in enumerate(body.sinks):
@@ -182,8 +189,22 @@ class StreamManager:
                 await asyncio.to_thread(self.jsonl_path, sink.path)
             else:
                 await self._egress.check_url(f"sinks[{index}]", sink.url)
-        stream_id = await self._store.create(body.name, body.model_dump())
-        return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
+        if self.node_id is None:
+            stream_id = await self._store.create(body.name, body.model_dump())
+            return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
+        if len(self.held) >= self.max_streams:  # full: another node claims it at its next renewal
+            return await self._store.create(body.name, body.model_dump())
+        stream_id = await self._store.create(
+            body.name, body.model_dump(), lease=(self.node_id, self._lease_ttl_s)
+        )
+        self.held[stream_id] = 1
+        try:
+            return await self._launch(
+                stream_id, body, plan, chain_name, uri, live, paused=False, start=None, epoch=1
+            )
+        except BaseException:
+            self.held.pop(stream_id, None)
+            raise
 
     def _stream_settings(
         self, body: StreamBody, uri: str, live: bool, start: Position | None
@@ -230,8 +251,10 @@ class StreamManager:
         *,
         paused: bool,
         start: Position | None,
+        epoch: int | None = None,
     ) -> StreamPipeline:
         source, settings = self._stream_settings(body, uri, live, start)
+        fence = None if epoch is None or self.node_id is None else Fence(self.node_id, epoch)
         sinks = [self._sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
@@ -250,7 +273,8 @@ class StreamManager:
             settings,
             self._metrics,
             run=await self._store.start_run(stream_id),
-            checkpoint=lambda position: self._store.save_checkpoint(stream_id, position),
+            checkpoint=lambda position: self._store.save_checkpoint(stream_id, position, fence),
+            lease=None if fence is None else (fence.epoch, fence.node_id),
         )
         try:
             await pipeline.start(paused=paused)
@@ -267,8 +291,17 @@ class StreamManager:
     async def _watch(self, pipeline: StreamPipeline) -> None:
         """Persist the end of a stream (finished or error) so a restart does not replay it."""
         await pipeline.done.wait()
-        if pipeline.state in (StreamState.FINISHED, StreamState.ERROR):
+        if pipeline.state not in (StreamState.FINISHED, StreamState.ERROR):
+            return
+        if pipeline.lease is None:
             await self._store.set_desired(pipeline.stream_id, pipeline.state.value)
+            return
+        # Cluster mode: an ended stream holds no lease; only its holder at this epoch may end it.
+        epoch, node_id = pipeline.lease
+        if self.held.get(pipeline.stream_id) == epoch:
+            del self.held[pipeline.stream_id]
+        fence = Fence(node_id, epoch)
+        await self._store.set_desired(pipeline.stream_id, pipeline.state.value, fence=fence, release=True)
 
     def get(self, stream_id: int) -> StreamPipeline:
         pipeline = self._pipelines.get(stream_id)
@@ -311,6 +344,7 @@ class StreamManager:
         await asyncio.to_thread(_remove_dirs, spools)
         del self._pipelines[stream_id]
         self.bodies.pop(stream_id, None)
+        self.held.pop(stream_id, None)
         await self._store.delete(stream_id)
 
     async def resume_all(self) -> int:
@@ -322,26 +356,44 @@ class StreamManager:
             if record.desired in ("finished", "error"):
                 self._show(record.stream_id, body, chain_name, StreamState(record.desired), None)
                 continue
-            try:
-                plan, chain_name = await self._catalogue.stream_plan(body.chain)
-                uri, live = await self.check_source(body.source)
-                await self._launch(
-                    record.stream_id,
-                    body,
-                    plan,
-                    chain_name,
-                    uri,
-                    live,
-                    paused=record.desired == "paused",
-                    start=record.checkpoint,
-                )
-            except Exception as exc:  # supervision boundary: one broken stream must not stop the others
-                message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-                logger.warning("stream %d cannot resume: %s", record.stream_id, message)
-                self._show(record.stream_id, body, chain_name, StreamState.ERROR, f"cannot resume: {message}")
-                continue
-            resumed += 1
+            if await self.start_stored(record, body):
+                resumed += 1
         return resumed
+
+    async def start_stored(self, record: StreamRecord, body: StreamBody, epoch: int | None = None) -> bool:
+        """Start a stored stream from its checkpoint (at a restart, or when this node claimed it); one that
+        cannot start is shown in `error` and False returned."""
+        chain_name = body.chain if isinstance(body.chain, str) else INLINE
+        try:
+            plan, chain_name = await self._catalogue.stream_plan(body.chain)
+            uri, live = await self.check_source(body.source)
+            await self._launch(
+                record.stream_id,
+                body,
+                plan,
+                chain_name,
+                uri,
+                live,
+                paused=record.desired == "paused",
+                start=record.checkpoint,
+                epoch=epoch,
+            )
+        except Exception as exc:  # supervision boundary: one broken stream must not stop the others
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            logger.warning("stream %d cannot resume: %s", record.stream_id, message)
+            self._show(record.stream_id, body, chain_name, StreamState.ERROR, f"cannot resume: {message}")
+            return False
+        return True
+
+    def forget(self, stream_id: int) -> StreamPipeline | None:
+        """Cluster mode: this node no longer runs the stream (lease lost or row deleted elsewhere); the
+        caller stops the returned pipeline."""
+        self.held.pop(stream_id, None)
+        self.bodies.pop(stream_id, None)
+        return self._pipelines.pop(stream_id, None)
+
+    async def remove_spools(self, stream_id: int, sinks: int) -> None:
+        await asyncio.to_thread(_remove_dirs, [self._spool_dir(stream_id, index) for index in range(sinks)])
 
     def _show(
         self, stream_id: int, body: StreamBody, chain_name: str, state: StreamState, last_error: str | None

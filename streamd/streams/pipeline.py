@@ -90,10 +90,13 @@ class StreamPipeline:
         *,
         run: int = 0,
         checkpoint: Checkpoint | None = None,
+        lease: tuple[int, str] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.name = name
         self.run = run  # records carry it, so a consumer can tell what a restart replays
+        # Cluster mode: (epoch, node) stamped on records, so a consumer can drop a stale owner's writes.
+        self.lease = lease
         self._checkpoint = checkpoint
         self._emitted = 0
         self._unsettled: deque[tuple[int, Position]] = deque()  # (emission number, frame) not yet durable
@@ -336,10 +339,11 @@ class StreamPipeline:
 
     def _header(self, frame: Frame, latency_s: float) -> dict[str, Any]:
         """A record's fields before its results (README: Streams, the record format)."""
+        header: dict[str, Any] = {"stream_id": self.stream_id, "stream_name": self.name, "run": self.run}
+        if self.lease is not None:  # only in cluster mode: SQLite records stay as they were
+            header["epoch"], header["node"] = self.lease
         return {
-            "stream_id": self.stream_id,
-            "stream_name": self.name,
-            "run": self.run,
+            **header,
             "frame_index": frame.frame_index,
             "pts_s": round(frame.pts_s, 6),
             "captured_ts": frame.captured_ts,

@@ -1,0 +1,82 @@
+"""Cluster mode views: streams owned by other nodes (from the status row their owner publishes) and
+`GET /v0.7/cluster`. Loop code; the SQL runs on the database threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from streamd.api.context import Services, services
+from streamd.api.http import json_response
+from streamd.chains.catalogue import INLINE
+from streamd.errors import NotFoundError
+from streamd.store.streams import StreamRecord
+from streamd.streams.bodies import StreamBody
+from streamd.streams.state import StreamStateError
+
+ENDED = ("finished", "error")
+
+
+def remote_state(record: StreamRecord) -> str:
+    """What a stream this node does not run is doing, as far as the database knows."""
+    if record.desired in ENDED:
+        return record.desired
+    if record.owner is None:
+        return "unassigned"  # waiting for a node with room to claim it
+    status = record.status or {}
+    return str(status.get("state", "starting"))
+
+
+def remote_fields(record: StreamRecord) -> tuple[StreamBody, str, dict[str, Any]]:
+    """Its body, chain name and status fields, marked with the owner and the status age."""
+    body = StreamBody.model_validate(record.definition)
+    chain = body.chain if isinstance(body.chain, str) else INLINE
+    status = {
+        **(record.status or {}),
+        "state": remote_state(record),
+        "node": record.owner,
+        "epoch": record.epoch,
+        "status_age_s": record.status_age_s,
+    }
+    return body, chain, status
+
+
+async def shared_record(svc: Services, stream_id: int) -> StreamRecord:
+    assert svc.cluster is not None
+    records = await svc.cluster.store.shared(stream_id)
+    if not records:
+        raise NotFoundError(f"stream {stream_id} does not exist", code="stream_not_found")
+    return records[0]
+
+
+async def set_remote_desired(svc: Services, record: StreamRecord, desired: str) -> None:
+    """Pause or resume a stream another node runs: the row changes, its owner follows at its next
+    renewal (within lease_ttl_s / 3)."""
+    assert svc.cluster is not None
+    allowed = "running" if desired == "paused" else "paused"
+    if record.desired != allowed:
+        verb = "pause" if desired == "paused" else "resume"
+        raise StreamStateError(
+            f"cannot {verb} stream {record.stream_id} while it is {remote_state(record)} (on node "
+            f"{record.owner or 'none'}); {verb} is allowed when it is {allowed}"
+        )
+    await svc.cluster.store.set_desired(record.stream_id, desired)
+
+
+async def cluster_status(request: web.Request) -> web.Response:
+    svc = services(request)
+    if svc.cluster is None:
+        raise NotFoundError(
+            "cluster mode is off: it needs storage.database_url (PostgreSQL)", code="cluster_disabled"
+        )
+    nodes = await svc.cluster.view()
+    records = await svc.cluster.store.shared()
+    return json_response(
+        {
+            "node": svc.cluster.info.node_id,
+            "lease_ttl_s": svc.cluster.info.ttl_s,
+            "nodes": nodes,
+            "unassigned": [r.stream_id for r in records if r.owner is None and r.desired not in ENDED],
+        }
+    )

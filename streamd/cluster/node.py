@@ -1,0 +1,210 @@
+"""ClusterNode: this daemon as a member of the cluster. Runs on the event loop; its SQL runs on its own
+`streamd-lease` thread and connection, so renewals never queue behind registry writes.
+
+Every ttl/3 one round (streamd/cluster/leases.py) heartbeats, renews the held leases, claims this node's
+share of free or expired streams and publishes their status; the StreamManager then starts what was
+claimed, stops what was lost (at once: a stale owner must not keep writing) and applies pause, resume
+and deletion made through other nodes. A node that cannot renew within its ttl (by its own monotonic
+clock, counted from when the last successful round was sent) stops every stream it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamd.cluster.leases import Lease, NodeInfo, Round, cluster_view, release, tick
+from streamd.settings import ClusterConfig
+from streamd.store.db import Database
+from streamd.store.streams import StreamRepository
+from streamd.streams.bodies import StreamBody
+from streamd.streams.manager import StreamManager
+from streamd.streams.pipeline import StreamPipeline
+from streamd.streams.state import PAUSABLE, StreamState
+
+logger = logging.getLogger(__name__)
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        database_url: str,
+        address: str,
+        manager: StreamManager,
+        store: StreamRepository,
+    ) -> None:
+        assert manager.node_id is not None
+        self.info = NodeInfo(manager.node_id, address, config.max_streams, config.lease_ttl_s)
+        self._db = Database(Path("."), database_url, thread_name="streamd-lease", migrate=False)
+        # A round stuck past a renewal period or two is as good as failed: fail it and try again (the
+        # self-fencing deadline below, not this timeout, is what keeps a stale owner from writing).
+        self._db.statement_timeout_s = self._db.connect_timeout_s = max(2.0, config.lease_ttl_s / 3)
+        self._manager = manager
+        self.store = store
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()  # streams stopping
+        self._adopting: set[asyncio.Task[None]] = set()  # claimed streams starting
+        self._valid_until: float | None = None  # monotonic: when the held leases surely expire
+        self.error: str | None = None  # why the last round failed, while it did
+        self.rounds = 0
+
+    @property
+    def period_s(self) -> float:
+        return self.info.ttl_s / 3
+
+    @property
+    def healthy(self) -> bool:
+        """Renewing: the last round succeeded and its leases have not run out."""
+        return self.error is None and self._valid_until is not None and time.monotonic() < self._valid_until
+
+    async def start(self) -> None:
+        """Join: open the lease connection and run the first round (it may take back this node's own
+        leases when node_id is fixed), then renew every ttl/3."""
+        await self._db.open()
+        await self._round(first=True)
+        # As resume_all on one node: what this node takes at start runs before it says it is ready.
+        await asyncio.gather(*self._adopting, return_exceptions=True)
+        self._task = asyncio.create_task(self._forever(), name="streamd-cluster-leases")
+
+    async def stop(self) -> None:
+        """Graceful leave: stop renewing, stop the streams (their last checkpoint lands, fenced), then
+        release their leases so other nodes take them at their next round."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for adopting in self._adopting:
+            adopting.cancel()  # a pipeline it would start now would outlive the manager's close
+        await asyncio.gather(*self._adopting, return_exceptions=True)
+        held = dict(self._manager.held)
+        await self._manager.close()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        try:
+            released = await self._db.run(functools.partial(release, node_id=self.info.node_id, held=held))
+            logger.info("cluster: node %s left, %d lease(s) released", self.info.node_id, released)
+        except Exception as exc:  # shutdown boundary: the leases then expire after their ttl
+            logger.warning("cluster: cannot release leases (they expire in %.1f s): %s", self.info.ttl_s, exc)
+        await self._db.close()
+
+    async def view(self) -> list[dict[str, object]]:
+        return await self._db.run(functools.partial(cluster_view, ttl_s=self.info.ttl_s))
+
+    async def _forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self._round()
+            except Exception as exc:  # supervision boundary: a failed round is retried next period
+                self.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                logger.warning("cluster: lease renewal failed: %s", self.error)
+                if self._valid_until is not None and time.monotonic() >= self._valid_until:
+                    self._fence("its leases expired while the database could not be reached")
+            await asyncio.sleep(max(0.0, started + self.period_s - time.monotonic()))
+
+    async def _round(self, *, first: bool = False) -> None:
+        sent = time.monotonic()
+        held = dict(self._manager.held)
+        statuses = {
+            sid: orjson.dumps(self._manager.get(sid).status().to_api()).decode()
+            for sid in held
+            if sid in self._manager.bodies
+        }
+        call = functools.partial(tick, node=self.info, held=held, statuses=statuses, reclaim_own=first)
+        job = asyncio.ensure_future(self._db.run(call))
+        if self._valid_until is not None:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(job), self._valid_until - sent)
+            except TimeoutError:
+                self._fence("no lease renewal reached the database within the lease ttl")
+                result = await job
+        else:
+            result = await job
+        self._valid_until = sent + self.info.ttl_s
+        self.error = None
+        self.rounds += 1
+        self._apply(result, held)
+
+    def _apply(self, result: Round, held: dict[int, int]) -> None:
+        manager = self._manager
+        renewed = {lease.stream_id: lease for lease in result.renewed}
+        for stream_id, epoch in held.items():
+            if manager.held.get(stream_id) != epoch:
+                continue  # ended or deleted here while the round ran
+            if stream_id in result.deleted:
+                self._drop(stream_id, "deleted through another node", remove_spools=True)
+            elif stream_id not in renewed:
+                self._drop(stream_id, "its lease was lost (not renewed in time)", remove_spools=False)
+            else:
+                self._follow(renewed[stream_id])
+        for lease in result.claimed:
+            if lease.stream_id in manager.held:
+                continue
+            manager.held[lease.stream_id] = lease.epoch
+            self._spawn(self._adopt(lease), f"stream-{lease.stream_id}-adopt", self._adopting)
+
+    def _follow(self, lease: Lease) -> None:
+        """Pause or resume as the row says (the API call may have reached another node)."""
+        if lease.stream_id not in self._manager.bodies:
+            return  # still starting: it starts in the state the row had then
+        pipeline = self._manager.get(lease.stream_id)
+        if lease.desired == "paused" and pipeline.state in PAUSABLE:
+            pipeline.pause()
+        elif lease.desired == "running" and pipeline.state == StreamState.PAUSED:
+            pipeline.resume()
+
+    async def _adopt(self, lease: Lease) -> None:
+        records = await self.store.shared(lease.stream_id)
+        if not records or self._manager.held.get(lease.stream_id) != lease.epoch:
+            self._manager.held.pop(lease.stream_id, None)
+            return
+        record = records[0]
+        body = StreamBody.model_validate(record.definition)
+        logger.info("cluster: stream %d claimed at epoch %d", lease.stream_id, lease.epoch)
+        if not await self._manager.start_stored(record, body, epoch=lease.epoch):
+            # It cannot run here (a source this node cannot open): shown in error, its lease kept so
+            # that it does not bounce between nodes; deleting it is the way out, as on one node.
+            return
+        if self._manager.held.get(lease.stream_id) != lease.epoch:
+            self._drop(lease.stream_id, "its lease was lost while it started", remove_spools=False)
+
+    def _drop(self, stream_id: int, reason: str, *, remove_spools: bool) -> None:
+        sinks = len(self._manager.bodies[stream_id].sinks) if stream_id in self._manager.bodies else 0
+        pipeline = self._manager.forget(stream_id)
+        logger.warning("cluster: stream %d stops here: %s", stream_id, reason)
+        if pipeline is not None:
+            self._spawn(
+                self._stop(pipeline, stream_id, sinks if remove_spools else 0), f"stream-{stream_id}-stop"
+            )
+
+    async def _stop(self, pipeline: StreamPipeline, stream_id: int, spools: int) -> None:
+        with contextlib.suppress(Exception):  # its sinks log their own failures
+            await pipeline.stop()
+        if spools:
+            await self._manager.remove_spools(stream_id, spools)
+
+    def _fence(self, reason: str) -> None:
+        """Stop every stream at once: another node may own them by now."""
+        for stream_id in list(self._manager.held):
+            self._drop(stream_id, reason, remove_spools=False)
+
+    def _spawn(
+        self, coro: Coroutine[Any, Any, None], name: str, owner: set[asyncio.Task[None]] | None = None
+    ) -> None:
+        tasks = self._background if owner is None else owner
+        task = asyncio.create_task(coro, name=name)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
