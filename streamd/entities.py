@@ -180,6 +180,7 @@ class Sink(Protocol):
 
     kind: str
     stats: SinkStats
+    events_only: bool  # given only frames with events, as their events (an MQTT option)
 
     async def start(self) -> None: ...
     def emit(self, record: bytes) -> None: ...

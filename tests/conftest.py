@@ -20,6 +20,7 @@ from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings, load
 from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf1_detector, build_tf2_classifier
+from tests.factories.mosquitto import Mosquitto
 from tests.factories.postgres import PostgresServer, postgres_server
 from tests.factories.pretrained import Pretrained, build_pretrained
 from tests.factories.videos import encode_h264
@@ -79,6 +80,15 @@ async def client(aiohttp_client: Callable[..., Any], settings: Settings) -> Test
 @pytest.fixture(scope="session")
 def tf1_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     return build_tf1_classifier(tmp_path_factory.mktemp("models") / "tf1")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto broker on 127.0.0.1, killed at the end of the test."""
+    server = Mosquitto(tmp_path)
+    server.start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture(scope="session")

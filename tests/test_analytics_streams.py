@@ -13,8 +13,16 @@ from aiohttp.test_utils import TestClient
 from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings
-from tests.conftest import create_network, make_settings, network_form, preprocessing_for, wait_task
+from tests.conftest import (
+    create_network,
+    make_settings,
+    network_form,
+    preprocessing_for,
+    wait_task,
+    wait_until,
+)
 from tests.factories.models import ModelFiles
+from tests.factories.mosquitto import Mosquitto
 from tests.factories.squares import (
     BLUE_CROSSES_AT,
     CROSSING_FRAMES,
@@ -30,6 +38,7 @@ from tests.factories.squares import (
     red_x,
 )
 from tests.test_chains import post_json
+from tests.test_mqtt import Subscriber
 from tests.test_streams import read_jsonl, wait_state
 
 SCENE = {
@@ -105,15 +114,28 @@ async def run_stream(
     return status, await read_jsonl(settings.storage.data_dir / "results" / f"{video}.jsonl")
 
 
+async def _done(messages: list[Any], count: int) -> bool | None:
+    return True if len(messages) >= count else None
+
+
 def side(anchor_x: float) -> str:
     return "left" if anchor_x <= LINE_X else "right"
 
 
 async def test_tracked_squares_keep_their_ids_cross_the_line_once_and_fill_zones(
-    scene_client: TestClient, scene_settings: Settings, square_detector: ModelFiles
+    scene_client: TestClient, scene_settings: Settings, square_detector: ModelFiles, broker: Mosquitto
 ) -> None:
     await deploy_squares(scene_client, square_detector)
-    status, records = await run_stream(scene_client, scene_settings, "crossing", chain=TRACKED, scene=SCENE)
+    sinks = [
+        {"type": "jsonl", "path": "crossing.jsonl"},
+        {"type": "mqtt", "url": f"mqtt://127.0.0.1:{broker.port}", "events_only": True},
+    ]
+    async with Subscriber(broker.port) as subscriber:
+        status, records = await run_stream(
+            scene_client, scene_settings, "crossing", chain=TRACKED, scene=SCENE, sinks=sinks
+        )
+        await wait_until(lambda: _done(subscriber.messages, 2), 10)
+    status = await (await scene_client.get(f"/v0.7/streams/{status['id']}")).json()
     assert [r["frame_index"] for r in records] == list(range(CROSSING_FRAMES))
     ids: dict[str, set[int]] = {"red": set(), "blue": set()}
     crossings = []
@@ -141,6 +163,12 @@ async def test_tracked_squares_keep_their_ids_cross_the_line_once_and_fill_zones
     # The last frame: red has gone right, blue left; a class seen in a zone before reads 0.
     assert analytics["zones"] == {"left": {"red": 0, "blue": 1}, "right": {"red": 1, "blue": 0}}
     assert status["scene"]["lines"][0]["name"] == "middle"
+    # The events-only MQTT sink published the two frames with a crossing, as records without predictions.
+    published = [message for _, message in subscriber.messages]
+    assert [m["frame_index"] for m in published] == [RED_CROSSES_AT, BLUE_CROSSES_AT]
+    assert [m["events"] for m in published] == [[event] for _, event in crossings]
+    assert all("predictions" not in m for m in published)
+    assert status["sinks"][1]["delivered"] == 2
     metrics = await (await scene_client.get("/metrics")).text()
     stream = f'stream="{status["id"]}"'
     assert (

@@ -25,7 +25,7 @@ from tests.factories.videos import encode_h264
 
 pytestmark = pytest.mark.slow
 
-TTL_S = 3.0
+TTL_S = 6.0  # long enough that a graceful stop (under load: ~2 s) hands over well before an expiry
 PERIOD_S = TTL_S / 3
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -19,14 +17,6 @@ from tests.conftest import wait_until
 from tests.factories.models import ModelFiles
 from tests.factories.mosquitto import Mosquitto
 from tests.test_streams import create_stream, read_jsonl, setup_chain, wait_state
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 class Subscriber:

@@ -66,14 +66,15 @@ async def set_remote_desired(svc: Services, record: StreamRecord, desired: str) 
 
 async def cluster_status(request: web.Request) -> web.Response:
     svc = services(request)
-    if svc.cluster is None:
-        raise NotFoundError(
-            "cluster mode is off: it needs storage.database_url (PostgreSQL)", code="cluster_disabled"
+    if svc.cluster is None:  # one daemon, one SQLite file: no nodes to list
+        return json_response(
+            {"cluster": False, "node": None, "lease_ttl_s": None, "nodes": [], "unassigned": []}
         )
     nodes = await svc.cluster.view()
     records = await svc.cluster.store.shared()
     return json_response(
         {
+            "cluster": True,
             "node": svc.cluster.info.node_id,
             "lease_ttl_s": svc.cluster.info.ttl_s,
             "nodes": nodes,

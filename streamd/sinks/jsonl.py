@@ -35,6 +35,7 @@ class JsonlSink:
     """Records appended to a JSONL file from a writer thread, whole lines only, rotated by size."""
 
     kind = "jsonl"
+    events_only = False
 
     def __init__(self, path: Path, rotate_bytes: int, keep_files: int = 5) -> None:
         self.path = path

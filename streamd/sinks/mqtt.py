@@ -43,7 +43,9 @@ class MqttSink(SpoolingSink):
         spool_dir: Path,
         spool_max_bytes: int,
         egress: EgressPolicy | None = None,
+        events_only: bool = False,
     ) -> None:
+        self.events_only = events_only
         super().__init__(
             batch_size=1,
             queue_max=queue_max,

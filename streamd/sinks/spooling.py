@@ -35,6 +35,7 @@ class SpoolingSink:
     """A network sink's delivery: memory queue, disk spool, backoff and drops; subclasses say how to send."""
 
     kind = "spooling"
+    events_only = False  # an MQTT sink may publish events only (streams/checkpoints.py)
 
     def __init__(
         self, *, batch_size: int, queue_max: int, spool_dir: Path, spool_max_bytes: int, display_url: str

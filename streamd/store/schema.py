@@ -123,7 +123,6 @@ streams = sa.Table(
     sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
     _text("status", nullable=True),
     sa.Column("status_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Index("streams_owner", "owner"),
     **_IDS,
 )
 

@@ -59,6 +59,11 @@ class MqttSinkBody(_Strict):
     password: str | None = Field(None, max_length=1024)
     tls: bool = False
     timeout_s: float = Field(10.0, gt=0, le=300)
+    events_only: bool = Field(
+        False,
+        description="Publish only frames with events (line crossings), as the record without its "
+        "predictions; other frames publish nothing.",
+    )
 
     @field_validator("topic")
     @classmethod

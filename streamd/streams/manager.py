@@ -9,33 +9,26 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 from streamd.chains.catalogue import INLINE, ChainCatalogue
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.egress import EgressPolicy
-from streamd.entities import Position, Sink, StreamStatus
-from streamd.errors import InvalidRequestError, NotFoundError
-from streamd.inference.sources import local_path
+from streamd.entities import Position, StreamStatus
+from streamd.errors import NotFoundError
 from streamd.metrics import Metrics
 from streamd.settings import StreamsConfig
-from streamd.sinks.jsonl import JsonlSink, check_existing
-from streamd.sinks.mqtt import MqttSink
-from streamd.sinks.webhook import WebhookSink
 from streamd.store.streams import Fence, StreamRecord, StreamRepository
 from streamd.streams.analytics import check_scene
-from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, StreamBody, WebhookSinkBody
+from streamd.streams.bodies import JsonlSinkBody, StreamBody
 from streamd.streams.budget import decoder_threads, held_frames, usable_cores
+from streamd.streams.ends import StreamEnds
 from streamd.streams.pipeline import PipelineSettings, StreamPipeline
 from streamd.streams.state import PAUSABLE, RESUMABLE, StreamState, require
 from streamd.video.buffer import DropPolicy
-from streamd.video.source import NETWORK_SCHEMES, SourceSettings, redact
+from streamd.video.source import NETWORK_SCHEMES, SourceSettings
 
 logger = logging.getLogger(__name__)
-
-# FFmpeg's demuxers for single images (PNG, JPEG, BMP... are "<codec>_pipe"): a picture is not a stream.
-STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
 
 
 class StreamManager:
@@ -65,17 +58,10 @@ class StreamManager:
         self._runner = runner
         self._catalogue = catalogue
         self._config = config
-        self._egress = egress
-        self._data_dir = data_dir
-        self._media_roots = media_roots
-        self._result_roots = result_roots  # the results directory first
+        self.ends = StreamEnds(config, egress, data_dir, media_roots, result_roots)
         self._pipelines: dict[int, StreamPipeline] = {}
         self.bodies: dict[int, StreamBody] = {}
         self._watchers: set[asyncio.Task[None]] = set()
-
-    @property
-    def results_dir(self) -> Path:
-        return self._result_roots[0]
 
     def uses_chain(self, name: str) -> list[int]:
         return [
@@ -84,111 +70,15 @@ class StreamManager:
             if p.chain_name == name and p.state != StreamState.STOPPED
         ]
 
-    async def check_source(self, source: SourceBody) -> tuple[str, bool]:
-        """The URI FFmpeg opens and whether it is live; local files must be videos under a media root."""
-        uri = source.uri
-        if uri.startswith(NETWORK_SCHEMES):
-            await self._egress.check_url("source", uri)
-            return uri, True
-        path_text = uri.removeprefix("file://")
-        return await asyncio.to_thread(self._check_file, path_text), False
-
-    def _check_file(self, path_text: str) -> str:
-        path = Path(path_text)
-        roots = self._media_roots
-        if not path.is_absolute():
-            path = roots[0] / path
-        resolved = local_path(str(path), f"source {path_text!r}", roots)
-        if not resolved.is_file():
-            raise InvalidRequestError(
-                f"source {path_text!r} does not exist (looked for {resolved})", code="invalid_source"
-            )
-        try:
-            import av
-
-            with av.open(str(resolved)) as container:
-                if not container.streams.video:
-                    raise InvalidRequestError(
-                        f"source {path_text!r} has no video stream", code="invalid_source"
-                    )
-                if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
-                    raise InvalidRequestError(
-                        f"source {path_text!r} is a still image ({container.format.name}), not a video: "
-                        "run a chain on it with POST /chain/{name} instead",
-                        code="invalid_source",
-                    )
-        except av.error.FFmpegError as exc:
-            raise InvalidRequestError(
-                f"source {path_text!r} is not a readable video: {exc}", code="invalid_source"
-            ) from None
-        return str(resolved)
-
-    def _sink(
-        self, stream_id: int, name: str, index: int, body: JsonlSinkBody | WebhookSinkBody | MqttSinkBody
-    ) -> Sink:
-        config = self._config
-        # What both network sinks take: their memory bound, their spool, the egress rules.
-        spooling: dict[str, Any] = {
-            "queue_max": config.webhook_queue_records,
-            "spool_dir": self._spool_dir(stream_id, index),
-            "spool_max_bytes": config.spool_max_bytes,
-            "egress": self._egress,
-        }
-        if isinstance(body, MqttSinkBody):
-            return MqttSink(
-                body.url,
-                topic=body.topic_for(stream_id, name),
-                qos=body.qos,
-                username=body.username,
-                password=body.password,
-                tls=body.tls,
-                timeout_s=body.timeout_s,
-                **spooling,
-            )
-        if isinstance(body, WebhookSinkBody):
-            return WebhookSink(
-                body.url,
-                headers=body.headers,
-                timeout_s=body.timeout_s,
-                batch_size=body.batch_size,
-                display_url=redact(body.url),
-                **spooling,
-            )
-        return JsonlSink(self._results_path(body.path), body.rotate_bytes)
-
-    def _spool_dir(self, stream_id: int, index: int) -> Path:
-        return self._data_dir / "spool" / f"stream-{stream_id}-sink-{index}"
-
-    def _results_path(self, path_text: str) -> Path:
-        """A sink's path as given: absolute, or relative to the results directory (not yet checked)."""
-        path = Path(path_text)
-        return path if path.is_absolute() else self.results_dir / path
-
-    def jsonl_path(self, path_text: str) -> Path:
-        """The file a JSONL sink writes: under a result root (never a media root), and either new or a
-        results file streamd wrote. Blocking (resolves links, reads the file's end): call in a thread."""
-        path = self._results_path(path_text)
-        roots = self._result_roots
-        # pathlib already drops "." parts; ".." is refused outright rather than resolved. A link may not
-        # lead out of the roots either.
-        if ".." in path.parts or not any(path.resolve().is_relative_to(root.resolve()) for root in roots):
-            raise InvalidRequestError(
-                f"jsonl path {path_text!r} must be relative (under {self.results_dir}) or inside a "
-                "result root (storage.result_roots); media roots are never written to",
-                code="invalid_sink",
-            )
-        check_existing(path)
-        return path
-
     async def create(self, body: StreamBody, plan: ChainPlan, chain_name: str) -> StreamPipeline | int:
         """The running pipeline, or in cluster mode with this node full, the id of the stored stream."""
         check_scene(plan, body.scene)
-        uri, live = await self.check_source(body.source)
+        uri, live = await self.ends.check_source(body.source)
         for index, sink in enumerate(body.sinks):
             if isinstance(sink, JsonlSinkBody):
-                await asyncio.to_thread(self.jsonl_path, sink.path)
+                await asyncio.to_thread(self.ends.jsonl_path, sink.path)
             else:
-                await self._egress.check_url(f"sinks[{index}]", sink.url)
+                await self.ends.egress.check_url(f"sinks[{index}]", sink.url)
         if self.node_id is None:
             stream_id = await self._store.create(body.name, body.model_dump())
             return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
@@ -224,7 +114,7 @@ class StreamManager:
             reconnect_max_s=config.reconnect_max_s,
             max_reconnects=options.max_reconnects,
             start=start,
-            egress=self._egress,
+            egress=self.ends.egress,
             keyframe_only=config.keyframe_only_decoding,
             decoder_threads=decoder_threads(
                 len(self._pipelines) + 1, usable_cores(), bool(body.fps and config.keyframe_only_decoding)
@@ -255,7 +145,7 @@ class StreamManager:
     ) -> StreamPipeline:
         source, settings = self._stream_settings(body, uri, live, start)
         fence = None if epoch is None or self.node_id is None else Fence(self.node_id, epoch)
-        sinks = [self._sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
+        sinks = [self.ends.sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
                 sink.stats.observe = self._metrics.sink_observer(str(stream_id), str(index))
@@ -340,7 +230,7 @@ class StreamManager:
             logger.exception("stream %d: stopping it failed; deleting it anyway", stream_id)
         # Its webhook spools go too (also those of a stream only listed since a restart, which has no
         # sink objects): nothing will ever deliver them.
-        spools = [self._spool_dir(stream_id, index) for index in range(len(self.bodies[stream_id].sinks))]
+        spools = [self.ends.spool_dir(stream_id, index) for index in range(len(self.bodies[stream_id].sinks))]
         await asyncio.to_thread(_remove_dirs, spools)
         del self._pipelines[stream_id]
         self.bodies.pop(stream_id, None)
@@ -366,7 +256,7 @@ class StreamManager:
         chain_name = body.chain if isinstance(body.chain, str) else INLINE
         try:
             plan, chain_name = await self._catalogue.stream_plan(body.chain)
-            uri, live = await self.check_source(body.source)
+            uri, live = await self.ends.check_source(body.source)
             await self._launch(
                 record.stream_id,
                 body,
@@ -393,7 +283,9 @@ class StreamManager:
         return self._pipelines.pop(stream_id, None)
 
     async def remove_spools(self, stream_id: int, sinks: int) -> None:
-        await asyncio.to_thread(_remove_dirs, [self._spool_dir(stream_id, index) for index in range(sinks)])
+        await asyncio.to_thread(
+            _remove_dirs, [self.ends.spool_dir(stream_id, index) for index in range(sinks)]
+        )
 
     def _show(
         self, stream_id: int, body: StreamBody, chain_name: str, state: StreamState, last_error: str | None

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,6 @@ from streamd.entities import (
     DropReason,
     Frame,
     Image,
-    Position,
     Sink,
     SourceEvent,
     SourceEventKind,
@@ -36,6 +33,7 @@ from streamd.health import LastError
 from streamd.inference.batching import FILE, LANE, LIVE, Lane
 from streamd.metrics import Metrics
 from streamd.streams.analytics import StreamAnalytics
+from streamd.streams.checkpoints import Checkpoint, Checkpoints
 from streamd.streams.counters import StreamCounters
 from streamd.streams.state import StreamState, check_transition
 from streamd.video.buffer import DropPolicy, FrameBuffer
@@ -69,10 +67,6 @@ class PipelineSettings:
     scene: SceneConfig | None = None  # zones and lines (streams/analytics.py)
 
 
-# Persists a stream's durable position (the manager writes it to the database).
-Checkpoint = Callable[[Position], Awaitable[None]]
-
-
 class StreamPipeline:
     """One stream: decoder → buffer → chain → analytics → record → sinks, in order, with its state."""
 
@@ -97,9 +91,8 @@ class StreamPipeline:
         self.run = run  # records carry it, so a consumer can tell what a restart replays
         # Cluster mode: (epoch, node) stamped on records, so a consumer can drop a stale owner's writes.
         self.lease = lease
-        self._checkpoint = checkpoint
-        self._emitted = 0
-        self._unsettled: deque[tuple[int, Position]] = deque()  # (emission number, frame) not yet durable
+        self.checkpoints = Checkpoints(stream_id, sinks, checkpoint, settings.checkpoint_interval_s)
+        self._events_only = any(sink.events_only for sink in sinks)
         self._metrics = metrics
         self.counters = StreamCounters(stream_id, metrics)
         self.analytics = StreamAnalytics(plan, settings.scene)
@@ -119,7 +112,6 @@ class StreamPipeline:
         self._source: PyAVSource | None = None
         self._buffer: FrameBuffer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._checkpointer: asyncio.Task[None] | None = None
         self._frames_in_flight = 0
         self._room = asyncio.Event()  # set when a group left the chain, so frames_in_flight has room
         self._ended: SourceEvent | None = None
@@ -145,10 +137,7 @@ class StreamPipeline:
             asyncio.create_task(self._produce(in_flight), name=f"stream-{self.stream_id}-produce"),
             asyncio.create_task(self._emit(in_flight), name=f"stream-{self.stream_id}-emit"),
         ]
-        if self._checkpoint is not None:
-            self._checkpointer = asyncio.create_task(
-                self._checkpoint_forever(), name=f"stream-{self.stream_id}-checkpoint"
-            )
+        self.checkpoints.start()
         if paused:
             self.pause()
         self._source.start()
@@ -175,10 +164,7 @@ class StreamPipeline:
             except Exception as exc:  # supervision boundary: one sink's failure must not keep the others
                 sink.stats.error.set(f"closing failed: {type(exc).__name__}: {exc}")
                 logger.exception("stream %d: closing its %s sink failed", self.stream_id, sink.kind)
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            await asyncio.gather(self._checkpointer, return_exceptions=True)
-        await self._save_checkpoint()  # after the sinks' last write: a graceful stop replays nothing
+        await self.checkpoints.stop()
         if self._source is not None and not await asyncio.to_thread(self._source.join, 15.0):
             logger.warning("stream %d: decoder thread did not stop within 15 s", self.stream_id)
         self._set_state(StreamState.STOPPED)
@@ -321,7 +307,12 @@ class StreamPipeline:
         record["predictions"] = [prediction.to_json()]
         if self.analytics.has_lines:
             record["events"] = list(events)
-        self._emit_record(orjson.dumps(record), frame)
+        only_events = None
+        if events and self._events_only:  # an events-only sink's message: the frame, its events
+            only_events = orjson.dumps(
+                {key: value for key, value in record.items() if key not in ("predictions", "motion")}
+            )
+        self._emit_record(orjson.dumps(record), frame, only_events)
         self.latest = (frame.pixels, prediction)
         if self._ended is None:  # frames still draining after a failure do not heal it
             self.error.recovered()
@@ -353,12 +344,15 @@ class StreamPipeline:
             "chain": self.chain_name,
         }
 
-    def _emit_record(self, record: bytes, frame: Frame) -> None:
+    def _emit_record(self, record: bytes, frame: Frame, events: bytes | None = None) -> None:
+        """To every sink; an events-only sink gets the frame's events, if it has any, instead."""
+        given = []
         for sink in self.sinks:
-            sink.emit(record)
-        self._emitted += 1
-        if self._checkpoint is not None:
-            self._unsettled.append((self._emitted, frame.position))
+            payload = events if sink.events_only else record
+            if payload is not None:
+                sink.emit(payload)
+            given.append(payload is not None)
+        self.checkpoints.emitted(frame.position, given)
 
     def _finish(self) -> None:
         event = self._ended
@@ -367,30 +361,6 @@ class StreamPipeline:
                 StreamState.FINISHED if event.kind is SourceEventKind.ENDED else StreamState.ERROR
             )
         self.done.set()
-
-    # -- checkpoints -------------------------------------------------------------------------------------
-    def durable_position(self) -> Position | None:
-        """The newest frame whose record every sink has written, spooled or given up on (records settle
-        in emission order), or None when nothing settled since the last call."""
-        settled = min((sink.stats.settled for sink in self.sinks), default=self._emitted)
-        position = None
-        while self._unsettled and self._unsettled[0][0] <= settled:
-            position = self._unsettled.popleft()[1]
-        return position
-
-    async def _save_checkpoint(self) -> None:
-        position = self.durable_position()
-        if position is None or self._checkpoint is None:
-            return
-        try:
-            await self._checkpoint(position)
-        except Exception as exc:  # supervision boundary: a restart then replays a little more, logged
-            logger.warning("stream %d: cannot save its checkpoint: %s", self.stream_id, exc)
-
-    async def _checkpoint_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.checkpoint_interval_s)
-            await self._save_checkpoint()
 
     # -- status ------------------------------------------------------------------------------------------
     def status(self) -> StreamStatus:

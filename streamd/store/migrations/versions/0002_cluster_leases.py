@@ -24,7 +24,6 @@ def upgrade() -> None:
     op.add_column("streams", sa.Column("lease_until", _STAMP, nullable=True))
     op.add_column("streams", sa.Column("status", sa.Text, nullable=True))
     op.add_column("streams", sa.Column("status_at", _STAMP, nullable=True))
-    op.create_index("streams_owner", "streams", ["owner"])
     op.add_column("tasks", sa.Column("node", sa.Text, nullable=True))
     op.create_table(
         "nodes",
@@ -41,7 +40,6 @@ def downgrade() -> None:
     op.drop_table("nodes")
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("node")
-    op.drop_index("streams_owner", "streams")
     with op.batch_alter_table("streams") as batch:
         for column in ("status_at", "status", "lease_until", "epoch", "owner"):
             batch.drop_column(column)

@@ -1,0 +1,142 @@
+"""A stream's two ends: the source it may read (a network URL the egress rules allow, or a video file
+under a media root) and the sinks it writes (JSONL files under a result root, never a media root;
+network sinks with their disk spools under `<data_dir>/spool/`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from streamd.egress import EgressPolicy
+from streamd.entities import Sink
+from streamd.errors import InvalidRequestError
+from streamd.inference.sources import local_path
+from streamd.settings import StreamsConfig
+from streamd.sinks.jsonl import JsonlSink, check_existing
+from streamd.sinks.mqtt import MqttSink
+from streamd.sinks.webhook import WebhookSink
+from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, WebhookSinkBody
+from streamd.video.source import NETWORK_SCHEMES, redact
+
+# FFmpeg's demuxers for single images (PNG, JPEG, BMP... are "<codec>_pipe"): a picture is not a stream.
+STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
+
+
+class StreamEnds:
+    """Checks a stream's source and sink paths, and builds its sinks."""
+
+    def __init__(
+        self,
+        config: StreamsConfig,
+        egress: EgressPolicy,
+        data_dir: Path,
+        media_roots: tuple[Path, ...],
+        result_roots: tuple[Path, ...],
+    ) -> None:
+        self._config = config
+        self.egress = egress
+        self._data_dir = data_dir
+        self._media_roots = media_roots
+        self._result_roots = result_roots  # the results directory first
+
+    @property
+    def results_dir(self) -> Path:
+        return self._result_roots[0]
+
+    async def check_source(self, source: SourceBody) -> tuple[str, bool]:
+        """The URI FFmpeg opens and whether it is live; local files must be videos under a media root."""
+        uri = source.uri
+        if uri.startswith(NETWORK_SCHEMES):
+            await self.egress.check_url("source", uri)
+            return uri, True
+        path_text = uri.removeprefix("file://")
+        return await asyncio.to_thread(self._check_file, path_text), False
+
+    def _check_file(self, path_text: str) -> str:
+        path = Path(path_text)
+        roots = self._media_roots
+        if not path.is_absolute():
+            path = roots[0] / path
+        resolved = local_path(str(path), f"source {path_text!r}", roots)
+        if not resolved.is_file():
+            raise InvalidRequestError(
+                f"source {path_text!r} does not exist (looked for {resolved})", code="invalid_source"
+            )
+        try:
+            import av
+
+            with av.open(str(resolved)) as container:
+                if not container.streams.video:
+                    raise InvalidRequestError(
+                        f"source {path_text!r} has no video stream", code="invalid_source"
+                    )
+                if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+                    raise InvalidRequestError(
+                        f"source {path_text!r} is a still image ({container.format.name}), not a video: "
+                        "run a chain on it with POST /chain/{name} instead",
+                        code="invalid_source",
+                    )
+        except av.error.FFmpegError as exc:
+            raise InvalidRequestError(
+                f"source {path_text!r} is not a readable video: {exc}", code="invalid_source"
+            ) from None
+        return str(resolved)
+
+    def sink(
+        self, stream_id: int, name: str, index: int, body: JsonlSinkBody | WebhookSinkBody | MqttSinkBody
+    ) -> Sink:
+        config = self._config
+        # What both network sinks take: their memory bound, their spool, the egress rules.
+        spooling: dict[str, Any] = {
+            "queue_max": config.webhook_queue_records,
+            "spool_dir": self.spool_dir(stream_id, index),
+            "spool_max_bytes": config.spool_max_bytes,
+            "egress": self.egress,
+        }
+        if isinstance(body, MqttSinkBody):
+            return MqttSink(
+                body.url,
+                topic=body.topic_for(stream_id, name),
+                qos=body.qos,
+                username=body.username,
+                password=body.password,
+                tls=body.tls,
+                timeout_s=body.timeout_s,
+                events_only=body.events_only,
+                **spooling,
+            )
+        if isinstance(body, WebhookSinkBody):
+            return WebhookSink(
+                body.url,
+                headers=body.headers,
+                timeout_s=body.timeout_s,
+                batch_size=body.batch_size,
+                display_url=redact(body.url),
+                **spooling,
+            )
+        return JsonlSink(self._results_path(body.path), body.rotate_bytes)
+
+    def spool_dir(self, stream_id: int, index: int) -> Path:
+        return self._data_dir / "spool" / f"stream-{stream_id}-sink-{index}"
+
+    def _results_path(self, path_text: str) -> Path:
+        """A sink's path as given: absolute, or relative to the results directory (not yet checked)."""
+        path = Path(path_text)
+        return path if path.is_absolute() else self.results_dir / path
+
+    def jsonl_path(self, path_text: str) -> Path:
+        """The file a JSONL sink writes: under a result root (never a media root), and either new or a
+        results file streamd wrote. Blocking (resolves links, reads the file's end): call in a thread."""
+        path = self._results_path(path_text)
+        roots = self._result_roots
+        # pathlib already drops "." parts; ".." is refused outright rather than resolved. A link may not
+        # lead out of the roots either.
+        if ".." in path.parts or not any(path.resolve().is_relative_to(root.resolve()) for root in roots):
+            raise InvalidRequestError(
+                f"jsonl path {path_text!r} must be relative (under {self.results_dir}) or inside a "
+                "result root (storage.result_roots); media roots are never written to",
+                code="invalid_sink",
+            )
+        check_existing(path)
+        return path
