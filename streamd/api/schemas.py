@@ -164,10 +164,12 @@ class ClusterNode(_Answer):
 
 
 class Cluster(_Answer):
-    """Cluster mode: this node's name, the lease ttl, every node and the streams no node runs."""
+    """Cluster mode: this node's name, the lease ttl, every node and the streams no node runs (with one
+    SQLite daemon: `cluster` false, no nodes)."""
 
-    node: str
-    lease_ttl_s: float
+    cluster: bool
+    node: str | None
+    lease_ttl_s: float | None
     nodes: list[ClusterNode]
     unassigned: list[int]
 
