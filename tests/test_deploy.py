@@ -14,6 +14,7 @@ import yaml
 
 from streamd.api.routes import ROUTES
 from streamd.metrics import Metrics
+from streamd.settings import load
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 ROUTE_PATHS = {route.path for route in ROUTES}
@@ -66,13 +67,50 @@ def test_compose_wires_streamd_prometheus_grafana_and_a_camera() -> None:
 def test_kubernetes_manifests_probe_real_routes() -> None:
     documents = list(yaml.safe_load_all((DEPLOY / "k8s" / "streamd.yaml").read_text()))
     kinds = {doc["kind"]: doc for doc in documents}
-    assert set(kinds) == {"StatefulSet", "Service", "ServiceMonitor"}
+    assert set(kinds) == {
+        "StatefulSet",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceMonitor",
+    }
     [container] = kinds["StatefulSet"]["spec"]["template"]["spec"]["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {"/healthz", "/readyz"} <= ROUTE_PATHS
     assert kinds["StatefulSet"]["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     assert kinds["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_kubernetes_replicas_form_a_cluster_on_the_database_secret() -> None:
+    documents = list(yaml.safe_load_all((DEPLOY / "k8s" / "streamd.yaml").read_text()))
+    kinds = {doc["kind"]: doc for doc in documents}
+    spec = kinds["StatefulSet"]["spec"]
+    assert spec["replicas"] > 1
+    [container] = spec["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["STREAMD_STORAGE__DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "url"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # Every STREAMD_ variable names a real setting: as Kubernetes would expand them, they load.
+    pod = {"POD_NAME": "streamd-0", "POD_IP": "10.0.0.7"}
+    environ = {
+        name: re.sub(r"\$\((\w+)\)", lambda m: pod[m.group(1)], item["value"])
+        for name, item in env.items()
+        if name.startswith("STREAMD_") and "value" in item
+    }
+    environ["STREAMD_STORAGE__DATABASE_URL"] = "postgresql://streamd@postgres:5432/streamd"
+    settings = load(None, environ)
+    assert settings.database_url is not None
+    assert settings.cluster.node_id == "streamd-0"
+    assert settings.cluster.advertise_url == "http://10.0.0.7:8080/"
+    assert settings.storage.result_roots == (Path("/results"),)
+    [results] = [v for v in spec["template"]["spec"]["volumes"] if v["name"] == "results"]
+    assert results["persistentVolumeClaim"]["claimName"] == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    budget = kinds["PodDisruptionBudget"]["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
 
 
 def test_systemd_unit_is_hardened() -> None:
