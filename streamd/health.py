@@ -37,9 +37,6 @@ class LastError:
     def snapshot(self) -> ErrorStatus:
         return ErrorStatus(self.message, self.at, self.active)
 
-    def to_api(self) -> dict[str, object]:
-        return self.snapshot().to_api()
-
 
 def supervise(
     run: Callable[[], Awaitable[None]],

@@ -93,34 +93,43 @@ async def deploy_service(
     return network["id"]
 
 
-@pytest.fixture
-async def services(client: TestClient, wide_detector: ModelFiles, tf1_model: ModelFiles) -> dict[str, int]:
-    detection = {
-        "detection": {
-            "thresholds": [0.1, 0.1],
-            "nms_threshold": 0.45,
-            "direct_output": {
-                "boxes_tensor": "detection_boxes",
-                "scores_tensor": "detection_scores",
-                "classes_tensor": "detection_classes",
-            },
-        }
+DETECTION = {
+    "detection": {
+        "thresholds": [0.1, 0.1],
+        "nms_threshold": 0.45,
+        "direct_output": {
+            "boxes_tensor": "detection_boxes",
+            "scores_tensor": "detection_scores",
+            "classes_tensor": "detection_classes",
+        },
     }
-    classification = {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}
+}
+CLASSIFICATION = {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}
+
+
+async def deploy_things_and_colours(
+    client: TestClient, wide_detector: ModelFiles, tf1_model: ModelFiles
+) -> dict[str, int]:
+    """Services `things` (the wide detector: person, car) and `colours` (blue, green, red): network ids."""
     return {
         "things": await deploy_service(
             client,
             wide_detector,
             "things",
             ["person", "car"],
-            detection,
+            DETECTION,
             boxes=True,
             image={"target_size": "80x40"},
         ),
         "colours": await deploy_service(
-            client, tf1_model, "colours", ["blue", "green", "red"], classification, boxes=False
+            client, tf1_model, "colours", ["blue", "green", "red"], CLASSIFICATION, boxes=False
         ),
     }
+
+
+@pytest.fixture
+async def services(client: TestClient, wide_detector: ModelFiles, tf1_model: ModelFiles) -> dict[str, int]:
+    return await deploy_things_and_colours(client, wide_detector, tf1_model)
 
 
 def seed_chain(frame: np.ndarray, crop_action: dict[str, Any]) -> dict[str, Any]:

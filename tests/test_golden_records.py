@@ -30,24 +30,11 @@ from streamd.app import build_app
 from streamd.settings import Settings
 from tests.conftest import make_settings, wait_until
 from tests.factories.models import ModelFiles
-from tests.test_chains import BLUE, GREEN, RED, data_uri, deploy_service, scene
+from tests.test_chains import BLUE, GREEN, RED, data_uri, deploy_things_and_colours, scene
 
 GOLDEN = Path(__file__).parent / "golden"
 WRITE = os.environ.get("STREAMD_WRITE_GOLDEN") == "1"
 CLOCK_FIELDS = ("latency_s", "captured_ts")
-
-DETECTION = {
-    "detection": {
-        "thresholds": [0.1, 0.1],
-        "nms_threshold": 0.45,
-        "direct_output": {
-            "boxes_tensor": "detection_boxes",
-            "scores_tensor": "detection_scores",
-            "classes_tensor": "detection_classes",
-        },
-    }
-}
-CLASSIFICATION = {"classification": {"output_tensor": "prob", "thresholds": [0.5, 0.5, 0.5]}}
 
 CALLS: list[dict[str, Any]] = [
     {"id": "detect", "service": "things", "parameters": {"output": {"confidence_threshold": 0.05}}},
@@ -124,24 +111,11 @@ async def golden_client(aiohttp_client: Any, golden_settings: Settings) -> TestC
     return await aiohttp_client(build_app(settings))
 
 
-async def register(client: TestClient, wide_detector: ModelFiles, tf1_model: ModelFiles) -> None:
-    await deploy_service(
-        client,
-        wide_detector,
-        "things",
-        ["person", "car"],
-        DETECTION,
-        boxes=True,
-        image={"target_size": "80x40"},
-    )
-    await deploy_service(client, tf1_model, "colours", ["blue", "green", "red"], CLASSIFICATION, boxes=False)
-
-
 async def test_stream_records_are_byte_identical_to_the_golden_ones(
     golden_client: TestClient, wide_detector: ModelFiles, tf1_model: ModelFiles, tmp_path: Path
 ) -> None:
     client = golden_client
-    await register(client, wide_detector, tf1_model)
+    await deploy_things_and_colours(client, wide_detector, tf1_model)
     response = await client.put("/v0.7/chains/golden", json={"calls": CALLS})
     assert response.status == 201, await response.json()
     body = {
@@ -169,7 +143,7 @@ async def test_chain_answers_are_byte_identical_to_the_golden_ones(
     golden_client: TestClient, wide_detector: ModelFiles, tf1_model: ModelFiles
 ) -> None:
     client = golden_client
-    await register(client, wide_detector, tf1_model)
+    await deploy_things_and_colours(client, wide_detector, tf1_model)
     answers = []
     for picture in (scene(), scene(red=False), moving_scene(7)):
         calls = [dict(call) for call in CALLS]

@@ -85,6 +85,11 @@ class StreamCounters:
         if self._series is not None:
             self._series.decoded.inc(count)
 
+    def line_crossed(self, line: str, category: str, direction: str) -> None:
+        """A track crossed one of the stream's lines (status keeps the totals: streams/analytics.py)."""
+        if self._metrics is not None:
+            self._metrics.line_crossings.labels(self._stream, line, category, direction).inc()
+
     def stage(self, stage: str, seconds: float) -> None:
         """Record how long a frame spent in one stage of the pipeline."""
         self._stages[stage].append(seconds)

@@ -93,7 +93,6 @@ class StreamPipeline:
         self.lease = lease
         self.checkpoints = Checkpoints(stream_id, sinks, checkpoint, settings.checkpoint_interval_s)
         self._events_only = any(sink.events_only for sink in sinks)
-        self._metrics = metrics
         self.counters = StreamCounters(stream_id, metrics)
         self.analytics = StreamAnalytics(plan, settings.scene)
         self.chain_name = chain_name
@@ -248,9 +247,11 @@ class StreamPipeline:
     async def _run_chain(self, frames: list[Frame]) -> tuple[list[Prediction | None], float]:
         """The chain on the frames that moved (all of them without a motion gate); None for the others."""
         moving = [frame for frame in frames if frame.motion is not False]
-        found = iter(
-            await self._runner.run(self._plan, [f.pixels for f in moving], [self._uri] * len(moving))
-        )
+        predictions = []
+        if moving:  # a group of still frames costs no chain call (nor a zero-image duration sample)
+            uris = [self._uri] * len(moving)
+            predictions = await self._runner.run(self._plan, [f.pixels for f in moving], uris)
+        found = iter(predictions)
         return [next(found) if frame.motion is not False else None for frame in frames], time.monotonic()
 
     async def _emit(self, in_flight: InFlight) -> None:
@@ -296,11 +297,8 @@ class StreamPipeline:
         if self.analytics.enabled:
             analysed = self.analytics.apply(prediction, frame.pts_s, width, height)
             prediction, events = analysed.prediction, analysed.events
-            if events and self._metrics is not None:
-                for event in events:
-                    self._metrics.line_crossings.labels(
-                        str(self.stream_id), event["line"], event["class"], event["direction"]
-                    ).inc()
+            for event in events:
+                self.counters.line_crossed(event["line"], event["class"], event["direction"])
         record = self._header(frame, latency)
         if frame.motion is not None:
             record["motion"] = True
