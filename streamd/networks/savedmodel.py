@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from streamd.errors import ModelLoadError
+from streamd.networks.freezing import freeze
 from streamd.networks.meanfile import load_mean
 from streamd.networks.spec import Preprocessing, graph_tensor_name
 from streamd.networks.tfmodel import FunctionModel, LoadedModel, SessionModel, Shape, Signature
@@ -65,9 +66,15 @@ def load_savedmodel(export_dir: Path, intra_op_threads: int = 0, inter_op_thread
 
 
 def load_network_files(
-    directory: Path, preprocessing: Preprocessing, intra_op_threads: int = 0, inter_op_threads: int = 0
+    directory: Path,
+    preprocessing: Preprocessing,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    freeze_graph: bool = False,
 ) -> tuple[LoadedModel, list[np.ndarray | None]]:
-    """Blocking: the SavedModel and each input's mean, in its layout."""
+    """Blocking: the SavedModel and each input's mean, in its layout; with `freeze_graph`, a Session
+    model's served outputs run through a frozen copy of its graph when that gives the same results
+    (networks/freezing.py)."""
     model = load_savedmodel(directory, intra_op_threads, inter_op_threads)
     try:
         means = [
@@ -79,6 +86,8 @@ def load_network_files(
     except Exception:
         model.close()
         raise
+    if freeze_graph and isinstance(model, SessionModel):
+        model = freeze(model, preprocessing, means, intra_op_threads, inter_op_threads)
     return model, means
 
 
