@@ -43,7 +43,7 @@ from bench.pipeline import register_classify_chain
 from streamd.app import build_app
 from streamd.settings import load
 from streamd.streams.budget import held_frames
-from streamd.streams.pipeline import STAGES
+from streamd.streams.counters import STAGES
 from tests.factories.daemon import free_port
 from tests.factories.rtsp import RtspServer
 
@@ -69,6 +69,7 @@ class Step:
     min_fps_out: float
     dropped: int
     latency_s: tuple[float, float, float]
+    late_p95_s: float  # of capture->sink: how late frames were decoded against their stream time
     cores: float
     decode_cores: float
     other_cores: float  # what other processes of the machine used meanwhile
@@ -125,18 +126,29 @@ async def snapshot(http: aiohttp.ClientSession) -> Snapshot:
     return Snapshot(time.time(), time.process_time(), decoder, busy, rss, dropped)
 
 
-def window_records(path: Path, start_ts: float, end_ts: float) -> tuple[int, list[float]]:
-    """Records captured in [start_ts, end_ts): their count and capture->sink latencies. "On time" is
-    the camera's smallest `captured_ts - pts_s` in the window, not over the run: a looping file loses
-    its reopening time at each replay (its pacing restarts with the play), which is not lateness."""
+def window_records(
+    path: Path, start_ts: float, end_ts: float, play_s: float | None
+) -> tuple[int, list[float], list[float]]:
+    """Records captured in [start_ts, end_ts): their count, capture->sink latencies, and the part of
+    those that is lateness of decoding. "On time" is the camera's smallest `captured_ts - pts_s` in
+    the window, and for a looping file (`play_s`: the clip's length) in each play of the window: a
+    looping file loses its reopening time at each replay (its pacing restarts with the play), which a
+    camera never does and is not lateness."""
     import orjson
 
     records = [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
     window = [r for r in records if start_ts <= r["captured_ts"] < end_ts]
     if not window:
-        return 0, []
-    on_time = min(r["captured_ts"] - r["pts_s"] for r in window)
-    return len(window), [r["captured_ts"] - r["pts_s"] - on_time + r["latency_s"] for r in window]
+        return 0, [], []
+
+    def play(record: dict[str, Any]) -> int:
+        return int(record["pts_s"] // play_s) if play_s else 0
+
+    on_time: dict[int, float] = {}
+    for r in window:
+        on_time[play(r)] = min(on_time.get(play(r), math.inf), r["captured_ts"] - r["pts_s"])
+    late = [r["captured_ts"] - r["pts_s"] - on_time[play(r)] for r in window]
+    return len(window), [lateness + r["latency_s"] for lateness, r in zip(late, window, strict=True)], late
 
 
 async def add_cameras(
@@ -177,18 +189,18 @@ async def measure_step(
     after = await snapshot(http)
     stages = await stages_p95(http)
     await asyncio.sleep(min(args.latency_bound_s * 4, 5.0))  # let frames captured in the window arrive
-    counts, latencies = [], []
+    counts, latencies, lateness = [], [], []
     for index in range(cameras):
         path = results / f"cam-{index}.jsonl"
-        count, camera = await asyncio.to_thread(window_records, path, before.wall_ts, after.wall_ts)
+        play_s = None if index < args.rtsp else CLIP_S
+        count, camera, late = await asyncio.to_thread(
+            window_records, path, before.wall_ts, after.wall_ts, play_s
+        )
         counts.append(count)
         latencies.extend(camera)
+        lateness.extend(late)
     seconds = after.wall_ts - before.wall_ts
-    latencies.sort()
-    p = [
-        latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else math.inf
-        for q in (0.5, 0.95, 0.99)
-    ]
+    p = percentiles(latencies)
     dropped = after.dropped - before.dropped
     held = min(counts) >= 0.95 * args.fps * seconds - 1 and dropped == 0 and p[1] <= args.latency_bound_s
     cores = (after.process_cpu_s - before.process_cpu_s) / seconds
@@ -198,12 +210,22 @@ async def measure_step(
         min(counts) / seconds,
         dropped,
         (p[0], p[1], p[2]),
+        percentiles(lateness)[1],
         cores,
         (after.decoder_cpu_s - before.decoder_cpu_s) / seconds,
         (after.machine_busy_s - before.machine_busy_s) / seconds - cores,
         (after.rss_bytes - base_rss) / cameras / 1024**2,
         stages,
     )
+
+
+def percentiles(values: list[float]) -> list[float]:
+    """p50, p95, p99 (inf when there is nothing)."""
+    ordered = sorted(values)
+    return [
+        ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.inf
+        for q in (0.5, 0.95, 0.99)
+    ]
 
 
 def show(step: Step, cost_ms: float) -> None:
@@ -213,7 +235,8 @@ def show(step: Step, cost_ms: float) -> None:
     stages = " ".join(f"{stage} {seconds:.3f}" for stage, seconds in step.stages_p95_s.items())
     print(
         f"N={step.cameras:3} {'held' if step.held else 'FELL BEHIND'}: min fps out {step.min_fps_out:.2f}, "
-        f"dropped {step.dropped}, capture->sink p50/p95/p99 {p50:.2f}/{p95:.2f}/{p99:.2f} s; "
+        f"dropped {step.dropped}, capture->sink p50/p95/p99 {p50:.2f}/{p95:.2f}/{p99:.2f} s "
+        f"(decoding late p95 {step.late_p95_s:.2f} s); "
         f"{step.cores:.2f} cores = {per_camera:.1f} core-ms/s per camera (decode {decode:.1f}, "
         f"inference and the rest {per_camera - decode:.1f}); RSS +{step.rss_per_camera_mb:.1f} MB per "
         f"camera; stage p95 (s) {stages}; other processes {step.other_cores:.2f} cores, so the cores "
@@ -284,12 +307,17 @@ async def costs(root: Path, video: Path, args: argparse.Namespace) -> tuple[Path
         model_dir = Path(args.model)
         tensors = await asyncio.to_thread(model_tensors, model_dir)
     decode_ms = await asyncio.to_thread(decode_cost_ms, video, args.fps)
-    infer_ms = await asyncio.to_thread(inference_cost_ms, model_dir, *tensors, args.size)
+    loaded_ms = await asyncio.to_thread(inference_cost_ms, model_dir, *tensors, args.size)
+    frozen = "inference.freeze_graphs=false" not in [a.replace(" ", "") for a in args.set]
+    infer_ms = loaded_ms
+    if frozen:
+        infer_ms = await asyncio.to_thread(inference_cost_ms, model_dir, *tensors, args.size, frozen=True)
     limit = 2000 / (decode_ms + infer_ms * args.fps)
     print(
         f"{args.height}p30 at {args.fps:g} fps, each measured alone: decoding {decode_ms:.1f} core-ms per "
         f"camera-second, inference {infer_ms:.2f} core-ms per frame (raw session.run, batch 8, two "
-        f"threads): 2-core limit 2000 / ({decode_ms:.1f} + {infer_ms:.2f} x {args.fps:g}) = {limit:.1f}",
+        f"threads{f', frozen graph; {loaded_ms:.2f} as loaded' if frozen else ''}): 2-core limit "
+        f"2000 / ({decode_ms:.1f} + {infer_ms:.2f} x {args.fps:g}) = {limit:.1f}",
         flush=True,
     )
     return model_dir, tensors, limit

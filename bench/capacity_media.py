@@ -109,17 +109,26 @@ def model_tensors(directory: Path) -> tuple[str, str]:
 
 
 def inference_cost_ms(
-    directory: Path, input_name: str, output_name: str, size: int, seconds: float = 6.0
+    directory: Path,
+    input_name: str,
+    output_name: str,
+    size: int,
+    seconds: float = 6.0,
+    frozen: bool = False,
 ) -> float:
     """Core-ms per image of raw `session.run` at batch 8 from two threads (as the daemon runs two
-    batches at once), loaded the way streamd loads networks; preprocessing not included."""
+    batches at once), loaded the way streamd loads networks (`frozen`: with the graph frozen, as
+    `inference.freeze_graphs` does); preprocessing not included."""
+    from streamd.networks.freezing import FrozenSessionModel
     from streamd.networks.savedmodel import load_network_files
 
     preprocessing = Preprocessing.model_validate(
         {"inputs": [{"tensor_name": input_name, "image": {"target_size": f"{size}x{size}"}}]}
     )
-    model, _ = load_network_files(directory, preprocessing)
-    session: Any = model.session
+    model, _ = load_network_files(directory, preprocessing, freeze_graph=frozen)
+    if frozen and not isinstance(model, FrozenSessionModel):
+        raise RuntimeError("the model could not be frozen (see the log)")
+    session: Any = model._frozen if isinstance(model, FrozenSessionModel) else model.session
     started_cpu, started = time.process_time(), time.monotonic()
     rate = raw_rate(session, input_name, output_name, 8, seconds, callers=2, size=size)
     images = rate * (time.monotonic() - started)
