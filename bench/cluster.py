@@ -36,7 +36,7 @@ import psycopg
 import requests
 import sqlalchemy as sa
 
-from streamd.cluster.leases import NodeInfo, tick
+from streamd.cluster.leases import NodeInfo, release, tick
 from streamd.store.db import Database
 from streamd.store.streams import StreamRepository
 from tests.factories.daemon import Daemon, register_colour_chain
@@ -191,6 +191,7 @@ class SimulatedNode(threading.Thread):
         self.held: dict[int, int] = {}
         self.latencies: list[float] = []
         self.errors = 0
+        self.handed_over = 0
 
     def run(self) -> None:
         period = self.info.ttl_s / 3
@@ -206,6 +207,12 @@ class SimulatedNode(threading.Thread):
                 self.errors += 1
             else:
                 self.held = {lease.stream_id: lease.epoch for lease in (*result.renewed, *result.claimed)}
+                if result.surplus:  # hand the newest over at once, as a node does once they stopped
+                    surplus = dict(sorted(self.held.items())[-result.surplus :])
+                    with self.engine.begin() as conn:
+                        release(conn, self.info.node_id, surplus, leave=False)
+                    self.handed_over += len(surplus)
+                    self.held = {sid: epoch for sid, epoch in self.held.items() if sid not in surplus}
             self.latencies.append(time.monotonic() - started)
             next_round = started + period
 
@@ -256,7 +263,11 @@ def simulate(server: PostgresServer, args: argparse.Namespace, *, join_first: bo
             asyncio.run(_seed(url, Path(tmp), total))
             start = time.monotonic()
         converged: float | None = None
+        balanced: float | None = None
         while time.monotonic() < until:
+            counts = [len(sim.held) for sim in sims]
+            if balanced is None and sum(counts) >= total and max(counts) - min(counts) <= 1:
+                balanced = time.monotonic() - start
             if converged is None and sum(len(sim.held) for sim in sims) >= total:
                 converged = time.monotonic() - start
                 # Steady state from here: count statements and commits over the rest of the run.
@@ -288,6 +299,11 @@ def simulate(server: PostgresServer, args: argparse.Namespace, *, join_first: bo
         print(
             f"  every stream owned after {converged:.2f} s; "
             f"streams per node min {per_node[0]}, median {per_node[len(per_node) // 2]}, max {per_node[-1]}"
+        )
+        print(
+            f"  balanced (every node within one stream of the others) after "
+            f"{'never' if balanced is None else f'{balanced:.2f} s'}; "
+            f"{sum(sim.handed_over for sim in sims)} streams handed over by rebalancing"
         )
         print(
             f"  steady state: {rate:.0f} statements/s ({rate / args.sim_nodes:.1f} per node, "

@@ -67,6 +67,13 @@ def build_app(settings: Settings) -> web.Application:
     )
     if metrics is not None:
         metrics.add_stream_gauges(streams.statuses)
+    cluster = None
+    if settings.database_url is not None:
+        cluster = ClusterNode(
+            settings.cluster, settings.database_url, _address(settings), streams, stream_store
+        )
+        if metrics is not None:
+            cluster.observe = metrics.cluster_observe
     svc = Services(
         settings=settings,
         db=db,
@@ -81,9 +88,7 @@ def build_app(settings: Settings) -> web.Application:
         chains_runner=runner,
         streams=streams,
         metrics=metrics,
-        cluster=None
-        if settings.database_url is None
-        else ClusterNode(settings.cluster, settings.database_url, _address(settings), streams, stream_store),
+        cluster=cluster,
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
     app[SERVICES] = svc

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -151,6 +152,23 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # cluster mode (empty on one node)
+        self.cluster_events = Counter(
+            "streamd_cluster_events_total",
+            "This node's lease events: rounds ok or failed, streams claimed, taken over from a dead node, "
+            "handed over (rebalancing), lost, fenced.",
+            ["event"],
+            registry=r,
+        )
+        self.cluster_failover = Histogram(
+            "streamd_cluster_failover_seconds",
+            "For each stream taken over from a dead node: seconds since that node's last renewal.",
+            buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 60),
+            registry=r,
+        )
+        self.cluster_streams = Gauge(
+            "streamd_cluster_streams", "Streams this node holds leases for.", registry=r
+        )
         # REST
         self.http_requests = Counter(
             "streamd_http_requests_total", "API requests.", ["route", "method", "status"], registry=r
@@ -167,6 +185,15 @@ class Metrics:
         """Gauges computed at scrape time from the streams' statuses, (stream label, status) each."""
         self._live = _Live(lambda: stream_gauges(read()))
         self.registry.register(self._live)
+
+    def cluster_observe(self, event: str, value: float) -> None:
+        """A ClusterNode event: `failover` (seconds), `streams` (held now), else a count of `event`."""
+        if event == "failover":
+            self.cluster_failover.observe(value)
+        elif event == "streams":
+            self.cluster_streams.set(value)
+        else:
+            self.cluster_events.labels(event).inc(value)
 
     def sink_observer(self, stream: str, sink: str) -> Callable[[str, int], None]:
         """What a sink's stats call with (outcome, count): records delivered, retried, spooled, dropped."""

@@ -83,6 +83,8 @@ async def test_an_expired_lease_moves_with_a_new_epoch_and_fences_the_old_owner(
     await asyncio.sleep(0.6)  # a stops renewing; the database's clock decides
     taken = await _tick(db, b)
     assert [(lease.stream_id, lease.epoch) for lease in taken.claimed] == [(stream_id, 2)]
+    [failover_s] = taken.failovers_s  # since a's last renewal: its ttl and the sleep, not much more
+    assert 0.6 <= failover_s < 1.5
     late = await _tick(db, a, held_a)
     assert late.renewed == () and late.deleted == frozenset()  # lost, not deleted: a stops it
     store = StreamRepository(db)
@@ -103,6 +105,26 @@ async def test_a_released_lease_is_taken_at_once_and_a_deleted_stream_is_reporte
     assert [lease.stream_id for lease in (await _tick(db, b)).claimed] == [first]
     await StreamRepository(db).delete(second)
     assert (await _tick(db, a, {second: 1})).deleted == frozenset({second})
+
+
+async def test_a_node_above_its_share_hands_the_surplus_to_a_node_that_joined(db: Database) -> None:
+    ids = await _streams(db, 7)
+    a, b = _node("a", ttl_s=60), _node("b", ttl_s=60)
+    held_a = _held(await _tick(db, a))  # alone: all 7
+    assert sorted(held_a) == ids
+    joined = await _tick(db, b)  # nothing free: b waits, at 0
+    assert joined.claimed == () and joined.surplus == 0
+    crowded = await _tick(db, a, held_a)
+    assert crowded.surplus == 3  # shares: 4 and 3 (a's capacity and b's alike; a keeps the larger)
+    assert (await _tick(db, b)).claimed == ()  # a still holds them until it hands them over
+    newest = dict(sorted(held_a.items())[-3:])
+    assert await db.run(functools.partial(release, node_id="a", held=newest, leave=False)) == 3
+    took = await _tick(db, b)
+    assert [lease.stream_id for lease in took.claimed] == ids[-3:] and took.failovers_s == ()
+    rest = {sid: epoch for sid, epoch in held_a.items() if sid not in newest}
+    settled = await _tick(db, a, rest)
+    assert settled.surplus == 0 and sorted(_held(settled)) == ids[:4]
+    assert (await _tick(db, b, _held(took))).surplus == 0
 
 
 async def test_concurrent_claims_never_take_a_stream_twice(db: Database, postgres: PostgresServer) -> None:

@@ -7,7 +7,7 @@ never with this node's clock. `fair_share` is pure (no I/O) and decides how many
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -41,6 +41,10 @@ class Round:
     renewed: tuple[Lease, ...]  # leases this node still holds, with their desired state
     claimed: tuple[Lease, ...]  # streams newly taken (or taken back) by this node
     deleted: frozenset[int]  # held streams whose row is gone: deleted through some node's API
+    surplus: int = 0  # held streams above this node's share: to hand over (rebalancing)
+    # For each claimed stream whose owner had died: seconds since that owner's last renewal (its lease
+    # end minus this node's ttl: one ttl is assumed cluster-wide), an upper bound of the outage.
+    failovers_s: tuple[float, ...] = ()
 
 
 def fair_share(capacities: Sequence[int], active: int) -> int:
@@ -78,7 +82,9 @@ def tick(
     if lost:
         existing = set(conn.execute(sa.select(streams.c.id).where(streams.c.id.in_(lost))).scalars())
         deleted = frozenset(lost - existing)
-    claimed = _claim(conn, node, renewed, reclaim_own)
+    share = _share(conn, node)
+    surplus = max(0, len(renewed) - share)
+    claimed, failovers = _claim(conn, node, share - len(renewed), reclaim_own)
     owned = (*renewed, *claimed)
     conn.execute(nodes.update().where(nodes.c.id == node.node_id).values(streams=len(owned)))
     epochs = {lease.stream_id: lease.epoch for lease in renewed}
@@ -99,7 +105,7 @@ def tick(
     # Nodes gone for long are forgotten; recently dead ones stay listed with their heartbeat age.
     forget = max(timedelta(minutes=1), 10 * timedelta(seconds=node.ttl_s))
     conn.execute(nodes.delete().where(nodes.c.heartbeat_at < now - sa.literal(forget, sa.Interval)))
-    return Round(renewed, claimed, deleted)
+    return Round(renewed, claimed, deleted, surplus, failovers)
 
 
 def _heartbeat(conn: sa.Connection, node: NodeInfo, owned: int) -> None:
@@ -141,50 +147,75 @@ def _renew(conn: sa.Connection, node: NodeInfo, held: Mapping[int, int]) -> tupl
     return tuple(Lease(r.id, r.epoch, r.desired) for r in rows if r.epoch == held[r.id])
 
 
-def _claim(
-    conn: sa.Connection, node: NodeInfo, renewed: Collection[Lease], reclaim_own: bool
-) -> tuple[Lease, ...]:
-    now = sa.func.now()
-    live = sa.select(nodes.c.max_streams).where(nodes.c.heartbeat_at > now - _ttl(node))
+def _share(conn: sa.Connection, node: NodeInfo) -> int:
+    """The streams this node should run: its fair share among the live nodes, within its capacity.
+    Sum over the live nodes >= the active streams, so a node above its share means another is below
+    it, and handing the difference over converges (a node that joins gets streams without any stopping;
+    one that joins after the others filled up gets them by rebalancing)."""
+    live = sa.select(nodes.c.max_streams).where(nodes.c.heartbeat_at > sa.func.now() - _ttl(node))
     capacities = list(conn.execute(live).scalars())
     active = conn.execute(
         sa.select(sa.func.count()).select_from(streams).where(streams.c.desired.in_(ACTIVE))
     ).scalar_one()
-    want = min(node.max_streams, fair_share(capacities, active)) - len(renewed)
+    return min(node.max_streams, fair_share(capacities, active))
+
+
+def _claim(
+    conn: sa.Connection, node: NodeInfo, want: int, reclaim_own: bool
+) -> tuple[tuple[Lease, ...], tuple[float, ...]]:
+    now = sa.func.now()
     if want <= 0:
-        return ()
+        return (), ()
     free_rows = [streams.c.owner.is_(None), streams.c.lease_until.is_(None), streams.c.lease_until <= now]
     if reclaim_own:
         # At start only: a node restarted under a fixed node_id takes its own leases back at once (the
         # process that held them is gone; later, a stream created here is already in `renewed`).
         free_rows.append(streams.c.owner == node.node_id)
     free = (
-        sa.select(streams.c.id)
+        sa.select(streams.c.id, streams.c.owner, streams.c.lease_until)
         .where(streams.c.desired.in_(ACTIVE), sa.or_(*free_rows))
         .order_by(streams.c.id)
         .limit(want)
         .with_for_update(skip_locked=True)
         .subquery()
     )
+    since_renewal = sa.func.extract("epoch", now - free.c.lease_until + _ttl(node))
     rows = conn.execute(
         streams.update()
         .where(streams.c.id == free.c.id)
         .values(owner=node.node_id, epoch=streams.c.epoch + 1, lease_until=now + _ttl(node))
-        .returning(streams.c.id, streams.c.epoch, streams.c.desired)
+        .returning(
+            streams.c.id,
+            streams.c.epoch,
+            streams.c.desired,
+            free.c.owner.label("previous"),
+            since_renewal.label("since_renewal"),
+        )
     ).all()
-    return tuple(sorted((Lease(r.id, r.epoch, r.desired) for r in rows), key=lambda lease: lease.stream_id))
+    claimed = tuple(
+        sorted((Lease(r.id, r.epoch, r.desired) for r in rows), key=lambda lease: lease.stream_id)
+    )
+    failovers = tuple(
+        float(r.since_renewal) for r in rows if r.previous not in (None, node.node_id) and r.since_renewal
+    )
+    return claimed, failovers
 
 
-def release(conn: sa.Connection, node_id: str, held: Mapping[int, int]) -> int:
-    """Give up `held` leases at once (graceful stop) and leave the nodes table; returns how many."""
+def release(conn: sa.Connection, node_id: str, held: Mapping[int, int], *, leave: bool = True) -> int:
+    """Give up `held` leases (stream id → epoch) at once, and with `leave` leave the nodes table (a
+    graceful stop; without it, a handover while running); returns how many were released."""
     released = 0
     if held:
         released = conn.execute(
             streams.update()
-            .where(streams.c.id.in_(list(held)), streams.c.owner == node_id)
+            .where(
+                sa.tuple_(streams.c.id, streams.c.epoch).in_(list(held.items())),
+                streams.c.owner == node_id,
+            )
             .values(owner=None, lease_until=None)
         ).rowcount
-    conn.execute(nodes.delete().where(nodes.c.id == node_id))
+    if leave:
+        conn.execute(nodes.delete().where(nodes.c.id == node_id))
     return released
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,13 @@ class ClusterNode:
         self._background: set[asyncio.Task[None]] = set()  # streams stopping
         self._adopting: set[asyncio.Task[None]] = set()  # claimed streams starting
         self._valid_until: float | None = None  # monotonic: when the held leases surely expire
+        self._handing_over: set[int] = set()  # streams stopping to be released (rebalancing)
         self.error: str | None = None  # why the last round failed, while it did
         self.rounds = 0
+        self.observe: Callable[[str, float], None] = lambda _event, _value: None  # metrics, when wired
+
+    def _observe(self, event: str, value: float) -> None:
+        self.observe(event, value)
 
     @property
     def period_s(self) -> float:
@@ -110,6 +115,7 @@ class ClusterNode:
                 await self._round()
             except Exception as exc:  # supervision boundary: a failed round is retried next period
                 self.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                self._observe("round_failed", 1)
                 logger.warning("cluster: lease renewal failed: %s", self.error)
                 if self._valid_until is not None and time.monotonic() >= self._valid_until:
                     self._fence("its leases expired while the database could not be reached")
@@ -136,7 +142,9 @@ class ClusterNode:
         self._valid_until = sent + self.info.ttl_s
         self.error = None
         self.rounds += 1
+        self._observe("round_ok", 1)
         self._apply(result, held)
+        self._observe("streams", len(self._manager.held))
 
     def _apply(self, result: Round, held: dict[int, int]) -> None:
         manager = self._manager
@@ -148,6 +156,7 @@ class ClusterNode:
                 self._drop(stream_id, "deleted through another node", remove_spools=True)
             elif stream_id not in renewed:
                 self._drop(stream_id, "its lease was lost (not renewed in time)", remove_spools=False)
+                self._observe("lost", 1)
             else:
                 self._follow(renewed[stream_id])
         for lease in result.claimed:
@@ -155,6 +164,38 @@ class ClusterNode:
                 continue
             manager.held[lease.stream_id] = lease.epoch
             self._spawn(self._adopt(lease), f"stream-{lease.stream_id}-adopt", self._adopting)
+        for seconds in result.failovers_s:
+            self._observe("failover", seconds)
+        if result.claimed:
+            self._observe("claimed", len(result.claimed))
+        if result.failovers_s:
+            self._observe("taken_over", len(result.failovers_s))
+        if result.surplus and not self._handing_over:
+            # The newest streams move: the oldest keep their node (and their sinks' connections).
+            surplus = sorted(s for s in renewed if manager.held.get(s) == renewed[s].epoch)[-result.surplus :]
+            for stream_id in surplus:
+                self._spawn(
+                    self._hand_over(stream_id, renewed[stream_id].epoch), f"stream-{stream_id}-handover"
+                )
+
+    async def _hand_over(self, stream_id: int, epoch: int) -> None:
+        """Rebalancing: stop the stream here (its last checkpoint lands while the lease is still valid),
+        then release its lease so that a node below its share claims it at its next round."""
+        self._handing_over.add(stream_id)
+        try:
+            pipeline = self._manager.forget(stream_id)  # no longer renewed from the next round on
+            logger.info("cluster: stream %d handed over (this node is above its share)", stream_id)
+            if pipeline is not None:
+                with contextlib.suppress(Exception):  # its sinks log their own failures
+                    await pipeline.stop()
+            await self._db.run(
+                functools.partial(release, node_id=self.info.node_id, held={stream_id: epoch}, leave=False)
+            )
+            self._observe("handed_over", 1)
+        except Exception as exc:  # the lease then expires after its ttl: the stream moves anyway
+            logger.warning("cluster: cannot release stream %d after handing it over: %s", stream_id, exc)
+        finally:
+            self._handing_over.discard(stream_id)
 
     def _follow(self, lease: Lease) -> None:
         """Pause or resume as the row says (the API call may have reached another node)."""
@@ -198,6 +239,8 @@ class ClusterNode:
 
     def _fence(self, reason: str) -> None:
         """Stop every stream at once: another node may own them by now."""
+        if self._manager.held:
+            self._observe("fenced", len(self._manager.held))
         for stream_id in list(self._manager.held):
             self._drop(stream_id, reason, remove_spools=False)
 

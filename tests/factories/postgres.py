@@ -70,6 +70,11 @@ class PostgresServer:
             cwd=self.root,
             **self._user(),
         )
+        self.launch()
+
+    def launch(self) -> None:
+        """Start the server on its data directory and port (again, after `halt`)."""
+        data = self.root / "data"
         settings = [
             "listen_addresses=127.0.0.1",
             f"port={self.port}",
@@ -78,7 +83,7 @@ class PostgresServer:
         command = [self._bin / "postgres", "-D", data]
         for setting in (*settings, *_FAST):
             command += ["-c", setting]
-        log = (self.root / "server.log").open("wb")
+        log = (self.root / "server.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=self.root, **self._user())
         log.close()
         deadline = time.monotonic() + 30
@@ -94,8 +99,8 @@ class PostgresServer:
     def log(self) -> str:
         return (self.root / "server.log").read_text(errors="replace")
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT: sessions are disconnected), then reap the server and remove its files."""
+    def halt(self) -> None:
+        """Fast shutdown (SIGINT: sessions are disconnected); the data stays for `launch`."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(2)
             try:
@@ -103,6 +108,10 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+    def stop(self) -> None:
+        """Halt, then remove the server's files."""
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def execute(self, statement: str) -> None:
