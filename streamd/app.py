@@ -26,6 +26,7 @@ from streamd.metrics import Metrics
 from streamd.networks.public import load_public_networks
 from streamd.networks.savedmodel import tensorflow_version
 from streamd.settings import Settings
+from streamd.store.blobs import BlobStore
 from streamd.store.chains import ChainRepository
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
@@ -39,11 +40,14 @@ logger = logging.getLogger(__name__)
 
 def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path, settings.database_url)
-    networks = NetworkRepository(db, settings.storage.data_dir)
-    # Cluster mode when the registry is PostgreSQL: this node's name, on its tasks, leases and records.
-    node_id = None
+    # Cluster mode when the registry is PostgreSQL: this node's name, on its tasks, leases and records;
+    # network files stored in the database too, fetched by the nodes that need them.
+    node_id: str | None = None
+    blobs: BlobStore | None = None
     if settings.database_url is not None:
         node_id = settings.cluster.node_id or default_node_id()
+        blobs = BlobStore(settings.database_url)
+    networks = NetworkRepository(db, settings.storage.data_dir, blobs=blobs, node_id=node_id)
     tasks = TaskRepository(db, node_id)
     metrics = Metrics() if settings.metrics.enabled else None
     runtime = InferenceRuntime(networks, settings.inference, metrics)
@@ -81,6 +85,7 @@ def build_app(settings: Settings) -> web.Application:
         chains_runner=runner,
         streams=streams,
         metrics=metrics,
+        blobs=blobs,
         cluster=None
         if settings.database_url is None
         else ClusterNode(settings.cluster, settings.database_url, _address(settings), streams, stream_store),
@@ -98,10 +103,14 @@ def build_app(settings: Settings) -> web.Application:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
     await svc.db.open()
+    if svc.blobs is not None:
+        await svc.blobs.open()
     await svc.networks.sweep()
     svc.public_networks = await asyncio.to_thread(load_public_networks, svc.settings.networks.public_dir)
     svc.tensorflow_version = await asyncio.to_thread(tensorflow_version)
     yield
+    if svc.blobs is not None:
+        await svc.blobs.close()
     await svc.db.close()
 
 

@@ -97,16 +97,17 @@ class Deployer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _deploy(self, network: NetworkRecord) -> None:
-        export_dir = self._networks.network_dir(network.network_id)
-        job = asyncio.get_running_loop().run_in_executor(
-            self._executor,
-            validate_network,
-            export_dir,
-            network.preprocessing,
-            self._runtime.policy(network).max_batch_size,
-            *self._runtime.tf_threads(network),
-        )
         try:
+            # Cluster mode: a deployment taken over from another node fetches the files first.
+            export_dir = await self._networks.local_dir(network.network_id)
+            job = asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                validate_network,
+                export_dir,
+                network.preprocessing,
+                self._runtime.policy(network).max_batch_size,
+                *self._runtime.tf_threads(network),
+            )
             model, means, report = await asyncio.wait_for(job, self._config.deploy_timeout_s)
         except StreamdError as exc:
             await self._fail(network, exc.message)
