@@ -78,7 +78,7 @@ def build_app(settings: Settings) -> web.Application:
         tasks=tasks,
         recognition=recognition,
         runtime=runtime,
-        deployer=Deployer(networks, tasks, runtime, settings.networks, metrics),
+        deployer=Deployer(networks, tasks, runtime, settings.networks, metrics, node_id),
         jobs=InferenceJobs(tasks),
         chains=chains,
         chain_catalogue=catalogue,
@@ -133,9 +133,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
-    resumed = await svc.deployer.resume_pending()
-    if resumed:
-        logger.info("resumed %d interrupted deployment(s)", resumed)
+    if svc.cluster is None:  # cluster mode: after this node's first heartbeat (_streams_ctx)
+        await _resume_deployments(svc)
     svc.ready = True
     yield
     svc.ready = False
@@ -148,6 +147,8 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     if svc.cluster is not None:
         # Cluster mode: this node runs what it claims, not every stored stream (streamd/cluster/node.py).
         await svc.cluster.start()
+        # Now that this node counts as live, the deployments it takes over are seen as its own.
+        await _resume_deployments(svc, svc.settings.cluster.lease_ttl_s)
         yield
         await svc.cluster.stop()
         return
@@ -156,6 +157,12 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
         logger.info("resumed %d stream(s)", resumed)
     yield
     await svc.streams.close()
+
+
+async def _resume_deployments(svc: Services, live_ttl_s: float | None = None) -> None:
+    resumed = await svc.deployer.resume_pending(live_ttl_s)
+    if resumed:
+        logger.info("resumed %d interrupted deployment(s)", resumed)
 
 
 def _address(settings: Settings) -> str:

@@ -20,7 +20,7 @@ from streamd.networks.spec import NetworkSpec
 from streamd.store.blobs import CHUNK_BYTES, BlobsGoneError, BlobStore, link_files
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRecord, NetworkRepository
-from streamd.store.schema import blob_chunks, blobs, network_files
+from streamd.store.schema import blob_chunks, blobs, network_files, nodes, tasks
 from tests.factories.postgres import PostgresServer
 
 # A SavedModel's shape, with made-up bytes: the store never looks inside. The variables shard spans
@@ -209,6 +209,40 @@ async def test_blobs_of_an_upload_that_never_became_a_network_are_swept_after_an
     await db.run(lambda conn: conn.execute(blobs.update().values(created_at=two_hours_ago)))
     await a.networks.sweep()
     assert await counts(db) == (0, 0, 0)
+
+
+async def test_a_deployment_is_taken_over_only_from_a_node_that_is_not_alive(
+    cluster: tuple[Database, Node, Node],
+) -> None:
+    db, a, b = cluster
+    record = await register(a)
+
+    async def heartbeat(node: str, age_s: float) -> None:
+        def upsert(conn: sa.Connection) -> None:
+            conn.execute(nodes.delete().where(nodes.c.id == node))
+            at = sa.func.now() - sa.literal(timedelta(seconds=age_s), sa.Interval)
+            conn.execute(
+                nodes.insert().values(id=node, address="", started_at=at, heartbeat_at=at, max_streams=1)
+            )
+
+        await db.run(upsert)
+
+    async def task_node() -> str | None:
+        return await db.run(
+            lambda conn: conn.execute(sa.select(tasks.c.node).where(tasks.c.id == record.task_id)).scalar()
+        )
+
+    assert await task_node() == "a"
+    await heartbeat("a", 1.0)
+    await heartbeat("b", 0.0)
+    assert await b.networks.claim_undeployed(6.0) == []  # a is alive: its deployment is its own
+    assert [r.network_id for r in await a.networks.claim_undeployed(6.0)] == [record.network_id]
+    await heartbeat("a", 10.0)  # a died
+    assert [r.network_id for r in await b.networks.claim_undeployed(6.0)] == [record.network_id]
+    assert await task_node() == "b"
+    assert await a.networks.claim_undeployed(6.0) == []  # b is alive now
+    await a.networks.mark_deployed(record.network_id)
+    assert await b.networks.claim_undeployed(6.0) == []
 
 
 async def test_sqlite_keeps_network_files_on_disk_only(tmp_path: Path) -> None:

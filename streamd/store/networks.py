@@ -17,6 +17,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from streamd.errors import NotFoundError, UnavailableError
 from streamd.networks.spec import NetworkPatch, NetworkSpec, Preprocessing
 from streamd.store.blobs import BlobsGoneError, BlobStore, StoredFile, drop_blobs, link_files, network_blobs
 from streamd.store.db import Database, inserted_id, utc_now_iso
-from streamd.store.schema import networks, tasks
+from streamd.store.schema import networks, nodes, tasks
 from streamd.store.tasks import insert_task
 
 logger = logging.getLogger(__name__)
@@ -228,6 +229,31 @@ class NetworkRepository:
             )
         )
         return [_record(row) for row in rows]
+
+    async def claim_undeployed(self, live_ttl_s: float) -> list[NetworkRecord]:
+        """Cluster mode: the undeployed networks whose deployment this node runs now, oldest first: those
+        whose task it created, or that were created before tasks named a node, or whose node has not
+        heartbeated for `live_ttl_s` (it died or left mid-deployment). The task names this node after."""
+        assert self._node_id is not None
+        me = self._node_id
+
+        def claim(conn: sa.Connection) -> list[sa.RowMapping]:
+            ttl = sa.bindparam("ttl", timedelta(seconds=live_ttl_s), type_=sa.Interval)
+            live = sa.select(nodes.c.id).where(nodes.c.heartbeat_at > sa.func.now() - ttl, nodes.c.id != me)
+            taken = conn.execute(
+                tasks.update()
+                .where(
+                    tasks.c.id.in_(sa.select(networks.c.task_id).where(sa.not_(networks.c.deployed))),
+                    tasks.c.status == "pending",
+                    sa.or_(tasks.c.node.is_(None), tasks.c.node.not_in(live)),
+                )
+                .values(node=me)
+                .returning(tasks.c.id)
+            ).scalars()
+            query = networks.select().where(networks.c.task_id.in_(list(taken))).order_by(networks.c.id)
+            return list(conn.execute(query).mappings())
+
+        return [_record(row) for row in await self._db.run(claim)]
 
     async def count(self) -> int:
         return await self._db.run(
