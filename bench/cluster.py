@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import functools
 import random
-import shutil
 import statistics
 import tempfile
 import threading
@@ -96,10 +95,7 @@ class ClusterRig:
             "STREAMD_CLUSTER__LEASE_TTL_S": str(self.ttl_s),
             "STREAMD_CLUSTER__MAX_STREAMS": str(self.max_streams),
         }
-        daemon = Daemon(self.root / name, env=env)
-        if self.nodes:
-            first = next(iter(self.nodes.values()))
-            shutil.copytree(first.data_dir / "networks", daemon.data_dir / "networks")
+        daemon = Daemon(self.root / name, env=env)  # network files: fetched from PostgreSQL on first use
         self.nodes[name] = daemon.start()
         return daemon
 

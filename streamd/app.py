@@ -26,6 +26,7 @@ from streamd.metrics import Metrics
 from streamd.networks.public import load_public_networks
 from streamd.networks.savedmodel import tensorflow_version
 from streamd.settings import Settings
+from streamd.store.blobs import BlobStore
 from streamd.store.chains import ChainRepository
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
@@ -39,11 +40,14 @@ logger = logging.getLogger(__name__)
 
 def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path, settings.database_url)
-    networks = NetworkRepository(db, settings.storage.data_dir)
-    # Cluster mode when the registry is PostgreSQL: this node's name, on its tasks, leases and records.
-    node_id = None
+    # Cluster mode when the registry is PostgreSQL: this node's name, on its tasks, leases and records;
+    # network files stored in the database too, fetched by the nodes that need them.
+    node_id: str | None = None
+    blobs: BlobStore | None = None
     if settings.database_url is not None:
         node_id = settings.cluster.node_id or default_node_id()
+        blobs = BlobStore(settings.database_url)
+    networks = NetworkRepository(db, settings.storage.data_dir, blobs=blobs, node_id=node_id)
     tasks = TaskRepository(db, node_id)
     metrics = Metrics() if settings.metrics.enabled else None
     runtime = InferenceRuntime(networks, settings.inference, metrics)
@@ -81,13 +85,14 @@ def build_app(settings: Settings) -> web.Application:
         tasks=tasks,
         recognition=recognition,
         runtime=runtime,
-        deployer=Deployer(networks, tasks, runtime, settings.networks, metrics),
+        deployer=Deployer(networks, tasks, runtime, settings.networks, metrics, node_id),
         jobs=InferenceJobs(tasks),
         chains=chains,
         chain_catalogue=catalogue,
         chains_runner=runner,
         streams=streams,
         metrics=metrics,
+        blobs=blobs,
         cluster=cluster,
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
@@ -103,10 +108,14 @@ def build_app(settings: Settings) -> web.Application:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
     await svc.db.open()
+    if svc.blobs is not None:
+        await svc.blobs.open()
     await svc.networks.sweep()
     svc.public_networks = await asyncio.to_thread(load_public_networks, svc.settings.networks.public_dir)
     svc.tensorflow_version = await asyncio.to_thread(tensorflow_version)
     yield
+    if svc.blobs is not None:
+        await svc.blobs.close()
     await svc.db.close()
 
 
@@ -129,9 +138,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
-    resumed = await svc.deployer.resume_pending()
-    if resumed:
-        logger.info("resumed %d interrupted deployment(s)", resumed)
+    if svc.cluster is None:  # cluster mode: after this node's first heartbeat (_streams_ctx)
+        await _resume_deployments(svc)
     svc.ready = True
     yield
     svc.ready = False
@@ -144,6 +152,8 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     if svc.cluster is not None:
         # Cluster mode: this node runs what it claims, not every stored stream (streamd/cluster/node.py).
         await svc.cluster.start()
+        # Now that this node counts as live, the deployments it takes over are seen as its own.
+        await _resume_deployments(svc, svc.settings.cluster.lease_ttl_s)
         yield
         await svc.cluster.stop()
         return
@@ -152,6 +162,12 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
         logger.info("resumed %d stream(s)", resumed)
     yield
     await svc.streams.close()
+
+
+async def _resume_deployments(svc: Services, live_ttl_s: float | None = None) -> None:
+    resumed = await svc.deployer.resume_pending(live_ttl_s)
+    if resumed:
+        logger.info("resumed %d interrupted deployment(s)", resumed)
 
 
 def _address(settings: Settings) -> str:

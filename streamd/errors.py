@@ -95,6 +95,13 @@ class InsufficientStorageError(StreamdError):
     code = "insufficient_storage"
 
 
+class CorruptDataError(StreamdError):
+    """Stored content failed its integrity check (a network file whose sha256 is not the one recorded):
+    it is never used, and nothing is left in place."""
+
+    code = "corrupt_data"
+
+
 class DatabaseUnusableError(StreamdError):
     """The database file cannot be opened, written or trusted at start: the daemon exits (code 3)."""
 

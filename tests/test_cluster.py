@@ -2,27 +2,28 @@
 to the others within ttl + one renewal period (records continue, stamped with a new epoch), a graceful
 stop hands them over at once, a node joining takes unowned streams up to its capacity.
 
-Network files are not shared between nodes yet (issue 17, item 2): the test copies the registered
-network's directory to each node's data_dir, as a shared directory would provide it.
+The network is registered on node a only: the other nodes fetch its files from PostgreSQL when a
+stream or a chain first needs it (issue 17, item 2).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 import requests
 
 from tests.factories.daemon import Daemon, register_colour_chain
 from tests.factories.models import ModelFiles
 from tests.factories.postgres import PostgresServer
-from tests.factories.videos import encode_h264
+from tests.factories.videos import NAMES, encode_h264, frame_for
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +76,6 @@ def nodes(tmp_path: Path, postgres: PostgresServer, tf1_model: ModelFiles) -> It
         try:
             made["a"].start()
             register_colour_chain(made["a"], tf1_model)
-            for name in ("b", "c", "d"):  # the network files, as a shared directory would hold them
-                shutil.copytree(made["a"].data_dir / "networks", made[name].data_dir / "networks")
             made["b"].start()
             made["c"].start()
             yield made
@@ -121,6 +120,15 @@ def _records(results: Path, stream: int) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
 
 
+def _classified(record: dict[str, Any]) -> bool:
+    """The colour classifier named the frame's colour (frame i of the clip is painted colour i % 3)."""
+    return [c["cat"] for c in record["predictions"][0]["classes"]] == [NAMES[record["frame_index"] % 3]]
+
+
+def _contents(directory: Path) -> list[bytes]:
+    return sorted(path.read_bytes() for path in directory.rglob("*") if path.is_file())
+
+
 def test_streams_fail_over_on_kill_9_move_at_once_on_stop_and_spread_to_a_joining_node(
     nodes: dict[str, Daemon], tmp_path: Path
 ) -> None:
@@ -144,7 +152,14 @@ def test_streams_fail_over_on_kill_9_move_at_once_on_stop_and_spread_to_a_joinin
         ids.append(response.json()["id"])
     assert ids == list(range(1, STREAMS + 1))
     _wait(lambda: {k: len(v) for k, v in _owners(a).items()} == {"a": 4, "b": 4, "c": 4}, 10)
-    on_a = _owners(a)["a"]
+    on_a, on_c = _owners(a)["a"], _owners(a)["c"]
+    # The network was registered on a only: c fetched its files from PostgreSQL and runs it.
+    _wait(lambda: all(len(_records(results, s)) >= 3 for s in on_c), 30)
+    for stream in on_c:
+        records = _records(results, stream)
+        assert {r["node"] for r in records} == {"c"} and all(_classified(r) for r in records)
+    assert _contents(c.data_dir / "networks" / "1") == _contents(a.data_dir / "networks" / "1")
+    assert "network 1: fetched" in c.log() and "network 1: fetched" not in a.log()
     # Any node answers for any stream, from the status row its owner publishes.
     _wait(lambda: b.get(f"/v0.7/streams/{on_a[0]}")[1]["state"] == "running", 10)
     remote = b.get(f"/v0.7/streams/{on_a[0]}")[1]
@@ -172,6 +187,7 @@ def test_streams_fail_over_on_kill_9_move_at_once_on_stop_and_spread_to_a_joinin
         assert {r["node"] for r in records if r["epoch"] == 1} == {"a"}
         assert {r["node"] for r in records if r["epoch"] == 2} <= {"b", "c"}
         _assert_resumed_with_duplicates_only_at_the_takeover(records)
+        assert all(_classified(r) for r in records)
 
     on_b = _owners(c)["b"]
     stopping = time.monotonic()
@@ -199,3 +215,35 @@ def test_streams_fail_over_on_kill_9_move_at_once_on_stop_and_spread_to_a_joinin
     handed = metric_value(c, "streamd_cluster_events_total", event="handed_over")
     handed += metric_value(d, "streamd_cluster_events_total", event="handed_over")
     assert handed == 4
+
+
+def test_a_network_registered_on_one_node_answers_a_chain_on_another(
+    tmp_path: Path, postgres: PostgresServer, tf1_model: ModelFiles
+) -> None:
+    media, results = tmp_path / "media", tmp_path / "results"
+    media.mkdir()
+    results.mkdir()
+    with postgres.database() as url:
+        a, b = (_node(tmp_path, name, url, results, media) for name in ("a", "b"))
+        try:
+            a.start()
+            register_colour_chain(a, tf1_model)  # deployed on a: files in PostgreSQL, model run on a
+            b.start()
+            status, task = b.get("/v0.7/tasks/1")
+            assert status == 200 and task["status"] == "success" and task["data"]["node"] == "a", task
+            assert not (b.data_dir / "networks" / "1").exists()
+            red = cv2.imencode(".png", frame_for(2, 160, 96))[1].tobytes()
+            call = {"service": "colours", "data": ["data:image/png;base64," + base64.b64encode(red).decode()]}
+            answers = [
+                requests.post(f"{node.url}chain/red", json={"chain": {"calls": [call]}}, timeout=60)
+                for node in (b, a)
+            ]
+            assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
+            on_b, on_a = (answer.json()["body"]["predictions"] for answer in answers)
+            assert [c["cat"] for c in on_b[0]["classes"]] == ["red"] and on_b == on_a
+            assert _contents(b.data_dir / "networks" / "1") == sorted(tf1_model.contents.values())
+            assert "network 1: fetched" in b.log()
+        finally:
+            for daemon in (a, b):
+                if daemon.process is not None:
+                    daemon.stop()

@@ -8,7 +8,6 @@ A server of its own (not the session's shared one): the test stops and restarts 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,8 +37,7 @@ def outage(tmp_path: Path, tf1_model: ModelFiles) -> Iterator[tuple[PostgresServ
         b = _node(tmp_path, "b", url, results, media, ttl_s=TTL_S)
         try:
             a.start()
-            register_colour_chain(a, tf1_model)
-            shutil.copytree(a.data_dir / "networks", b.data_dir / "networks")
+            register_colour_chain(a, tf1_model)  # b fetches the network's files from PostgreSQL
             b.start()
             yield server, a, b
         finally:

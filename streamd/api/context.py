@@ -15,6 +15,7 @@ from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
 from streamd.networks.public import PublicNetwork
 from streamd.settings import Settings
+from streamd.store.blobs import BlobStore
 from streamd.store.chains import ChainRepository
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRepository
@@ -40,6 +41,7 @@ class Services:
     chains_runner: ChainRunner
     streams: StreamManager
     metrics: Metrics | None
+    blobs: BlobStore | None = None  # cluster mode (PostgreSQL) only: network files in the database
     cluster: ClusterNode | None = None  # cluster mode (PostgreSQL) only
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None

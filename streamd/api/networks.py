@@ -1,7 +1,7 @@
 """`/v0.7/networks`: register (multipart), list, retrieve, patch, delete; public networks by slug.
 
-Handlers run on the loop; uploads stream to disk through worker threads and deployment runs on the
-deploy thread (streamd.inference.deployment).
+Handlers run on the loop; uploads stream to disk through worker threads (in cluster mode then into
+PostgreSQL, streamd.store.blobs) and deployment runs on the deploy thread (streamd.inference.deployment).
 """
 
 from __future__ import annotations

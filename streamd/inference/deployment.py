@@ -5,6 +5,10 @@ ends `success`, or `error` with a message a person can act on.
 A network that fails to deploy is removed (row and files): only loadable networks stay registered.
 A network that deploys is handed, loaded, to the inference runtime (eager loading). The coroutines run
 on the loop; loading runs on the single "streamd-deploy" thread, so two large models never load at once.
+
+Cluster mode: one node runs a network's deployment, the one that received the upload (or, if it died
+meanwhile, the next node to start); its success means the files are in PostgreSQL and that node loaded
+and ran them. Other nodes fetch and load the network on first use (docs/design.md, Cluster).
 """
 
 from __future__ import annotations
@@ -72,8 +76,10 @@ class Deployer:
         runtime: InferenceRuntime,
         config: NetworksConfig,
         metrics: Metrics | None = None,
+        node_id: str | None = None,
     ) -> None:
         self._networks = networks
+        self._node_id = node_id  # cluster mode: named in the data of the tasks this node completes
         self._metrics = metrics
         self._tasks = tasks
         self._runtime = runtime
@@ -87,9 +93,15 @@ class Deployer:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def resume_pending(self) -> int:
-        """Restart deployments that a stop or crash interrupted; their tasks are still pending."""
-        pending = await self._networks.undeployed()
+    async def resume_pending(self, live_ttl_s: float | None = None) -> int:
+        """Restart deployments that a stop or crash interrupted; their tasks are still pending.
+
+        Cluster mode (`live_ttl_s` given, after this node's first heartbeat): only this node's, and
+        those of nodes that have not heartbeated for `live_ttl_s` (NetworkRepository.claim_undeployed)."""
+        if live_ttl_s is None:
+            pending = await self._networks.undeployed()
+        else:
+            pending = await self._networks.claim_undeployed(live_ttl_s)
         for network in pending:
             logger.info("resuming deployment of network %d (task %d)", network.network_id, network.task_id)
             self.start(network)
@@ -102,17 +114,18 @@ class Deployer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _deploy(self, network: NetworkRecord) -> None:
-        export_dir = self._networks.network_dir(network.network_id)
-        job = asyncio.get_running_loop().run_in_executor(
-            self._executor,
-            validate_network,
-            export_dir,
-            network.preprocessing,
-            self._runtime.policy(network).max_batch_size,
-            *self._runtime.tf_threads(network),
-            self._runtime.freeze_graphs,
-        )
         try:
+            # Cluster mode: a deployment taken over from another node fetches the files first.
+            export_dir = await self._networks.local_dir(network.network_id)
+            job = asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                validate_network,
+                export_dir,
+                network.preprocessing,
+                self._runtime.policy(network).max_batch_size,
+                *self._runtime.tf_threads(network),
+                self._runtime.freeze_graphs,
+            )
             model, means, report = await asyncio.wait_for(job, self._config.deploy_timeout_s)
         except StreamdError as exc:
             await self._fail(network, exc.message)
@@ -133,9 +146,10 @@ class Deployer:
                 await asyncio.to_thread(model.close)
                 return
             self._runtime.adopt(network, model, means)
-            await self._tasks.finish(
-                network.task_id, "success", data={"network_id": network.network_id, **report}
-            )
+            data = {"network_id": network.network_id, **report}
+            if self._node_id is not None:
+                data["node"] = self._node_id
+            await self._tasks.finish(network.task_id, "success", data=data)
             logger.info("network %d deployed in %.2f s", network.network_id, report["load_time_s"])
             if self._metrics is not None:
                 self._metrics.deployments.labels("success").inc()

@@ -138,7 +138,8 @@ class InferenceRuntime:
     async def _load_private(self, network_id: NetworkKey) -> LoadedNetwork:
         assert isinstance(network_id, int)
         record = await self._networks.get(network_id)
-        return await self._load(network_id, self._networks.network_dir(network_id), record)
+        # Cluster mode: fetched from the database first if this node has no complete copy yet.
+        return await self._load(network_id, await self._networks.local_dir(network_id), record)
 
     async def _load(self, key: NetworkKey, directory: Path, config: NetworkConfig) -> LoadedNetwork:
         model, means = await asyncio.get_running_loop().run_in_executor(

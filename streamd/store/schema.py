@@ -157,3 +157,35 @@ chains = sa.Table(
     _text("create_date"),
     _text("update_date"),
 )
+
+# Cluster mode (revision 0003; empty on SQLite): network files in the database, content-addressed, so
+# that a network registered on one node can be fetched by every other (streamd/store/blobs.py).
+# A blob is one file's content, named by its sha256 (hex); its chunks hold it in order. A blob row
+# and its chunks commit together, so a blob that exists is complete.
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("sha256", sa.Text, primary_key=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    # When it was stored (database clock): the sweep spares unreferenced blobs younger than an hour,
+    # which an upload in progress is about to refer to.
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+blob_chunks = sa.Table(
+    "blob_chunks",
+    metadata,
+    sa.Column("sha256", sa.Text, sa.ForeignKey("blobs.sha256", ondelete="CASCADE"), primary_key=True),
+    sa.Column("chunk_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+# The files of a network: path inside its directory → blob. A blob goes when its last reference does.
+network_files = sa.Table(
+    "network_files",
+    metadata,
+    sa.Column("network_id", sa.Integer, sa.ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.Text, sa.ForeignKey("blobs.sha256"), nullable=False),
+    sa.Index("network_files_sha256", "sha256"),
+)
