@@ -49,12 +49,14 @@ class ChainRepository:
             text = orjson.dumps(definition).decode()
             # Insert unless the name exists, then update: another node may store the same name at the
             # same moment, and neither must fail on the primary key.
+            # Whether a row was inserted comes from RETURNING: psycopg reports rowcount -1 here.
             inserted = conn.execute(
                 dialect_insert(conn)(chains)
                 .values(name=name, definition=text, create_date=now, update_date=now)
                 .on_conflict_do_nothing(index_elements=["name"])
-            ).rowcount
-            if inserted:
+                .returning(chains.c.name)
+            ).first()
+            if inserted is not None:
                 return True
             conn.execute(
                 chains.update().where(chains.c.name == name).values(definition=text, update_date=now)
