@@ -48,7 +48,15 @@ def test_dashboard_queries_only_metrics_that_exist() -> None:
     used = {name for expr in exprs for name in re.findall(r"\bstreamd_[a-z_]+", expr)}
     assert used and used <= metric_names(), used - metric_names()
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
-    for subject in ("frames per second", "latency", "dropped", "batch size", "sink"):
+    for subject in (
+        "frames per second",
+        "latency",
+        "dropped",
+        "batch size",
+        "sink",
+        "streams per node",
+        "failover",
+    ):
         assert subject in titles
 
 
