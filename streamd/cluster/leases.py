@@ -14,6 +14,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from streamd.store.schema import nodes, streams
+from streamd.store.streams import CHANGES_CHANNEL
 
 # Streams a node may run; finished and errored ones hold no lease.
 ACTIVE = ("running", "paused")
@@ -214,6 +215,8 @@ def release(conn: sa.Connection, node_id: str, held: Mapping[int, int], *, leave
             )
             .values(owner=None, lease_until=None)
         ).rowcount
+        if released:
+            conn.execute(sa.select(sa.func.pg_notify(CHANGES_CHANNEL, "released")))
     if leave:
         conn.execute(nodes.delete().where(nodes.c.id == node_id))
     return released

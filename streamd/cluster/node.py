@@ -25,14 +25,16 @@ import orjson
 
 from streamd.cluster.leases import Lease, NodeInfo, Round, cluster_view, release, tick
 from streamd.settings import ClusterConfig
-from streamd.store.db import Database
-from streamd.store.streams import StreamRepository
+from streamd.store.db import Database, postgres_url
+from streamd.store.streams import CHANGES_CHANNEL, StreamRepository
 from streamd.streams.bodies import StreamBody
 from streamd.streams.manager import StreamManager
 from streamd.streams.pipeline import StreamPipeline
 from streamd.streams.state import PAUSABLE, StreamState
 
 logger = logging.getLogger(__name__)
+
+MIN_ROUND_GAP_S = 0.1
 
 
 def default_node_id() -> str:
@@ -61,6 +63,12 @@ class ClusterNode:
         self._adopting: set[asyncio.Task[None]] = set()  # claimed streams starting
         self._valid_until: float | None = None  # monotonic: when the held leases surely expire
         self._handing_over: set[int] = set()  # streams stopping to be released (rebalancing)
+        self._wake = asyncio.Event()  # a stream changed through some node: run a round now
+        self._listener: asyncio.Task[None] | None = None
+        # libpq's form of the URL (no SQLAlchemy driver name), for psycopg's own connection.
+        self._listen_url = (
+            postgres_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
         self.error: str | None = None  # why the last round failed, while it did
         self.rounds = 0
         self.observe: Callable[[str, float], None] = lambda _event, _value: None  # metrics, when wired
@@ -85,13 +93,15 @@ class ClusterNode:
         # As resume_all on one node: what this node takes at start runs before it says it is ready.
         await asyncio.gather(*self._adopting, return_exceptions=True)
         self._task = asyncio.create_task(self._forever(), name="streamd-cluster-leases")
+        self._listener = asyncio.create_task(self._listen(), name="streamd-cluster-listen")
 
     async def stop(self) -> None:
         """Graceful leave: stop renewing, stop the streams (their last checkpoint lands, fenced), then
         release their leases so other nodes take them at their next round."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._listener):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for adopting in self._adopting:
             adopting.cancel()  # a pipeline it would start now would outlive the manager's close
         await asyncio.gather(*self._adopting, return_exceptions=True)
@@ -111,6 +121,7 @@ class ClusterNode:
     async def _forever(self) -> None:
         while True:
             started = time.monotonic()
+            self._wake.clear()  # a change notified from here on gets a round after this one
             try:
                 await self._round()
             except Exception as exc:  # supervision boundary: a failed round is retried next period
@@ -119,7 +130,33 @@ class ClusterNode:
                 logger.warning("cluster: lease renewal failed: %s", self.error)
                 if self._valid_until is not None and time.monotonic() >= self._valid_until:
                     self._fence("its leases expired while the database could not be reached")
-            await asyncio.sleep(max(0.0, started + self.period_s - time.monotonic()))
+            # Until the next period, or sooner when another node changed a stream (LISTEN below); never
+            # more than one round per MIN_ROUND_GAP_S, so a burst of API calls costs one round.
+            await asyncio.sleep(max(0.0, started + MIN_ROUND_GAP_S - time.monotonic()))
+            remaining = max(0.0, started + self.period_s - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    async def _listen(self) -> None:
+        """LISTEN for stream changes made through any node (creation unowned, pause, resume, delete,
+        release) and wake the lease round: the owner follows at once instead of within ttl/3. Only a
+        wake-up: the round reads the truth from the rows, so a lost notification costs one period."""
+        import psycopg
+
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._listen_url, autocommit=True, connect_timeout=max(2, int(self.period_s))
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self._wake.set()  # what changed while this node was not listening
+                    async for _notify in conn.notifies():
+                        self._wake.set()
+                        self._observe("notified", 1)
+            except (psycopg.Error, OSError) as exc:
+                logger.info("cluster: not listening for stream changes (retrying): %s", exc)
+            await asyncio.sleep(self.period_s)
 
     async def _round(self, *, first: bool = False) -> None:
         sent = time.monotonic()

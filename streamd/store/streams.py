@@ -64,6 +64,16 @@ def _record(r: sa.RowMapping) -> StreamRecord:
     )
 
 
+CHANGES_CHANNEL = "streamd_streams"  # NOTIFY'd with a stream id when its row changes through the API
+
+
+def notify_change(conn: sa.Connection, stream_id: int) -> None:
+    """PostgreSQL: tell listening nodes (ClusterNode) that this stream's row changed, delivered when this
+    transaction commits; they run a lease round at once instead of at their next period."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(CHANGES_CHANNEL, str(stream_id))))
+
+
 class StreamRepository:
     """Stream definitions, desired states and checkpoints; coroutines, the SQL runs on the database thread."""
 
@@ -91,7 +101,10 @@ class StreamRepository:
                     **owned,
                 )
             )
-            return inserted_id(result)
+            stream_id = inserted_id(result)
+            if lease is None:  # unowned: a node with room may claim it now
+                notify_change(conn, stream_id)
+            return stream_id
 
         return await self._db.run(insert)
 
@@ -103,7 +116,14 @@ class StreamRepository:
         if release:
             values.update(owner=None, lease_until=None)
         statement = _fenced(streams.update().where(streams.c.id == stream_id), fence).values(**values)
-        return bool(await self._db.run(lambda conn: conn.execute(statement).rowcount))
+
+        def update(conn: sa.Connection) -> bool:
+            changed = bool(conn.execute(statement).rowcount)
+            if changed:
+                notify_change(conn, stream_id)
+            return changed
+
+        return await self._db.run(update)
 
     async def start_run(self, stream_id: int) -> int:
         """Count one more start of the stream and return its number (1 for the first)."""
@@ -126,7 +146,11 @@ class StreamRepository:
         await self._db.run(lambda conn: conn.execute(statement))
 
     async def delete(self, stream_id: int) -> None:
-        await self._db.run(lambda conn: conn.execute(streams.delete().where(streams.c.id == stream_id)))
+        def remove(conn: sa.Connection) -> None:
+            conn.execute(streams.delete().where(streams.c.id == stream_id))
+            notify_change(conn, stream_id)
+
+        await self._db.run(remove)
 
     async def all(self) -> list[StreamRecord]:
         rows = await self._db.run(
