@@ -1,6 +1,7 @@
 """LISTEN/NOTIFY: a change made through one node reaches the stream's owner at once, not at its next
-lease round. The lease here is long (ttl 30 s: rounds every 10 s), so only a notification explains an
-owner that pauses, resumes and stops within a couple of seconds; the owner also counts what woke it."""
+lease round; the snapshot of a stream run elsewhere comes from its owner. The lease here is long (ttl
+30 s: rounds every 10 s), so only a notification explains an owner that pauses, resumes and stops
+within a couple of seconds; the owner also counts what woke it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import requests
 
@@ -64,6 +67,12 @@ def test_pause_resume_and_delete_through_another_node_reach_the_owner_at_once(
     assert _owners(b) == {"a": [stream]}
     _wait(lambda: _state_on(a, stream) == "running" and len(_records(results, stream)) >= 3, 20)
     woken = metric_value(a, "streamd_cluster_events_total", event="notified")
+    # Any node answers for the picture too: b fetches it from a.
+    picture = requests.get(f"{b.url}v0.7/streams/{stream}/snapshot.jpg", timeout=10)
+    assert picture.status_code == 200 and picture.headers["X-Streamd-Node"] == "a"
+    assert picture.headers["Content-Type"] == "image/jpeg"
+    decoded = cv2.imdecode(np.frombuffer(picture.content, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == (96, 160, 3)
 
     assert requests.post(f"{b.url}v0.7/streams/{stream}/pause", timeout=10).status_code == 200
     paused_s = _wait(lambda: _state_on(a, stream) == "paused", AT_ONCE_S)
@@ -74,6 +83,8 @@ def test_pause_resume_and_delete_through_another_node_reach_the_owner_at_once(
     stopped_s = _wait(lambda: gone in a.log(), AT_ONCE_S)
     print(f"seen by the owner after: pause {paused_s:.2f}, resume {resumed_s:.2f}, delete {stopped_s:.2f} s")
     assert metric_value(a, "streamd_cluster_events_total", event="notified") >= woken + 3
+    gone_picture = requests.get(f"{b.url}v0.7/streams/{stream}/snapshot.jpg", timeout=10)
+    assert gone_picture.status_code == 404, gone_picture.text
     written = len(_records(results, stream))
     time.sleep(1.0)
     assert len(_records(results, stream)) == written  # the owner stopped writing

@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from streamd.api.context import Services, services
 from streamd.api.http import json_response
 from streamd.chains.catalogue import INLINE
-from streamd.errors import NotFoundError
+from streamd.cluster.leases import node_address
+from streamd.errors import NotFoundError, UnavailableError
 from streamd.store.streams import StreamRecord
 from streamd.streams.bodies import StreamBody
 from streamd.streams.state import StreamStateError
 
 ENDED = ("finished", "error")
+SNAPSHOT_TIMEOUT_S = 5.0
 
 
 def remote_state(record: StreamRecord) -> str:
@@ -48,6 +52,40 @@ async def shared_record(svc: Services, stream_id: int) -> StreamRecord:
     if not records:
         raise NotFoundError(f"stream {stream_id} does not exist", code="stream_not_found")
     return records[0]
+
+
+async def owner_snapshot(request: web.Request, svc: Services, stream_id: int) -> web.Response:
+    """The snapshot of a stream another node runs, fetched from that node (its advertised address,
+    the caller's API key passed on): any node answers for any stream's picture too."""
+    assert svc.cluster is not None
+    record = await shared_record(svc, stream_id)
+    if record.owner is None:
+        raise NotFoundError(
+            f"stream {stream_id} is {remote_state(record)}: no node runs it", code="no_snapshot"
+        )
+    address = await svc.db.run(functools.partial(node_address, node_id=record.owner))
+    if address is None:
+        raise UnavailableError(
+            f"stream {stream_id}'s node {record.owner} is not registered", code="owner_unknown"
+        )
+    headers = {key: request.headers[key] for key in ("X-API-KEY",) if key in request.headers}
+    url = f"{address.rstrip('/')}/v0.7/streams/{stream_id}/snapshot.jpg"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)) as http,
+            http.get(url, headers=headers, params=request.query) as answer,
+        ):
+            body = await answer.read()
+            content_type = answer.content_type
+            status = answer.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UnavailableError(
+            f"stream {stream_id} runs on node {record.owner}, which did not answer at {address} "
+            f"({type(exc).__name__}); retry, or ask that node",
+            code="owner_unreachable",
+        ) from None
+    headers = {"Cache-Control": "no-store", "X-Streamd-Node": record.owner}
+    return web.Response(status=status, body=body, content_type=content_type, headers=headers)
 
 
 async def set_remote_desired(svc: Services, record: StreamRecord, desired: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streamd.api.cluster import remote_fields, set_remote_desired, shared_record
+from streamd.api.cluster import owner_snapshot, remote_fields, set_remote_desired, shared_record
 from streamd.api.context import Services, services
 from streamd.api.http import int_id, json_response, no_content, page_params, paginated, read_json, validate
 from streamd.errors import NotFoundError
@@ -141,7 +141,11 @@ async def stream_snapshot(request: web.Request) -> web.Response:
     """The latest processed frame as a JPEG, with the chain's boxes and labels drawn."""
     from streamd.streams.snapshot import render
 
-    pipeline = services(request).streams.get(int_id(request, "stream_id", "stream"))
+    svc = services(request)
+    stream_id = int_id(request, "stream_id", "stream")
+    if svc.cluster is not None and stream_id not in svc.streams.bodies:
+        return await owner_snapshot(request, svc, stream_id)
+    pipeline = svc.streams.get(stream_id)
     if pipeline.latest is None:
         raise NotFoundError(f"stream {pipeline.stream_id} has processed no frame yet", code="no_snapshot")
     pixels, prediction = pipeline.latest

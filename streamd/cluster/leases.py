@@ -252,3 +252,11 @@ def cluster_view(conn: sa.Connection, ttl_s: float) -> list[dict[str, object]]:
         }
         for row in rows
     ]
+
+
+def node_address(conn: sa.Connection, node_id: str) -> str | None:
+    """The advertised address of a node (None once it left the nodes table)."""
+    address: str | None = conn.execute(
+        sa.select(nodes.c.address).where(nodes.c.id == node_id)
+    ).scalar_one_or_none()
+    return address
