@@ -36,6 +36,10 @@ from streamd.streams.manager import StreamManager
 
 logger = logging.getLogger(__name__)
 
+# A spool statement waits on the stream's row lock at most this long (a claim holds it for milliseconds);
+# past it the append fails and is retried, its records kept in memory meanwhile.
+SPOOL_STATEMENT_TIMEOUT_S = 10.0
+
 
 def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path, settings.database_url)
@@ -53,6 +57,7 @@ def build_app(settings: Settings) -> web.Application:
     catalogue = ChainCatalogue(chains, recognition, networks, settings.chains)
     stream_store = StreamRepository(db)
     lease = None if node_id is None else (node_id, settings.cluster.lease_ttl_s, settings.cluster.max_streams)
+    spool_db = _spool_db(settings)
     streams = StreamManager(
         stream_store,
         runner,
@@ -64,6 +69,7 @@ def build_app(settings: Settings) -> web.Application:
         result_roots=settings.result_roots,
         metrics=metrics,
         lease=lease,
+        spool_db=spool_db,
     )
     if metrics is not None:
         metrics.add_stream_gauges(streams.statuses)
@@ -81,6 +87,7 @@ def build_app(settings: Settings) -> web.Application:
         chains_runner=runner,
         streams=streams,
         metrics=metrics,
+        spool_db=spool_db,
         cluster=None
         if settings.database_url is None
         else ClusterNode(settings.cluster, settings.database_url, _address(settings), streams, stream_store),
@@ -90,6 +97,7 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_deployer_ctx)
+    app.cleanup_ctx.append(_spool_ctx)
     app.cleanup_ctx.append(_streams_ctx)
     setup_routes(app)
     return app
@@ -133,6 +141,18 @@ async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
     await svc.deployer.close()
 
 
+async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cluster mode: the spool database opens before the streams start and closes after they stopped
+    (their sinks' last appends go through it)."""
+    spool_db = app[SERVICES].spool_db
+    if spool_db is None:
+        yield
+        return
+    await spool_db.open()
+    yield
+    await spool_db.close()
+
+
 async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     """Streams start last (their networks and chains must be ready) and stop first."""
     svc = app[SERVICES]
@@ -147,6 +167,18 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
         logger.info("resumed %d stream(s)", resumed)
     yield
     await svc.streams.close()
+
+
+def _spool_db(settings: Settings) -> Database | None:
+    """Cluster mode: webhook and MQTT spools in PostgreSQL, so that another node delivers what this one
+    accepted; on a connection and thread of their own, never queued behind registry writes."""
+    if settings.database_url is None:
+        return None
+    spool_db = Database(
+        settings.database_path, settings.database_url, thread_name="streamd-spool", migrate=False
+    )
+    spool_db.statement_timeout_s = SPOOL_STATEMENT_TIMEOUT_S
+    return spool_db
 
 
 def _address(settings: Settings) -> str:

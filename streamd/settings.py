@@ -234,7 +234,10 @@ class StreamsConfig(_Section):
     spool_max_bytes: int = Field(
         256 * 1024**2,
         ge=1024,
-        description="Disk spool per webhook sink; past it new records are dropped, counted.",
+        description=(
+            "Spool per webhook or MQTT sink (on disk; in cluster mode in PostgreSQL); past it new records "
+            "are dropped, counted."
+        ),
     )
 
 

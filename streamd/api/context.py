@@ -40,6 +40,7 @@ class Services:
     chains_runner: ChainRunner
     streams: StreamManager
     metrics: Metrics | None
+    spool_db: Database | None = None  # cluster mode: network sinks' spools (a connection of its own)
     cluster: ClusterNode | None = None  # cluster mode (PostgreSQL) only
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None

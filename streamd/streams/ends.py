@@ -1,6 +1,7 @@
 """A stream's two ends: the source it may read (a network URL the egress rules allow, or a video file
 under a media root) and the sinks it writes (JSONL files under a result root, never a media root;
-network sinks with their disk spools under `<data_dir>/spool/`)."""
+network sinks with their spools: on disk under `<data_dir>/spool/`, or in cluster mode in PostgreSQL,
+where the node that takes a stream over finds them)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ from streamd.entities import Sink
 from streamd.errors import InvalidRequestError
 from streamd.inference.sources import local_path
 from streamd.settings import StreamsConfig
+from streamd.sinks.db_spool import DatabaseSpool
 from streamd.sinks.jsonl import JsonlSink, check_existing
 from streamd.sinks.mqtt import MqttSink
+from streamd.sinks.spool import DiskSpool, RecordSpool
 from streamd.sinks.webhook import WebhookSink
+from streamd.store.db import Database
+from streamd.store.spools import SpoolKey
 from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, WebhookSinkBody
 from streamd.video.source import NETWORK_SCHEMES, redact
 
 # FFmpeg's demuxers for single images (PNG, JPEG, BMP... are "<codec>_pipe"): a picture is not a stream.
 STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
+
+SinkBody = JsonlSinkBody | WebhookSinkBody | MqttSinkBody
 
 
 class StreamEnds:
@@ -33,12 +40,15 @@ class StreamEnds:
         data_dir: Path,
         media_roots: tuple[Path, ...],
         result_roots: tuple[Path, ...],
+        *,
+        spool_db: Database | None = None,
     ) -> None:
         self._config = config
         self.egress = egress
         self._data_dir = data_dir
         self._media_roots = media_roots
         self._result_roots = result_roots  # the results directory first
+        self._spool_db = spool_db  # cluster mode: network sinks spool to PostgreSQL through it
 
     @property
     def results_dir(self) -> Path:
@@ -83,15 +93,13 @@ class StreamEnds:
             ) from None
         return str(resolved)
 
-    def sink(
-        self, stream_id: int, name: str, index: int, body: JsonlSinkBody | WebhookSinkBody | MqttSinkBody
-    ) -> Sink:
+    def sink(self, stream_id: int, name: str, index: int, body: SinkBody, epoch: int | None = None) -> Sink:
+        """The sink `body` describes; `epoch` is the stream's lease in cluster mode (it fences the spool)."""
         config = self._config
         # What both network sinks take: their memory bound, their spool, the egress rules.
         spooling: dict[str, Any] = {
             "queue_max": config.webhook_queue_records,
-            "spool_dir": self.spool_dir(stream_id, index),
-            "spool_max_bytes": config.spool_max_bytes,
+            "spool": self._spool(stream_id, index, epoch),
             "egress": self.egress,
         }
         if isinstance(body, MqttSinkBody):
@@ -119,6 +127,14 @@ class StreamEnds:
 
     def spool_dir(self, stream_id: int, index: int) -> Path:
         return self._data_dir / "spool" / f"stream-{stream_id}-sink-{index}"
+
+    def _spool(self, stream_id: int, index: int, epoch: int | None) -> RecordSpool:
+        max_bytes = self._config.spool_max_bytes
+        if self._spool_db is None:
+            return DiskSpool(self.spool_dir(stream_id, index), max_bytes)
+        if epoch is None:
+            raise RuntimeError(f"stream {stream_id}: in cluster mode a stream runs only under its lease")
+        return DatabaseSpool(self._spool_db, SpoolKey(stream_id, index), epoch, max_bytes)
 
     def _results_path(self, path_text: str) -> Path:
         """A sink's path as given: absolute, or relative to the results directory (not yet checked)."""

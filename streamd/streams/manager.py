@@ -18,6 +18,7 @@ from streamd.entities import Position, StreamStatus
 from streamd.errors import NotFoundError
 from streamd.metrics import Metrics
 from streamd.settings import StreamsConfig
+from streamd.store.db import Database
 from streamd.store.streams import Fence, StreamRecord, StreamRepository
 from streamd.streams.analytics import check_scene
 from streamd.streams.bodies import JsonlSinkBody, StreamBody
@@ -47,6 +48,7 @@ class StreamManager:
         result_roots: tuple[Path, ...],
         metrics: Metrics | None = None,
         lease: tuple[str, float, int] | None = None,
+        spool_db: Database | None = None,
     ) -> None:
         self._store = store
         # Cluster mode: (node id, lease ttl, max streams). `held` maps the streams whose lease this node
@@ -58,7 +60,8 @@ class StreamManager:
         self._runner = runner
         self._catalogue = catalogue
         self._config = config
-        self.ends = StreamEnds(config, egress, data_dir, media_roots, result_roots)
+        # Cluster mode: network sinks spool to `spool_db`.
+        self.ends = StreamEnds(config, egress, data_dir, media_roots, result_roots, spool_db=spool_db)
         self._pipelines: dict[int, StreamPipeline] = {}
         self.bodies: dict[int, StreamBody] = {}
         self._watchers: set[asyncio.Task[None]] = set()
@@ -145,7 +148,9 @@ class StreamManager:
     ) -> StreamPipeline:
         source, settings = self._stream_settings(body, uri, live, start)
         fence = None if epoch is None or self.node_id is None else Fence(self.node_id, epoch)
-        sinks = [self.ends.sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
+        sinks = [
+            self.ends.sink(stream_id, body.name, index, sink, epoch) for index, sink in enumerate(body.sinks)
+        ]
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
                 sink.stats.observe = self._metrics.sink_observer(str(stream_id), str(index))
