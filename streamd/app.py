@@ -66,7 +66,8 @@ def build_app(settings: Settings) -> web.Application:
         EgressPolicy(settings.egress, settings.server),
         data_dir=settings.storage.data_dir,
         media_roots=settings.media_roots,
-        result_roots=settings.result_roots,
+        # Cluster mode: JSONL files only under the configured roots, which every node must share.
+        result_roots=settings.result_roots if node_id is None else settings.storage.result_roots,
         metrics=metrics,
         lease=lease,
         spool_db=spool_db,

@@ -80,7 +80,8 @@ class StorageConfig(_Section):
         (),
         description=(
             "Directories besides <data_dir>/results where JSONL sinks may write (absolute paths). Media "
-            "roots are never written to."
+            "roots are never written to. In cluster mode JSONL sinks write only here, relative paths "
+            "under the first: directories every node mounts at the same path (ReadWriteMany)."
         ),
     )
     database_url: SecretStr | None = Field(

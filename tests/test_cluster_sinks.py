@@ -1,21 +1,24 @@
 """Sinks in cluster mode, on a real PostgreSQL. Webhook spools as rows: records kept in order, counted in
 bytes, bounded, deleted once delivered; fenced by the stream's epoch, so a node that lost the stream can
 neither add nor delete a record, and the node that took it over delivers the rest before its own (also
-with two daemons and a kill -9)."""
+with two daemons and a kill -9). JSONL sinks only under a shared results root."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
 
+from streamd.app import build_app
 from streamd.cluster.leases import NodeInfo, Round, tick
+from streamd.settings import Settings
 from streamd.sinks.db_spool import DatabaseSpool
 from streamd.sinks.webhook import WebhookSink
 from streamd.store import spools
@@ -23,11 +26,11 @@ from streamd.store.db import Database
 from streamd.store.schema import sink_spool
 from streamd.store.spools import SpoolFencedError, SpoolKey
 from streamd.store.streams import StreamRepository
-from tests.conftest import wait_until
+from tests.conftest import make_settings, wait_until
 from tests.factories.models import ModelFiles
 from tests.factories.postgres import PostgresServer
 from tests.factories.videos import encode_h264
-from tests.test_streams import Receiver
+from tests.test_streams import Receiver, read_jsonl, setup_chain, wait_state
 
 
 @pytest.fixture
@@ -243,6 +246,76 @@ async def test_the_next_owner_delivers_the_old_owners_spool_first_and_the_old_ow
     assert await _rows(db, stream_id) == []
 
 
+# -- JSONL sinks ----------------------------------------------------------------------------------------
+
+
+def _cluster_settings(tmp_path: Path, url: str, result_roots: list[Path]) -> Settings:
+    media = tmp_path / "media"
+    encode_h264(media / "colours.mp4", frames=30, fps=30)
+    storage = {"media_roots": [str(media)], "database_url": url, "result_roots": result_roots}
+    return make_settings(tmp_path / "data", storage=storage)
+
+
+@pytest.fixture
+def unshared(tmp_path: Path, postgres: PostgresServer) -> Iterator[Settings]:
+    """Cluster mode with no result root configured."""
+    with postgres.database() as url:
+        yield _cluster_settings(tmp_path, url, [])
+
+
+@pytest.fixture
+def shared(tmp_path: Path, postgres: PostgresServer) -> Iterator[Settings]:
+    """Cluster mode with one result root, standing for a volume every node mounts."""
+    with postgres.database() as url:
+        yield _cluster_settings(tmp_path, url, [tmp_path / "shared"])
+
+
+async def _post_jsonl(client: TestClient, path: str) -> tuple[int, dict[str, Any]]:
+    body = {
+        "name": "cam",
+        "source": {"uri": "colours.mp4"},
+        "chain": "whole",
+        "sinks": [{"type": "jsonl", "path": path}],
+    }
+    response = await client.post("/v0.7/streams", json=body)
+    return response.status, await response.json()
+
+
+async def test_cluster_mode_refuses_jsonl_sinks_without_a_shared_results_root(
+    unshared: Settings, aiohttp_client: Any, tf1_model: ModelFiles
+) -> None:
+    client = await aiohttp_client(build_app(unshared))
+    await setup_chain(client, tf1_model)
+    for path in ("cam.jsonl", str(unshared.storage.data_dir / "results" / "cam.jsonl")):
+        status, body = await _post_jsonl(client, path)
+        assert (status, body["code"]) == (400, "invalid_sink"), body
+        assert body["error"].startswith(
+            f"jsonl path {path!r} cannot be written in cluster mode: no shared results root is configured"
+        )
+        assert "set storage.result_roots" in body["error"]
+    assert (await (await client.get("/v0.7/streams")).json())["count"] == 0
+
+
+async def test_cluster_mode_writes_jsonl_only_under_the_configured_results_root(
+    shared: Settings, aiohttp_client: Any, tf1_model: ModelFiles
+) -> None:
+    client = await aiohttp_client(build_app(shared))
+    await setup_chain(client, tf1_model)
+    [root] = shared.storage.result_roots
+    local = shared.storage.data_dir / "results" / "cam.jsonl"  # the node's own disk: refused
+    status, body = await _post_jsonl(client, str(local))
+    assert (status, body["code"]) == (400, "invalid_sink"), body
+    assert f"must be relative (under {root})" in body["error"]
+    assert "not <data_dir>/results (this node's own disk" in body["error"]
+    status, created = await _post_jsonl(client, "cam.jsonl")  # relative: under the shared root
+    assert status == 201, created
+    finished = await wait_state(client, created["id"], "finished")
+    records = await read_jsonl(root / "cam.jsonl")
+    assert [r["frame_index"] for r in records] == list(range(30))
+    assert {(r["epoch"], r["node"]) for r in records} == {(1, finished["node"])}
+    assert not await asyncio.to_thread(local.exists)
+
+
 # -- two daemons ----------------------------------------------------------------------------------------
 
 TTL_S = 3.0  # one stream, no graceful handover to time: a short lease keeps the test short
@@ -309,6 +382,7 @@ def test_a_webhook_spool_of_a_node_killed_for_good_is_delivered_by_the_next_owne
     import requests
 
     from tests.factories.daemon import Daemon, register_colour_chain
+    from tests.factories.videos import encode_h264
 
     media, results = tmp_path / "media", tmp_path / "results"
     results.mkdir()

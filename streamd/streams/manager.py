@@ -21,7 +21,7 @@ from streamd.settings import StreamsConfig
 from streamd.store.db import Database
 from streamd.store.streams import Fence, StreamRecord, StreamRepository
 from streamd.streams.analytics import check_scene
-from streamd.streams.bodies import JsonlSinkBody, StreamBody
+from streamd.streams.bodies import StreamBody
 from streamd.streams.budget import decoder_threads, held_frames, usable_cores
 from streamd.streams.ends import StreamEnds
 from streamd.streams.pipeline import PipelineSettings, StreamPipeline
@@ -60,7 +60,7 @@ class StreamManager:
         self._runner = runner
         self._catalogue = catalogue
         self._config = config
-        # Cluster mode: network sinks spool to `spool_db`.
+        # Cluster mode: `result_roots` holds only the shared roots, and network sinks spool to `spool_db`.
         self.ends = StreamEnds(config, egress, data_dir, media_roots, result_roots, spool_db=spool_db)
         self._pipelines: dict[int, StreamPipeline] = {}
         self.bodies: dict[int, StreamBody] = {}
@@ -77,11 +77,7 @@ class StreamManager:
         """The running pipeline, or in cluster mode with this node full, the id of the stored stream."""
         check_scene(plan, body.scene)
         uri, live = await self.ends.check_source(body.source)
-        for index, sink in enumerate(body.sinks):
-            if isinstance(sink, JsonlSinkBody):
-                await asyncio.to_thread(self.ends.jsonl_path, sink.path)
-            else:
-                await self.ends.egress.check_url(f"sinks[{index}]", sink.url)
+        await self.ends.check_sinks(body.sinks)
         if self.node_id is None:
             stream_id = await self._store.create(body.name, body.model_dump())
             return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
@@ -262,6 +258,9 @@ class StreamManager:
         try:
             plan, chain_name = await self._catalogue.stream_plan(body.chain)
             uri, live = await self.ends.check_source(body.source)
+            # Its JSONL paths again: this node's result roots may differ from those of the node that
+            # accepted it (cluster mode), or the configuration changed since.
+            await self.ends.check_sinks(body.sinks, urls=False)
             await self._launch(
                 record.stream_id,
                 body,
