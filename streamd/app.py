@@ -37,6 +37,10 @@ from streamd.streams.manager import StreamManager
 
 logger = logging.getLogger(__name__)
 
+# A spool statement waits on the stream's row lock at most this long (a claim holds it for milliseconds);
+# past it the append fails and is retried, its records kept in memory meanwhile.
+SPOOL_STATEMENT_TIMEOUT_S = 10.0
+
 
 def build_app(settings: Settings) -> web.Application:
     db = Database(settings.database_path, settings.database_url)
@@ -57,6 +61,7 @@ def build_app(settings: Settings) -> web.Application:
     catalogue = ChainCatalogue(chains, recognition, networks, settings.chains)
     stream_store = StreamRepository(db)
     lease = None if node_id is None else (node_id, settings.cluster.lease_ttl_s, settings.cluster.max_streams)
+    spool_db = _spool_db(settings)
     streams = StreamManager(
         stream_store,
         runner,
@@ -65,9 +70,11 @@ def build_app(settings: Settings) -> web.Application:
         EgressPolicy(settings.egress, settings.server),
         data_dir=settings.storage.data_dir,
         media_roots=settings.media_roots,
-        result_roots=settings.result_roots,
+        # Cluster mode: JSONL files only under the configured roots, which every node must share.
+        result_roots=settings.result_roots if node_id is None else settings.storage.result_roots,
         metrics=metrics,
         lease=lease,
+        spool_db=spool_db,
     )
     if metrics is not None:
         metrics.add_stream_gauges(streams.statuses)
@@ -93,6 +100,7 @@ def build_app(settings: Settings) -> web.Application:
         streams=streams,
         metrics=metrics,
         blobs=blobs,
+        spool_db=spool_db,
         cluster=cluster,
     )
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.server.json_max_bytes)
@@ -100,6 +108,7 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_deployer_ctx)
+    app.cleanup_ctx.append(_spool_ctx)
     app.cleanup_ctx.append(_streams_ctx)
     setup_routes(app)
     return app
@@ -146,6 +155,18 @@ async def _deployer_ctx(app: web.Application) -> AsyncIterator[None]:
     await svc.deployer.close()
 
 
+async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cluster mode: the spool database opens before the streams start and closes after they stopped
+    (their sinks' last appends go through it)."""
+    spool_db = app[SERVICES].spool_db
+    if spool_db is None:
+        yield
+        return
+    await spool_db.open()
+    yield
+    await spool_db.close()
+
+
 async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     """Streams start last (their networks and chains must be ready) and stop first."""
     svc = app[SERVICES]
@@ -168,6 +189,18 @@ async def _resume_deployments(svc: Services, live_ttl_s: float | None = None) ->
     resumed = await svc.deployer.resume_pending(live_ttl_s)
     if resumed:
         logger.info("resumed %d interrupted deployment(s)", resumed)
+
+
+def _spool_db(settings: Settings) -> Database | None:
+    """Cluster mode: webhook and MQTT spools in PostgreSQL, so that another node delivers what this one
+    accepted; on a connection and thread of their own, never queued behind registry writes."""
+    if settings.database_url is None:
+        return None
+    spool_db = Database(
+        settings.database_path, settings.database_url, thread_name="streamd-spool", migrate=False
+    )
+    spool_db.statement_timeout_s = SPOOL_STATEMENT_TIMEOUT_S
+    return spool_db
 
 
 def _address(settings: Settings) -> str:

@@ -129,6 +129,7 @@ class SinkDrop(StrEnum):
     DISK_FULL = "disk_full"
     SPOOL_FULL = "spool_full"
     REJECTED = "rejected"  # the receiver answered 4xx: retrying cannot help
+    LEASE_LOST = "lease_lost"  # cluster mode: another node took the stream (it carries on from the spool)
 
 
 class Delivery(StrEnum):
@@ -160,7 +161,7 @@ class SinkStatus:
     spooled: int
     dropped: dict[str, int]
     error: ErrorStatus
-    spool_bytes: int | None = None  # network sinks: bytes waiting on disk
+    spool_bytes: int | None = None  # network sinks: bytes waiting in the spool (disk, or PostgreSQL)
 
     def to_api(self) -> dict[str, Any]:
         return {

@@ -80,7 +80,8 @@ class StorageConfig(_Section):
         (),
         description=(
             "Directories besides <data_dir>/results where JSONL sinks may write (absolute paths). Media "
-            "roots are never written to."
+            "roots are never written to. In cluster mode JSONL sinks write only here, relative paths "
+            "under the first: directories every node mounts at the same path (ReadWriteMany)."
         ),
     )
     database_url: SecretStr | None = Field(
@@ -239,7 +240,10 @@ class StreamsConfig(_Section):
     spool_max_bytes: int = Field(
         256 * 1024**2,
         ge=1024,
-        description="Disk spool per webhook sink; past it new records are dropped, counted.",
+        description=(
+            "Spool per webhook or MQTT sink (on disk; in cluster mode in PostgreSQL); past it new records "
+            "are dropped, counted."
+        ),
     )
 
 

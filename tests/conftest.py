@@ -40,8 +40,12 @@ async def metric_sample(client: TestClient, name: str, **labels: str) -> float |
 
 
 def make_settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:
-    overrides = {**sections, "storage": {"data_dir": data_dir, **sections.get("storage", {})}}
-    return load(None, {}, overrides)
+    storage = {"data_dir": data_dir, **sections.get("storage", {})}
+    if storage.get("database_url") and "result_roots" not in storage:
+        # Cluster mode writes JSONL files only under configured (shared) roots: the results directory the
+        # tests read stands for one.
+        storage["result_roots"] = [data_dir / "results"]
+    return load(None, {}, {**sections, "storage": storage})
 
 
 @pytest.fixture(scope="session")

@@ -455,10 +455,26 @@ async def test_deleting_a_stream_removes_its_webhook_spool(
         return current["sinks"][0]["spooled"] == 30
 
     await wait_until(spooled, 30)
-    assert await asyncio.to_thread((spool / "spool.jsonl").is_file)
+    if media_settings.database_url is None:
+        assert await asyncio.to_thread((spool / "spool.jsonl").is_file)
+    else:  # cluster mode: the spool is rows in PostgreSQL, which go with the stream's row
+        assert await spool_rows(app_client, stream["id"]) == 30
     assert (await app_client.delete(f"/v0.7/streams/{stream['id']}")).status == 204
     assert not await asyncio.to_thread(spool.exists)
+    if media_settings.database_url is not None:
+        assert await spool_rows(app_client, stream["id"]) == 0
     assert receiver.records == []
+
+
+async def spool_rows(client: TestClient, stream_id: int) -> int:
+    """Records in a stream's PostgreSQL spool (cluster mode), all its sinks together."""
+    import sqlalchemy as sa
+
+    from streamd.api.context import SERVICES
+    from streamd.store.schema import sink_spool
+
+    count = sa.select(sa.func.count()).select_from(sink_spool).where(sink_spool.c.stream_id == stream_id)
+    return int(await client.app[SERVICES].db.run(lambda conn: conn.execute(count).scalar_one()))
 
 
 async def test_a_fast_start_file_cut_short_ends_its_stream_in_error(

@@ -42,6 +42,7 @@ class Services:
     streams: StreamManager
     metrics: Metrics | None
     blobs: BlobStore | None = None  # cluster mode (PostgreSQL) only: network files in the database
+    spool_db: Database | None = None  # cluster mode: network sinks' spools (a connection of its own)
     cluster: ClusterNode | None = None  # cluster mode (PostgreSQL) only
     public_networks: dict[str, PublicNetwork] = field(default_factory=dict)
     tensorflow_version: str | None = None

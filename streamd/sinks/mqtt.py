@@ -1,6 +1,6 @@
 """MQTT sink: publishes one JSON record per message to a broker (aiomqtt over paho-mqtt), in order.
 
-Delivery, memory queue, disk spool and their bounds are `SpoolingSink`'s: while the broker is down
+Delivery, memory queue, spool and their bounds are `SpoolingSink`'s: while the broker is down
 records go to the spool and are published in order once it is back. Messages are published one at a
 time and, at QoS 1 or 2, each waits for the broker's acknowledgement before the next, so a failure
 resends at most the one record in flight (at-least-once). A broken connection is dropped and made
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from streamd.egress import EgressDeniedError, EgressPolicy
 from streamd.entities import Delivery
+from streamd.sinks.spool import RecordSpool
 from streamd.sinks.spooling import SpoolingSink
 from streamd.video.source import redact
 
@@ -40,8 +40,7 @@ class MqttSink(SpoolingSink):
         tls: bool,
         timeout_s: float,
         queue_max: int,
-        spool_dir: Path,
-        spool_max_bytes: int,
+        spool: RecordSpool,
         egress: EgressPolicy | None = None,
         events_only: bool = False,
     ) -> None:
@@ -49,8 +48,7 @@ class MqttSink(SpoolingSink):
         super().__init__(
             batch_size=1,
             queue_max=queue_max,
-            spool_dir=spool_dir,
-            spool_max_bytes=spool_max_bytes,
+            spool=spool,
             display_url=f"{redact(url.rstrip('/'))}/{topic}",
         )
         parts = urlsplit(url)

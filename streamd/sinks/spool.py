@@ -1,20 +1,56 @@
-"""A webhook sink's disk spool: an append-only JSONL file plus a persisted read offset.
+"""A network sink's spool: the `RecordSpool` contract, and the disk one (an append-only JSONL file plus a
+persisted read offset) used outside cluster mode; cluster mode's is in `sinks/db_spool.py`.
 
-Blocking methods, called from worker threads; a lock orders the delivery task's reads and consumes with
-the spool writer's appends, which run in different threads. Records are appended whole or not at all
-(`sinks.files`), and a torn tail left by a crash is cut off when the spool is opened, so nothing is ever
-appended after half a record.
+`Spool`'s methods are blocking, called from worker threads (`DiskSpool` runs them there for the loop); a
+lock orders the delivery task's reads and consumes with the spool writer's appends, which run in
+different threads. Records are appended whole or not at all (`sinks.files`), and a torn tail left by a
+crash is cut off when the spool is opened, so nothing is ever appended after half a record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from streamd.sinks.files import append_whole, last_newline_end, open_append
 
 logger = logging.getLogger(__name__)
+
+
+class SpoolWriteError(Exception):
+    """The spool cannot take records now (a full disk, the database unreachable): keep them, retry."""
+
+
+class RecordSpool(Protocol):
+    """Where a network sink's records wait while its receiver is down: in order, appended whole, read
+    from the oldest, forgotten once delivered. Coroutines, called on the loop; one appender at a time."""
+
+    @property
+    def pending(self) -> int:
+        """Records spooled and not yet consumed."""
+
+    @property
+    def pending_bytes(self) -> int:
+        """Their size in bytes."""
+
+    async def open(self) -> None:
+        """Load what an earlier run (or, in cluster mode, the stream's previous owner) left."""
+
+    async def append(self, records: list[bytes]) -> int:
+        """Append what fits under the spool's bound, whole; returns how many. SpoolWriteError: none now
+        (retry later); SpoolFencedError (cluster mode): none, ever, from this node."""
+
+    async def peek(self, count: int) -> list[bytes]:
+        """Up to `count` of the oldest records, left in place."""
+
+    async def consume(self, count: int) -> None:
+        """Forget the `count` oldest records (those the last `peek` returned first)."""
+
+    async def close(self) -> None:
+        """Persist what the next `open` needs (SpoolWriteError if that fails)."""
 
 
 class Spool:
@@ -99,3 +135,39 @@ class Spool:
         with self._lock:
             if self._count:
                 self._offset_file.write_text(str(self._offset))
+
+
+class DiskSpool:
+    """`Spool` for the loop: its blocking file I/O runs in worker threads (`RecordSpool`)."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self._spool = Spool(directory, max_bytes)
+
+    @property
+    def pending(self) -> int:
+        return self._spool.pending
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._spool.pending_bytes
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._spool.open)
+
+    async def append(self, records: list[bytes]) -> int:
+        try:
+            return await asyncio.to_thread(self._spool.append, records)
+        except OSError as exc:
+            raise SpoolWriteError(str(exc)) from exc
+
+    async def peek(self, count: int) -> list[bytes]:
+        return await asyncio.to_thread(self._spool.peek, count)
+
+    async def consume(self, count: int) -> None:
+        await asyncio.to_thread(self._spool.consume, count)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.to_thread(self._spool.close)
+        except OSError as exc:
+            raise SpoolWriteError(f"cannot save its read offset: {exc}") from exc

@@ -2,27 +2,30 @@
 
 While the receiver answers, records wait in a small memory queue (`streams.webhook_queue_records`:
 what a `kill -9` can lose while the receiver is up, with the batch being sent). The first failed send
-moves the queue to a disk spool (JSONL + a read offset); from then on every record is written to the
-spool as it comes, whatever the backoff, and delivered from there, in order, once the receiver is back.
-A spool over `spool_max_bytes` loses records (`spool_full`); a disk that refuses writes keeps them in
+moves the queue to a spool (`RecordSpool`: a JSONL file with a read offset, or in cluster mode rows in
+PostgreSQL); from then on every record is written to the spool as it comes, whatever the backoff, and
+delivered from there, in order, once the receiver is back. A spool over `spool_max_bytes` loses records
+(`spool_full`); a spool that refuses writes (a full disk, the database unreachable) keeps them in
 memory up to the same bound, then loses them (`disk_full`), shown in `last_error`, logged, and healed
-by the next write that succeeds. A receiver that refuses records (`rejected`) loses them, counted.
+by the next write that succeeds. A receiver that refuses records (`rejected`) loses them, counted. In
+cluster mode a spool that fences this node out (another node claimed the stream) ends delivery here:
+what is queued is dropped (`lease_lost`) and the new owner carries on from the spool and checkpoint.
 
 Two tasks on the loop, both supervised (a crash is logged and the task restarted): delivery, and the
-spool writer; spool files are read and written in worker threads. Subclasses say how a batch is sent
-(`_send` → a `Delivery`) and open and close their transport.
+spool writer; the spool's I/O runs off the loop (worker threads, or the spool database's thread).
+Subclasses say how a batch is sent (`_send` → a `Delivery`) and open and close their transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from streamd.entities import Delivery, SinkCount, SinkDrop, SinkStatus
 from streamd.health import supervise
-from streamd.sinks.spool import Spool
+from streamd.sinks.spool import RecordSpool, SpoolWriteError
 from streamd.sinks.stats import SinkStats
+from streamd.store.spools import SpoolFencedError
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +40,17 @@ class SpoolingSink:
     kind = "spooling"
     events_only = False  # an MQTT sink may publish events only (streams/checkpoints.py)
 
-    def __init__(
-        self, *, batch_size: int, queue_max: int, spool_dir: Path, spool_max_bytes: int, display_url: str
-    ) -> None:
+    def __init__(self, *, batch_size: int, queue_max: int, spool: RecordSpool, display_url: str) -> None:
         self.display_url = display_url
         self.stats = SinkStats()
         self._batch_size = batch_size
         self._queue_max = queue_max
         self._memory: list[bytes] = []  # older than anything spilled or spooled
         self._spill: list[bytes] = []  # bound for the spool, in emission order
-        self._spool = Spool(spool_dir, spool_max_bytes)
+        self._spool = spool
         self._spool_lock = asyncio.Lock()  # one writer of the spool at a time keeps the order
         self._disk_failing = False
+        self._fenced = False  # cluster mode: another node took the stream; nothing more is sent from here
         self._wake = asyncio.Event()  # delivery: something to send
         self._spill_wake = asyncio.Event()  # writer: something to spool
         self._closing = False
@@ -64,7 +66,7 @@ class SpoolingSink:
         raise NotImplementedError
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._spool.open)
+        await self._spool.open()
         await self._open_transport()
         name = f"{self.kind}-sink-{self.display_url}"
         self._tasks = [
@@ -84,6 +86,9 @@ class SpoolingSink:
     def emit(self, record: bytes) -> None:
         """Queue a record in memory, or behind what is already on its way to the spool; never blocks."""
         self.stats.count(SinkCount.EMITTED)
+        if self._fenced:
+            self._lose(1)
+            return
         # Once anything is spilled or spooled, newer records queue behind it on disk: order is kept.
         if self._spool.pending or self._spill or len(self._memory) >= self._queue_max:
             if self._disk_failing and len(self._spill) >= self._queue_max:
@@ -99,6 +104,28 @@ class SpoolingSink:
     def _crashed(self, exc: BaseException) -> None:
         self.stats.error.set(f"delivery crashed ({type(exc).__name__}: {exc}); restarted")
 
+    def _stopped(self) -> bool:
+        """Fenced (a call, not the attribute: it changes across awaits, which type narrowing ignores)."""
+        return self._fenced
+
+    def _lose(self, count: int) -> None:
+        """Drop `count` records this node may no longer spool or send (another node owns the stream)."""
+        self.stats.drop(SinkDrop.LEASE_LOST, count)
+        self.stats.settle(count)
+
+    def _fence(self, exc: SpoolFencedError) -> None:
+        """Stop for good: the stream's new owner delivers the spool and replays from the checkpoint."""
+        if not self._fenced:
+            self._fenced = True
+            self.stats.error.set(f"stopped delivering: {exc}")
+            logger.warning("%s sink %s: stops delivering: %s", self.kind, self.display_url, exc)
+        lost = len(self._memory) + len(self._spill)
+        if lost:
+            self._lose(lost)
+            self._memory.clear()
+            self._spill.clear()
+        self._wake.set()
+
     # -- to the spool ----------------------------------------------------------------------------------
     async def _spool_records(self, *, with_memory: bool) -> bool:
         """Write the spill (after the memory queue, when asked) to the spool; False if the disk refused
@@ -111,8 +138,11 @@ class SpoolingSink:
                 return True
             taken_memory, taken_spill = (len(self._memory) if with_memory else 0), len(self._spill)
             try:
-                accepted = await asyncio.to_thread(self._spool.append, records)
-            except OSError as exc:
+                accepted = await self._spool.append(records)
+            except SpoolFencedError as exc:
+                self._fence(exc)
+                return True  # nothing to retry: the records are counted as lost to this node
+            except SpoolWriteError as exc:
                 self._disk_failing = True
                 if self.stats.error.set(f"cannot write the spool: {exc}"):
                     logger.warning(
@@ -146,8 +176,14 @@ class SpoolingSink:
 
     # -- delivery ---------------------------------------------------------------------------------------
     async def _deliver_forever(self) -> None:
+        try:
+            await self._deliver()
+        except SpoolFencedError as exc:
+            self._fence(exc)
+
+    async def _deliver(self) -> None:
         failures = 0
-        while True:
+        while not self._fenced:
             batch, from_spool = await self._next_batch()
             if batch is None:
                 if self._closing:
@@ -156,6 +192,8 @@ class SpoolingSink:
                 await self._wake.wait()
                 continue
             outcome = await self._send(batch)
+            if self._stopped():
+                return  # fenced meanwhile: what this batch held is already counted as lost here
             if outcome is Delivery.FAILED:
                 failures += 1
                 self.stats.count(SinkCount.RETRIED)
@@ -171,7 +209,7 @@ class SpoolingSink:
             else:
                 self.stats.count(SinkCount.DELIVERED, len(batch))
             if from_spool:
-                await asyncio.to_thread(self._spool.consume, len(batch))
+                await self._spool.consume(len(batch))
             else:
                 del self._memory[: len(batch)]
                 self.stats.settle(len(batch))
@@ -180,7 +218,7 @@ class SpoolingSink:
         if self._memory:
             return self._memory[: self._batch_size], False
         if self._spool.pending:
-            return await asyncio.to_thread(self._spool.peek, self._batch_size), True
+            return await self._spool.peek(self._batch_size), True
         return None, False
 
     async def drain(self) -> None:
@@ -212,8 +250,6 @@ class SpoolingSink:
             self._spill.clear()
         await self._close_transport()
         try:
-            await asyncio.to_thread(self._spool.close)
-        except OSError as exc:
-            logger.error(
-                "%s sink %s: cannot save its spool's read offset: %s", self.kind, self.display_url, exc
-            )
+            await self._spool.close()
+        except SpoolWriteError as exc:
+            logger.error("%s sink %s: closing its spool: %s", self.kind, self.display_url, exc)

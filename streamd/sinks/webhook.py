@@ -1,6 +1,6 @@
 """Webhook sink: POSTs result records (one object, or arrays of `batch_size`) to a URL, in order.
 
-Delivery, memory queue, disk spool and their bounds are `SpoolingSink`'s. A connection error, a
+Delivery, memory queue, spool and their bounds are `SpoolingSink`'s. A connection error, a
 timeout, a 5xx, 408 or 429 is a failure (retried from the spool); any other 4xx, or a redirect (never
 followed: a 307 would re-POST the records elsewhere), means the receiver refuses the records:
 dropped, counted as `rejected`. Connections go only to addresses the egress rules allow.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import aiohttp
 
 from streamd.egress import EgressPolicy, EgressResolver
 from streamd.entities import Delivery
+from streamd.sinks.spool import RecordSpool
 from streamd.sinks.spooling import SpoolingSink
 from streamd.video.source import redact
 
@@ -37,16 +37,14 @@ class WebhookSink(SpoolingSink):
         timeout_s: float,
         batch_size: int,
         queue_max: int,
-        spool_dir: Path,
-        spool_max_bytes: int,
+        spool: RecordSpool,
         display_url: str,
         egress: EgressPolicy | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
             queue_max=queue_max,
-            spool_dir=spool_dir,
-            spool_max_bytes=spool_max_bytes,
+            spool=spool,
             display_url=display_url,
         )
         self.url = url

@@ -138,6 +138,25 @@ nodes = sa.Table(
     sa.Column("streams", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
+# Cluster mode (revision 0004; unused on SQLite): the spools of network sinks (webhook, MQTT), so that a
+# stream's next owner delivers what a dead node had accepted. One row per record, in `seq` order per
+# sink, deleted once delivered; `epoch` is the writer's lease. A stream's rows go with its row.
+sink_spool = sa.Table(
+    "sink_spool",
+    metadata,
+    sa.Column(
+        "stream_id",
+        sa.Integer,
+        sa.ForeignKey("streams.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("sink_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("record", sa.LargeBinary, nullable=False),
+)
+
 # One row (id 1) that the readiness probe rewrites to prove the database takes writes.
 health = sa.Table(
     "health",

@@ -18,9 +18,10 @@ from streamd.entities import Position, StreamStatus
 from streamd.errors import NotFoundError
 from streamd.metrics import Metrics
 from streamd.settings import StreamsConfig
+from streamd.store.db import Database
 from streamd.store.streams import Fence, StreamRecord, StreamRepository
 from streamd.streams.analytics import check_scene
-from streamd.streams.bodies import JsonlSinkBody, StreamBody
+from streamd.streams.bodies import StreamBody
 from streamd.streams.budget import decoder_threads, held_frames, usable_cores
 from streamd.streams.ends import StreamEnds
 from streamd.streams.pipeline import PipelineSettings, StreamPipeline
@@ -47,6 +48,7 @@ class StreamManager:
         result_roots: tuple[Path, ...],
         metrics: Metrics | None = None,
         lease: tuple[str, float, int] | None = None,
+        spool_db: Database | None = None,
     ) -> None:
         self._store = store
         # Cluster mode: (node id, lease ttl, max streams). `held` maps the streams whose lease this node
@@ -58,7 +60,8 @@ class StreamManager:
         self._runner = runner
         self._catalogue = catalogue
         self._config = config
-        self.ends = StreamEnds(config, egress, data_dir, media_roots, result_roots)
+        # Cluster mode: `result_roots` holds only the shared roots, and network sinks spool to `spool_db`.
+        self.ends = StreamEnds(config, egress, data_dir, media_roots, result_roots, spool_db=spool_db)
         self._pipelines: dict[int, StreamPipeline] = {}
         self.bodies: dict[int, StreamBody] = {}
         self._watchers: set[asyncio.Task[None]] = set()
@@ -74,11 +77,7 @@ class StreamManager:
         """The running pipeline, or in cluster mode with this node full, the id of the stored stream."""
         check_scene(plan, body.scene)
         uri, live = await self.ends.check_source(body.source)
-        for index, sink in enumerate(body.sinks):
-            if isinstance(sink, JsonlSinkBody):
-                await asyncio.to_thread(self.ends.jsonl_path, sink.path)
-            else:
-                await self.ends.egress.check_url(f"sinks[{index}]", sink.url)
+        await self.ends.check_sinks(body.sinks)
         if self.node_id is None:
             stream_id = await self._store.create(body.name, body.model_dump())
             return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
@@ -145,7 +144,9 @@ class StreamManager:
     ) -> StreamPipeline:
         source, settings = self._stream_settings(body, uri, live, start)
         fence = None if epoch is None or self.node_id is None else Fence(self.node_id, epoch)
-        sinks = [self.ends.sink(stream_id, body.name, index, sink) for index, sink in enumerate(body.sinks)]
+        sinks = [
+            self.ends.sink(stream_id, body.name, index, sink, epoch) for index, sink in enumerate(body.sinks)
+        ]
         if self._metrics is not None:
             for index, sink in enumerate(sinks):
                 sink.stats.observe = self._metrics.sink_observer(str(stream_id), str(index))
@@ -257,6 +258,9 @@ class StreamManager:
         try:
             plan, chain_name = await self._catalogue.stream_plan(body.chain)
             uri, live = await self.ends.check_source(body.source)
+            # Its JSONL paths again: this node's result roots may differ from those of the node that
+            # accepted it (cluster mode), or the configuration changed since.
+            await self.ends.check_sinks(body.sinks, urls=False)
             await self._launch(
                 record.stream_id,
                 body,
