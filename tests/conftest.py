@@ -55,6 +55,16 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[PostgresServer, str]]:
+    """A server and database of the test's own, for tests that halt it (halting the session's server
+    would cut every other test's connections)."""
+    with postgres_server() as server, server.database() as url:
+        yield server, url
+        if server.process is None or server.process.poll() is not None:
+            server.launch()  # the test failed while it was halted: the database is dropped next
+
+
 # What a module that also runs on PostgreSQL marks itself with: every test runs on both databases.
 ON_BOTH_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 

@@ -127,6 +127,17 @@ async def test_a_node_above_its_share_hands_the_surplus_to_a_node_that_joined(db
     assert (await _tick(db, b, _held(took))).surplus == 0
 
 
+async def test_a_leaving_node_renews_what_it_stops_and_claims_nothing(db: Database) -> None:
+    first, second = await _streams(db, 2)
+    a, b = _node("a", ttl_s=60), _node("b", ttl_s=60)
+    held_a = _held(await _tick(db, a, {}))
+    await StreamRepository(db).create("new", {"name": "new"})  # a stream free to claim
+    leaving = await db.run(functools.partial(tick, node=a, held=held_a, statuses={}, claim=False))
+    assert _held(leaving) == held_a and leaving.claimed == ()  # renewed while they stop, nothing new
+    assert len((await _tick(db, b)).claimed) == 1  # the free one is left to the others
+    assert sorted(held_a) == [first, second]
+
+
 async def test_concurrent_claims_never_take_a_stream_twice(db: Database, postgres: PostgresServer) -> None:
     await _streams(db, 20)
     url = db.where  # no password in tests

@@ -73,6 +73,11 @@ def test_pause_resume_and_delete_through_another_node_reach_the_owner_at_once(
     assert picture.headers["Content-Type"] == "image/jpeg"
     decoded = cv2.imdecode(np.frombuffer(picture.content, np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (96, 160, 3)
+    # A forwarded request is answered, never forwarded again (no proxy loops while a stream moves).
+    hop = requests.get(
+        f"{b.url}v0.7/streams/{stream}/snapshot.jpg", headers={"X-Streamd-Proxied": "a"}, timeout=10
+    )
+    assert hop.status_code == 503 and hop.json()["code"] == "stream_moving", hop.text
 
     assert requests.post(f"{b.url}v0.7/streams/{stream}/pause", timeout=10).status_code == 200
     paused_s = _wait(lambda: _state_on(a, stream) == "paused", AT_ONCE_S)

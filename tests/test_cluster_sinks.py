@@ -20,6 +20,7 @@ from streamd.app import build_app
 from streamd.cluster.leases import NodeInfo, Round, tick
 from streamd.settings import Settings
 from streamd.sinks.db_spool import DatabaseSpool
+from streamd.sinks.spool import SpoolWriteError
 from streamd.sinks.webhook import WebhookSink
 from streamd.store import spools
 from streamd.store.db import Database
@@ -189,6 +190,37 @@ async def test_a_claim_waits_for_a_write_in_progress_so_none_lands_after_it(
     assert await owner.peek(5) == [_record(n) for n in left]
 
 
+async def test_a_database_outage_fails_reads_and_deletes_retryably_and_loses_nothing(
+    own_postgres: tuple[PostgresServer, str], tmp_path: Path
+) -> None:
+    server, url = own_postgres
+    db = Database(tmp_path / "unused", url)
+    await db.open()
+    try:
+        stream_id = await _leased_stream(db)
+        spool = DatabaseSpool(db, SpoolKey(stream_id, 0), epoch=1, max_bytes=10_000)
+        await spool.open()
+        records = [_record(n) for n in range(5)]
+        assert await spool.append(records) == 5
+        assert await spool.peek(2) == records[:2]  # "sent"; then the database goes away
+        await asyncio.to_thread(server.halt)
+        # What the delivery loop retries (SpoolWriteError), not a crash; nothing changed meanwhile.
+        with pytest.raises(SpoolWriteError):
+            await spool.consume(2)
+        with pytest.raises(SpoolWriteError):
+            await spool.peek(2)
+        with pytest.raises(SpoolWriteError):
+            await spool.append([_record(9)])
+        assert (spool.pending, spool.pending_bytes) == (5, sum(map(len, records)))
+        await asyncio.to_thread(server.launch)
+        await spool.consume(2)  # the retry forgets exactly the batch that was sent, once
+        assert (spool.pending, spool.pending_bytes) == (3, sum(map(len, records[2:])))
+        assert [record for *_, record in await _rows(db, stream_id)] == records[2:]
+        assert await spool.peek(5) == records[2:]
+    finally:
+        await db.close()
+
+
 def _webhook(url: str, spool: DatabaseSpool) -> WebhookSink:
     return WebhookSink(
         url,
@@ -314,6 +346,8 @@ async def test_cluster_mode_writes_jsonl_only_under_the_configured_results_root(
     assert [r["frame_index"] for r in records] == list(range(30))
     assert {(r["epoch"], r["node"]) for r in records} == {(1, finished["node"])}
     assert not await asyncio.to_thread(local.exists)
+    # Stored anchored: a node listing its roots in another order still writes this very file.
+    assert finished["sinks_config"][0]["path"] == str(root / "cam.jsonl"), finished["sinks_config"]
 
 
 # -- two daemons ----------------------------------------------------------------------------------------

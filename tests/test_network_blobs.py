@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from streamd.errors import CorruptDataError, NotFoundError
+from streamd.inference.deployment import local_files
 from streamd.networks.spec import NetworkSpec
 from streamd.store.blobs import CHUNK_BYTES, BlobsGoneError, BlobStore, link_files
 from streamd.store.db import Database
@@ -258,4 +259,38 @@ async def test_sqlite_keeps_network_files_on_disk_only(tmp_path: Path) -> None:
         assert await counts(db) == (0, 0, 0)
         await node.delete(record.network_id)
     finally:
+        await db.close()
+
+
+async def test_a_fetch_the_database_interrupts_is_retried_and_the_network_kept(
+    own_postgres: tuple[PostgresServer, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, url = own_postgres
+    db = Database(tmp_path / "unused", url)
+    await db.open()
+    a_blobs, b_blobs = BlobStore(url), BlobStore(url)
+    await a_blobs.open()
+    await b_blobs.open()
+    try:
+        a = NetworkRepository(db, tmp_path / "a", blobs=a_blobs, node_id="a")
+        b = NetworkRepository(db, tmp_path / "b", blobs=b_blobs, node_id="b")
+        staged = await asyncio.to_thread(a.new_staging_dir)
+        record = await a.create(SPEC, await asyncio.to_thread(write_files, staged, FILES), staged)
+        await asyncio.to_thread(server.halt)
+        with caplog.at_level(logging.WARNING, logger="streamd.inference.deployment"):
+            fetch = asyncio.create_task(local_files(b, record))
+            for _ in range(200):
+                if "could not be fetched" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            assert "could not be fetched" in caplog.text and "retrying in 1 s" in caplog.text
+            assert not fetch.done()  # not a failed deployment: the network's files are not at fault
+            await asyncio.to_thread(server.launch)
+            directory = await asyncio.wait_for(fetch, 30)
+        assert directory == b.network_dir(record.network_id)
+        assert await asyncio.to_thread(read_files, directory) == FILES
+        assert (await b.get(record.network_id)).network_id == record.network_id
+    finally:
+        await a_blobs.close()
+        await b_blobs.close()
         await db.close()

@@ -165,3 +165,25 @@ async def test_a_finished_stream_has_all_its_records_in_the_file(
         await asyncio.to_thread((media_settings.storage.data_dir / "results" / "slow.jsonl").read_bytes)
     ).splitlines()
     assert [orjson.loads(line)["frame_index"] for line in lines] == list(range(30))
+
+
+async def test_a_sink_that_cannot_start_fails_the_create_with_a_503_and_leaves_no_stream(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    await setup_chain(app_client, tf1_model)
+    # Where the first stream's webhook spool goes is taken by a file streamd did not create.
+    blocker = media_settings.storage.data_dir / "spool" / "stream-1-sink-0"
+    await asyncio.to_thread(blocker.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(blocker.write_bytes, b"not a directory")
+    body = {
+        "name": "cam",
+        "source": {"uri": str(media_settings.media_roots[0] / "colours.mp4")},
+        "chain": "whole",
+        "sinks": [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}],
+    }
+    response = await app_client.post("/v0.7/streams", json=body)
+    answer = await response.json()
+    assert response.status == 503, answer
+    assert "its spool cannot be opened now" in answer["error"], answer
+    assert (await (await app_client.get("/v0.7/streams")).json())["count"] == 0  # nothing half-made
+    assert await asyncio.to_thread(blocker.read_bytes) == b"not a directory"  # untouched

@@ -20,6 +20,7 @@ from streamd.streams.state import StreamStateError
 
 ENDED = ("finished", "error")
 SNAPSHOT_TIMEOUT_S = 5.0
+PROXIED = "X-Streamd-Proxied"  # set on a forwarded request: it is answered locally, never forwarded
 
 
 def remote_state(record: StreamRecord) -> str:
@@ -63,12 +64,20 @@ async def owner_snapshot(request: web.Request, svc: Services, stream_id: int) ->
         raise NotFoundError(
             f"stream {stream_id} is {remote_state(record)}: no node runs it", code="no_snapshot"
         )
+    if record.owner == svc.cluster.info.node_id or PROXIED in request.headers:
+        # Claimed here but not started yet (or being handed over), or a forwarded request reaching
+        # a node that no longer runs it: answering beats forwarding a request in a loop.
+        raise UnavailableError(
+            f"stream {stream_id} is starting or moving on node {record.owner}; retry in a moment",
+            code="stream_moving",
+        )
     address = await svc.db.run(functools.partial(node_address, node_id=record.owner))
     if address is None:
         raise UnavailableError(
             f"stream {stream_id}'s node {record.owner} is not registered", code="owner_unknown"
         )
     headers = {key: request.headers[key] for key in ("X-API-KEY",) if key in request.headers}
+    headers[PROXIED] = svc.cluster.info.node_id
     url = f"{address.rstrip('/')}/v0.7/streams/{stream_id}/snapshot.jpg"
     try:
         async with (

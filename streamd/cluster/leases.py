@@ -72,9 +72,11 @@ def tick(
     held: Mapping[int, int],
     statuses: Mapping[int, str],
     reclaim_own: bool = False,
+    claim: bool = True,
 ) -> Round:
     """Heartbeat, renew `held` (stream id → epoch), claim free or expired streams up to this node's
-    share, publish `statuses` (stream id → status JSON) for the streams still held."""
+    share (unless `claim` is false: a node leaving), publish `statuses` (stream id → status JSON) for
+    the streams still held."""
     now = sa.func.now()
     _heartbeat(conn, node, len(held))
     renewed = _renew(conn, node, held)
@@ -85,7 +87,7 @@ def tick(
         deleted = frozenset(lost - existing)
     share = _share(conn, node)
     surplus = max(0, len(renewed) - share)
-    claimed, failovers = _claim(conn, node, share - len(renewed), reclaim_own)
+    claimed, failovers = _claim(conn, node, share - len(renewed), reclaim_own) if claim else ((), ())
     owned = (*renewed, *claimed)
     conn.execute(nodes.update().where(nodes.c.id == node.node_id).values(streams=len(owned)))
     epochs = {lease.stream_id: lease.epoch for lease in renewed}

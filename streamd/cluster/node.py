@@ -62,7 +62,9 @@ class ClusterNode:
         self._background: set[asyncio.Task[None]] = set()  # streams stopping
         self._adopting: set[asyncio.Task[None]] = set()  # claimed streams starting
         self._valid_until: float | None = None  # monotonic: when the held leases surely expire
-        self._handing_over: set[int] = set()  # streams stopping to be released (rebalancing)
+        # Streams stopping to be released (rebalancing): still renewed, so their last checkpoint and
+        # sink flushes land under a valid lease however long the stop takes.
+        self._handing_over: dict[int, int] = {}
         self._wake = asyncio.Event()  # a stream changed through some node: run a round now
         self._listener: asyncio.Task[None] | None = None
         # libpq's form of the URL (no SQLAlchemy driver name), for psycopg's own connection.
@@ -106,8 +108,14 @@ class ClusterNode:
             adopting.cancel()  # a pipeline it would start now would outlive the manager's close
         await asyncio.gather(*self._adopting, return_exceptions=True)
         held = dict(self._manager.held)
-        await self._manager.close()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        # The streams stop (sinks flushed, last checkpoint) under leases still renewed, never claiming.
+        renewing = asyncio.create_task(self._renew_only(held), name="streamd-cluster-leaving")
+        try:
+            await self._manager.close()
+            await asyncio.gather(*self._background, return_exceptions=True)
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
         try:
             released = await self._db.run(functools.partial(release, node_id=self.info.node_id, held=held))
             logger.info("cluster: node %s left, %d lease(s) released", self.info.node_id, released)
@@ -145,8 +153,16 @@ class ClusterNode:
 
         while True:
             try:
+                # TCP keepalives: a half-open connection (a database host gone) must not block
+                # notifies() for ever; it fails within ~10 s and is opened again.
                 conn = await psycopg.AsyncConnection.connect(
-                    self._listen_url, autocommit=True, connect_timeout=max(2, int(self.period_s))
+                    self._listen_url,
+                    autocommit=True,
+                    connect_timeout=max(2, int(self.period_s)),
+                    keepalives=1,
+                    keepalives_idle=5,
+                    keepalives_interval=2,
+                    keepalives_count=3,
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
@@ -156,7 +172,17 @@ class ClusterNode:
                         self._observe("notified", 1)
             except (psycopg.Error, OSError) as exc:
                 logger.info("cluster: not listening for stream changes (retrying): %s", exc)
+            except Exception:  # supervision boundary: rounds still run every ttl/3 meanwhile
+                logger.exception("cluster: the stream change listener failed (restarting it)")
             await asyncio.sleep(self.period_s)
+
+    async def _renew_only(self, held: dict[int, int]) -> None:
+        """While this node leaves: keep `held` renewed every period, claim nothing."""
+        call = functools.partial(tick, node=self.info, held=held, statuses={}, claim=False)
+        while True:
+            await asyncio.sleep(self.period_s)
+            with contextlib.suppress(Exception):  # the leases then expire after their ttl
+                await self._db.run(call)
 
     async def _round(self, *, first: bool = False) -> None:
         sent = time.monotonic()
@@ -166,7 +192,8 @@ class ClusterNode:
             for sid in held
             if sid in self._manager.bodies
         }
-        call = functools.partial(tick, node=self.info, held=held, statuses=statuses, reclaim_own=first)
+        renew = {**held, **self._handing_over}
+        call = functools.partial(tick, node=self.info, held=renew, statuses=statuses, reclaim_own=first)
         job = asyncio.ensure_future(self._db.run(call))
         if self._valid_until is not None:
             try:
@@ -218,9 +245,9 @@ class ClusterNode:
     async def _hand_over(self, stream_id: int, epoch: int) -> None:
         """Rebalancing: stop the stream here (its last checkpoint lands while the lease is still valid),
         then release its lease so that a node below its share claims it at its next round."""
-        self._handing_over.add(stream_id)
+        self._handing_over[stream_id] = epoch
         try:
-            pipeline = self._manager.forget(stream_id)  # no longer renewed from the next round on
+            pipeline = self._manager.forget(stream_id)  # renewed through _handing_over until released
             logger.info("cluster: stream %d handed over (this node is above its share)", stream_id)
             if pipeline is not None:
                 with contextlib.suppress(Exception):  # its sinks log their own failures
@@ -232,7 +259,7 @@ class ClusterNode:
         except Exception as exc:  # the lease then expires after its ttl: the stream moves anyway
             logger.warning("cluster: cannot release stream %d after handing it over: %s", stream_id, exc)
         finally:
-            self._handing_over.discard(stream_id)
+            self._handing_over.pop(stream_id, None)
 
     def _follow(self, lease: Lease) -> None:
         """Pause or resume as the row says (the API call may have reached another node)."""

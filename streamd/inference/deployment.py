@@ -3,6 +3,8 @@ preprocessing and run on test batches of the sizes its batcher will use (network
 ends `success`, or `error` with a message a person can act on.
 
 A network that fails to deploy is removed (row and files): only loadable networks stay registered.
+Failing to *fetch* its files is not the network's fault: a database or disk error is retried with
+backoff, and a network whose files cannot be had on this node stays registered, its task pending.
 A network that deploys is handed, loaded, to the inference runtime (eager loading). The coroutines run
 on the loop; loading runs on the single "streamd-deploy" thread, so two large models never load at once.
 
@@ -21,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
-from streamd.errors import NotFoundError, StreamdError
+from streamd.errors import InsufficientStorageError, NotFoundError, StreamdError, UnavailableError
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
 from streamd.networks.freezing import FrozenSessionModel
@@ -35,6 +38,8 @@ from streamd.store.networks import NetworkRecord, NetworkRepository
 from streamd.store.tasks import TaskRepository
 
 logger = logging.getLogger(__name__)
+
+FETCH_RETRY_MAX_S = 30.0
 
 
 def validate_network(
@@ -64,6 +69,30 @@ def validate_network(
         **warmed.report(),
     }
     return model, means, report
+
+
+async def local_files(networks: NetworkRepository, network: NetworkRecord) -> Path | None:
+    """The network's files on this node (cluster mode: a deployment taken over from another node
+    fetches them first). A database or disk failing now is retried with backoff; None when the
+    files cannot be had here (streamd stopping, or files on an old node only): the task stays
+    pending and the network registered, since nothing says the model is bad."""
+    delay = 1.0
+    while True:
+        try:
+            return await networks.local_dir(network.network_id)
+        except UnavailableError as exc:
+            logger.warning("network %d is not deployed here for now: %s", network.network_id, exc.message)
+            return None
+        except (sa.exc.DBAPIError, OSError, InsufficientStorageError) as exc:
+            logger.warning(
+                "network %d: its files could not be fetched (%s: %s); retrying in %.0f s",
+                network.network_id,
+                type(exc).__name__,
+                " ".join(str(exc).split())[:300],
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, FETCH_RETRY_MAX_S)
 
 
 class Deployer:
@@ -115,8 +144,9 @@ class Deployer:
 
     async def _deploy(self, network: NetworkRecord) -> None:
         try:
-            # Cluster mode: a deployment taken over from another node fetches the files first.
-            export_dir = await self._networks.local_dir(network.network_id)
+            export_dir = await local_files(self._networks, network)
+            if export_dir is None:
+                return
             job = asyncio.get_running_loop().run_in_executor(
                 self._executor,
                 validate_network,

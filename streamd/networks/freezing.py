@@ -71,6 +71,20 @@ def freeze(
 ) -> SessionModel:
     """`model` with its probed outputs frozen, or `model` itself when freezing is not possible or not
     worth it (logged with the reason; a network never fails to load because of this)."""
+    try:
+        return _freeze(model, preprocessing, means, intra_op_threads, inter_op_threads)
+    except Exception:  # an optimisation failing in a way not foreseen below: the model as loaded
+        logger.exception("graph not frozen, kept as loaded: unexpected error")
+        return model
+
+
+def _freeze(
+    model: SessionModel,
+    preprocessing: Preprocessing,
+    means: list[np.ndarray | None],
+    intra_op_threads: int,
+    inter_op_threads: int,
+) -> SessionModel:
     import tensorflow as tf
 
     feeds = [graph_tensor_name(item.tensor_name) for item in preprocessing.inputs]
@@ -118,7 +132,11 @@ def freeze(
         weights / 1024**2,
         time.monotonic() - started,
     )
-    return FrozenSessionModel(model, session, frozenset(outputs), frozenset(feeds))
+    try:
+        return FrozenSessionModel(model, session, frozenset(outputs), frozenset(feeds))
+    except BaseException:
+        session.close()
+        raise
 
 
 def variable_bytes(graph: object) -> int:

@@ -11,6 +11,8 @@ delete a record (`SpoolFencedError`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -19,6 +21,8 @@ from streamd.sinks.spool import SpoolWriteError
 from streamd.store import spools
 from streamd.store.db import Database
 from streamd.store.spools import SpoolKey
+
+T = TypeVar("T")
 
 
 class DatabaseSpool:
@@ -43,7 +47,7 @@ class DatabaseSpool:
 
     async def open(self) -> None:
         """Count what is left, whoever wrote it (this stream's previous owner, or this node before)."""
-        self._count, self._bytes = await self._db.run(functools.partial(spools.size, key=self._key))
+        self._count, self._bytes = await self._run(functools.partial(spools.size, key=self._key))
 
     async def append(self, records: list[bytes]) -> int:
         accepted, size = [], self._bytes
@@ -55,18 +59,14 @@ class DatabaseSpool:
         if not accepted:
             return 0
         call = functools.partial(spools.append, key=self._key, epoch=self._epoch, records=accepted)
-        try:
-            await self._db.run(call)
-        except (sa.exc.SQLAlchemyError, StreamdError) as exc:
-            # Unreachable, timed out or full (InsufficientStorageError): records stay queued, retried.
-            raise SpoolWriteError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        await self._run(call)
         self._count += len(accepted)
         self._bytes = size
         return len(accepted)
 
     async def peek(self, count: int) -> list[bytes]:
         call = functools.partial(spools.peek, key=self._key, epoch=self._epoch, count=count)
-        rows = await self._db.run(call)
+        rows = await self._run(call)
         self._peeked = [(seq, len(record)) for seq, record in rows]
         return [record for _, record in rows]
 
@@ -75,9 +75,20 @@ class DatabaseSpool:
             return
         done, self._peeked = self._peeked[:count], self._peeked[count:]
         call = functools.partial(spools.consume, key=self._key, epoch=self._epoch, through_seq=done[-1][0])
-        await self._db.run(call)
+        try:
+            await self._run(call)
+        except SpoolWriteError:
+            self._peeked = done + self._peeked  # nothing was forgotten: the next consume retries it
+            raise
         self._count -= len(done)
         self._bytes -= sum(size for _, size in done)
+
+    async def _run(self, call: Callable[[sa.Connection], T]) -> T:
+        try:
+            return await self._db.run(call)
+        except (sa.exc.SQLAlchemyError, StreamdError) as exc:
+            # Unreachable, timed out or full (InsufficientStorageError): nothing changed; retried.
+            raise SpoolWriteError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
 
     async def close(self) -> None:
         """Nothing to persist: every append and consume committed as it happened."""

@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 class SpoolWriteError(Exception):
-    """The spool cannot take records now (a full disk, the database unreachable): keep them, retry."""
+    """The spool cannot be used now (a full disk, a read error, the database unreachable): nothing was
+    added or removed; keep the records and retry."""
 
 
 class RecordSpool(Protocol):
@@ -44,10 +45,11 @@ class RecordSpool(Protocol):
         (retry later); SpoolFencedError (cluster mode): none, ever, from this node."""
 
     async def peek(self, count: int) -> list[bytes]:
-        """Up to `count` of the oldest records, left in place."""
+        """Up to `count` of the oldest records, left in place (SpoolWriteError: cannot be read now)."""
 
     async def consume(self, count: int) -> None:
-        """Forget the `count` oldest records (those the last `peek` returned first)."""
+        """Forget the `count` oldest records (those the last `peek` returned first); SpoolWriteError:
+        nothing was forgotten (retry)."""
 
     async def close(self) -> None:
         """Persist what the next `open` needs (SpoolWriteError if that fails)."""
@@ -152,7 +154,10 @@ class DiskSpool:
         return self._spool.pending_bytes
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._spool.open)
+        try:
+            await asyncio.to_thread(self._spool.open)
+        except OSError as exc:
+            raise SpoolWriteError(f"cannot open: {exc}") from exc
 
     async def append(self, records: list[bytes]) -> int:
         try:
@@ -161,7 +166,10 @@ class DiskSpool:
             raise SpoolWriteError(str(exc)) from exc
 
     async def peek(self, count: int) -> list[bytes]:
-        return await asyncio.to_thread(self._spool.peek, count)
+        try:
+            return await asyncio.to_thread(self._spool.peek, count)
+        except OSError as exc:
+            raise SpoolWriteError(f"cannot read: {exc}") from exc
 
     async def consume(self, count: int) -> None:
         await asyncio.to_thread(self._spool.consume, count)

@@ -22,6 +22,7 @@ import asyncio
 import logging
 
 from streamd.entities import Delivery, SinkCount, SinkDrop, SinkStatus
+from streamd.errors import UnavailableError
 from streamd.health import supervise
 from streamd.sinks.spool import RecordSpool, SpoolWriteError
 from streamd.sinks.stats import SinkStats
@@ -66,7 +67,12 @@ class SpoolingSink:
         raise NotImplementedError
 
     async def start(self) -> None:
-        await self._spool.open()
+        try:
+            await self._spool.open()
+        except SpoolWriteError as exc:
+            raise UnavailableError(
+                f"{self.kind} sink {self.display_url}: its spool cannot be opened now ({exc}); retry"
+            ) from exc
         await self._open_transport()
         name = f"{self.kind}-sink-{self.display_url}"
         self._tasks = [
@@ -184,7 +190,12 @@ class SpoolingSink:
     async def _deliver(self) -> None:
         failures = 0
         while not self._fenced:
-            batch, from_spool = await self._next_batch()
+            try:
+                batch, from_spool = await self._next_batch()
+            except SpoolWriteError as exc:
+                self._spool_unreadable(exc)
+                await asyncio.sleep(DISK_RETRY_S)
+                continue
             if batch is None:
                 if self._closing:
                     return
@@ -209,10 +220,35 @@ class SpoolingSink:
             else:
                 self.stats.count(SinkCount.DELIVERED, len(batch))
             if from_spool:
-                await self._spool.consume(len(batch))
+                await self._consume(len(batch))
             else:
                 del self._memory[: len(batch)]
                 self.stats.settle(len(batch))
+
+    async def _consume(self, count: int) -> None:
+        """Forget a delivered batch; retried until the spool takes it, since giving up would send the
+        batch again. Cut short only by a close: then the next start sends it again (duplicates)."""
+        while True:
+            try:
+                await self._spool.consume(count)
+                return
+            except SpoolWriteError as exc:
+                self._spool_unreadable(exc)
+                if self._closing:
+                    logger.warning(
+                        "%s sink %s: %d delivered record(s) stay in its spool and will be sent again",
+                        self.kind,
+                        self.display_url,
+                        count,
+                    )
+                    return
+                await asyncio.sleep(DISK_RETRY_S)
+
+    def _spool_unreadable(self, exc: SpoolWriteError) -> None:
+        if self.stats.error.set(f"cannot read its spool: {exc}"):
+            logger.warning(
+                "%s sink %s: cannot read its spool (%s); retrying", self.kind, self.display_url, exc
+            )
 
     async def _next_batch(self) -> tuple[list[bytes] | None, bool]:
         if self._memory:

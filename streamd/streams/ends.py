@@ -25,7 +25,7 @@ from streamd.sinks.spool import DiskSpool, RecordSpool
 from streamd.sinks.webhook import WebhookSink
 from streamd.store.db import Database
 from streamd.store.spools import SpoolKey
-from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, WebhookSinkBody
+from streamd.streams.bodies import JsonlSinkBody, MqttSinkBody, SourceBody, StreamBody, WebhookSinkBody
 from streamd.video.source import NETWORK_SCHEMES, redact
 
 # FFmpeg's demuxers for single images (PNG, JPEG, BMP... are "<codec>_pipe"): a picture is not a stream.
@@ -156,6 +156,19 @@ class StreamEnds:
         """A sink's path as given: absolute, or relative to the first result root (not yet checked)."""
         path = Path(path_text)
         return path if path.is_absolute() or not self._result_roots else self._result_roots[0] / path
+
+    def anchored(self, body: StreamBody) -> StreamBody:
+        """Cluster mode: the body as stored, its relative JSONL paths made absolute under this node's first
+        result root, so that a node whose roots are listed in another order writes the same file."""
+        if not self.cluster or not self._result_roots:
+            return body
+        sinks = [
+            sink.model_copy(update={"path": str(self._results_path(sink.path))})
+            if isinstance(sink, JsonlSinkBody)
+            else sink
+            for sink in body.sinks
+        ]
+        return body.model_copy(update={"sinks": sinks})
 
     def jsonl_path(self, path_text: str) -> Path:
         """The file a JSONL sink writes: under a result root (never a media root), and either new or a

@@ -6,6 +6,7 @@ Runs on the event loop; probing a file source (av.open) and path checks run in w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -78,21 +79,26 @@ class StreamManager:
         check_scene(plan, body.scene)
         uri, live = await self.ends.check_source(body.source)
         await self.ends.check_sinks(body.sinks)
+        body = self.ends.anchored(body)
         if self.node_id is None:
             stream_id = await self._store.create(body.name, body.model_dump())
-            return await self._launch(stream_id, body, plan, chain_name, uri, live, paused=False, start=None)
-        if len(self.held) >= self.max_streams:  # full: another node claims it at its next renewal
+            epoch = None
+        elif len(self.held) >= self.max_streams:  # full: another node claims it at its next renewal
             return await self._store.create(body.name, body.model_dump())
-        stream_id = await self._store.create(
-            body.name, body.model_dump(), lease=(self.node_id, self._lease_ttl_s)
-        )
-        self.held[stream_id] = 1
+        else:
+            lease = (self.node_id, self._lease_ttl_s)
+            stream_id = await self._store.create(body.name, body.model_dump(), lease=lease)
+            self.held[stream_id] = epoch = 1
         try:
             return await self._launch(
-                stream_id, body, plan, chain_name, uri, live, paused=False, start=None, epoch=1
+                stream_id, body, plan, chain_name, uri, live, paused=False, start=None, epoch=epoch
             )
         except BaseException:
+            # The client is told it failed: no stream stays behind (to be retried at a restart, or, in
+            # cluster mode, owned and running on no node until its lease runs out).
             self.held.pop(stream_id, None)
+            with contextlib.suppress(Exception):
+                await self._store.delete(stream_id)
             raise
 
     def _stream_settings(
