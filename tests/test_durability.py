@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import threading
@@ -17,11 +18,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from streamd.app import build_app
-from streamd.errors import DatabaseUnusableError
+from streamd.errors import DatabaseUnusableError, InsufficientStorageError
 from streamd.health import supervise
 from streamd.settings import Settings
-from streamd.store.db import Database
+from streamd.store.db import RESERVE_BYTES, Database
 from streamd.store.schema import chains
+from streamd.store.streams import StreamRepository
 from tests.conftest import make_settings, wait_until
 from tests.factories.disk import SmallDisk, small_disk
 from tests.factories.models import ModelFiles
@@ -159,6 +161,42 @@ async def test_delete_always_deletes_even_on_a_full_disk(
     await asyncio.to_thread(disk.free)
     second = await aiohttp_client(build_app(disk_settings))
     assert (await (await second.get("/v0.7/streams")).json())["count"] == 0
+
+
+def _truncate_wal(path: Path) -> None:
+    """Empty the write-ahead log (its next write must grow it), from a connection of the test's own."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+async def test_a_delete_on_a_full_disk_is_written_in_the_reserves_room(disk: SmallDisk) -> None:
+    path = disk.path / "data" / "streamd.sqlite3"
+    db = Database(path)
+    await db.open()
+    try:
+        store = StreamRepository(db)
+        first, second = [await store.create(f"s{n}", {"name": f"s{n}"}) for n in range(2)]
+        reserve = db.reserve_path
+        assert reserve is not None and (await asyncio.to_thread(reserve.stat)).st_size == RESERVE_BYTES
+        await asyncio.to_thread(_truncate_wal, path)
+        await asyncio.to_thread(disk.fill)
+        await store.delete(first)  # refused by the full disk, then written where the reserve was
+        assert not await asyncio.to_thread(reserve.exists)
+        await asyncio.to_thread(_truncate_wal, path)
+        await asyncio.to_thread(disk.fill)  # the reserve's room taken too: nothing left to give
+        with pytest.raises(InsufficientStorageError):
+            await store.delete(second)
+        await asyncio.to_thread(disk.free)
+        await store.delete(second)
+        assert await store.all() == []
+    finally:
+        await db.close()
+    reopened = Database(path)
+    await reopened.open()  # the next start makes the reserve again
+    assert (await asyncio.to_thread(reserve.stat)).st_size == RESERVE_BYTES
+    await reopened.close()
 
 
 async def test_readyz_fails_while_the_database_cannot_be_written(

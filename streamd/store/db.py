@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ T = TypeVar("T")
 # 25006 read_only_sql_transaction (a standby, or default_transaction_read_only).
 _PG_WRITE_FAILURES = frozenset({"53100", "25006"})
 _PG_CONNECT_TIMEOUT_S = 10
+RESERVE_BYTES = 1024 * 1024  # SQLite: room for a few deletes' worth of pages on a full disk
 
 
 def _write_failure(exc: sa.exc.DBAPIError) -> bool:
@@ -187,6 +189,7 @@ class Database:
             if self._url is None
             else self._postgres_engine(self._url, self.connect_timeout_s, self.statement_timeout_s)
         )
+        self._make_reserve()
         with self._engine.connect() as conn:
             if not self._migrate:
                 conn.exec_driver_sql("SELECT 1")
@@ -248,6 +251,35 @@ class Database:
         return sa.create_engine(
             url, pool_size=1, max_overflow=0, pool_pre_ping=True, connect_args=connect_args
         )
+
+    @property
+    def reserve_path(self) -> Path | None:
+        """SQLite: a small file of zeros beside the database, given up so that a delete can still be
+        written on a full disk (a delete frees space only once it is written). None on PostgreSQL."""
+        return None if self._url is not None else self._path.with_name(self._path.name + ".reserve")
+
+    def _make_reserve(self) -> None:
+        path = self.reserve_path
+        if path is None or path.exists():
+            return
+        try:
+            with path.open("wb") as handle:
+                handle.write(b"\0" * RESERVE_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:  # a disk already full: no reserve until a later start
+            path.unlink(missing_ok=True)
+            logger.warning("no space for the database's reserve file %s: %s", path, exc)
+
+    async def free_reserve(self) -> bool:
+        """Give up the reserve (a full disk refused a write that frees space); False if there is none.
+        Made again at the next start."""
+        path = self.reserve_path
+        if path is None or not await asyncio.to_thread(path.exists):
+            return False
+        await asyncio.to_thread(path.unlink, True)
+        logger.warning("the disk is full: %s given up so that a delete can be written", path)
+        return True
 
     def _disconnect(self) -> None:
         if self._engine is not None:

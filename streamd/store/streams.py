@@ -10,6 +10,7 @@ import orjson
 import sqlalchemy as sa
 
 from streamd.entities import Position
+from streamd.errors import InsufficientStorageError
 from streamd.store.db import Database, inserted_id, utc_now_iso
 from streamd.store.schema import streams
 
@@ -146,11 +147,19 @@ class StreamRepository:
         await self._db.run(lambda conn: conn.execute(statement))
 
     async def delete(self, stream_id: int) -> None:
+        """Remove the row (its spool rows go with it); on a full disk with the database's reserve given
+        up first, since a delete frees space only once it is written."""
+
         def remove(conn: sa.Connection) -> None:
             conn.execute(streams.delete().where(streams.c.id == stream_id))
             notify_change(conn, stream_id)
 
-        await self._db.run(remove)
+        try:
+            await self._db.run(remove)
+        except InsufficientStorageError:
+            if not await self._db.free_reserve():
+                raise
+            await self._db.run(remove)
 
     async def all(self) -> list[StreamRecord]:
         rows = await self._db.run(
