@@ -189,6 +189,9 @@ class Sink(Protocol):
     async def close(self) -> None: ...
     def status(self) -> SinkStatus: ...
 
+    @property
+    def idle(self) -> bool: ...  # nothing left to deliver (network sinks: memory and spool empty)
+
 
 # -- streams -----------------------------------------------------------------------------------------
 

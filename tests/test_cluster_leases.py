@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from streamd.cluster.leases import NodeInfo, Round, fair_share, release, tick
 from streamd.entities import Position
 from streamd.store.db import Database
-from streamd.store.schema import streams
+from streamd.store.schema import sink_spool, streams
 from streamd.store.streams import Fence, StreamRepository
 from streamd.store.tasks import TaskRepository
 from tests.factories.postgres import PostgresServer
@@ -136,6 +136,23 @@ async def test_a_leaving_node_renews_what_it_stops_and_claims_nothing(db: Databa
     assert _held(leaving) == held_a and leaving.claimed == ()  # renewed while they stop, nothing new
     assert len((await _tick(db, b)).claimed) == 1  # the free one is left to the others
     assert sorted(held_a) == [first, second]
+
+
+async def test_an_ended_stream_with_a_spool_is_claimed_beside_the_share_and_never_a_surplus(
+    db: Database,
+) -> None:
+    running, ended, delivered = await _streams(db, 3)
+    store = StreamRepository(db)
+    for stream_id in (ended, delivered):
+        await store.set_desired(stream_id, "finished")
+    spooled = {"stream_id": ended, "sink_index": 0, "seq": 1, "epoch": 0, "record": b"{}"}
+    await db.run(lambda conn: conn.execute(sink_spool.insert().values(**spooled)))
+    a = _node("a", max_streams=1, ttl_s=60)
+    first = await _tick(db, a)  # its share is the one running stream; the spool is taken besides
+    assert sorted(_held(first)) == [running, ended]
+    assert {lease.stream_id: lease.desired for lease in first.claimed}[ended] == "finished"
+    again = await _tick(db, a, _held(first))
+    assert sorted(_held(again)) == [running, ended] and again.surplus == 0 and again.claimed == ()
 
 
 async def test_concurrent_claims_never_take_a_stream_twice(db: Database, postgres: PostgresServer) -> None:

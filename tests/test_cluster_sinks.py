@@ -491,3 +491,83 @@ def test_a_webhook_spool_of_a_node_killed_for_good_is_delivered_by_the_next_owne
     # what b replays is told apart by its epoch only.
     assert rest_indices[0] <= indices[-1] + 6
     assert len({(r["epoch"], r["frame_index"]) for r in received}) == len(received)
+
+
+@pytest.mark.slow
+def test_what_a_finished_stream_spooled_is_delivered_by_another_node_when_its_node_dies(
+    tmp_path: Path, postgres: PostgresServer, tf1_model: ModelFiles
+) -> None:
+    """A file stream finishes on node a while the receiver is down; a is killed (-9) holding the
+    stream's lease for its spool; b claims the ended stream only to deliver that spool (nothing decoded
+    again), then releases it."""
+    import time
+
+    import requests
+
+    from tests.factories.daemon import Daemon, register_colour_chain
+    from tests.factories.videos import encode_h264
+
+    media, results = tmp_path / "media", tmp_path / "results"
+    results.mkdir()
+    encode_h264(media / "clip.mp4", frames=30)
+    hook = _Hook()
+    with postgres.database() as url:
+
+        def node(name: str) -> Daemon:
+            env = {
+                "STREAMD_STORAGE__DATABASE_URL": url,
+                "STREAMD_STORAGE__RESULT_ROOTS": str(results),
+                "STREAMD_STORAGE__MEDIA_ROOTS": str(media),
+                "STREAMD_CLUSTER__NODE_ID": name,
+                "STREAMD_CLUSTER__LEASE_TTL_S": str(TTL_S),
+                "STREAMD_CLUSTER__MAX_STREAMS": "4",
+            }
+            return Daemon(tmp_path / name, env=env)
+
+        a, b = node("a"), node("b")
+        try:
+            a.start()
+            register_colour_chain(a, tf1_model)
+            response = requests.post(
+                f"{a.url}v0.7/streams",
+                json={
+                    "name": "clip",
+                    "source": {"uri": "clip.mp4"},
+                    "chain": "whole",
+                    "sinks": [{"type": "webhook", "url": hook.url, "batch_size": 4}],
+                },
+                timeout=30,
+            )
+            assert response.status_code == 201, response.text
+            stream_id = response.json()["id"]
+            deadline = time.monotonic() + 30
+            while True:
+                status = a.get(f"/v0.7/streams/{stream_id}")[1]
+                if status["state"] == "finished" and status["sinks"][0]["spooled"] == 30:
+                    break
+                assert time.monotonic() < deadline, a.log()[-3000:]
+                time.sleep(0.05)
+            owners = {n["node"]: n["streams"] for n in a.get("/v0.7/cluster")[1]["nodes"]}
+            assert owners == {"a": [stream_id]}  # still held, for its spool
+            a.kill()
+            assert len(_spooled_rows(url, stream_id)) == 30
+            hook.down = False
+            b.start()  # fetches the network from PostgreSQL, claims the expired lease
+            deadline = time.monotonic() + TTL_S + TTL_S / 3 + 30
+            while len(hook.received) < 30 or _spooled_rows(url, stream_id):
+                assert time.monotonic() < deadline, (len(hook.received), b.log()[-3000:])
+                time.sleep(0.05)
+            status = b.get(f"/v0.7/streams/{stream_id}")[1]
+            assert "to deliver its spool" in b.log()
+            while b.get("/v0.7/cluster")[1]["nodes"][-1]["streams"]:  # released once delivered
+                assert time.monotonic() < deadline, b.log()[-3000:]
+                time.sleep(0.1)
+        finally:
+            for daemon in (a, b):
+                if daemon.process is not None and daemon.process.poll() is None:
+                    daemon.stop()
+            hook.close()
+    assert [r["frame_index"] for r in hook.received] == list(range(30))  # a's records, in order, once
+    assert {(r["epoch"], r["node"]) for r in hook.received} == {(1, "a")}
+    assert status["state"] == "finished" and status["node"] == "b" and status["frames"]["processed"] == 0
+    assert status["sinks"][0]["delivered"] == 30

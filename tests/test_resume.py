@@ -18,7 +18,7 @@ from tests.conftest import ON_BOTH_DATABASES, wait_until
 from tests.factories.daemon import Daemon, register_colour_chain
 from tests.factories.models import ModelFiles
 from tests.factories.videos import NAMES, encode_h264
-from tests.test_streams import create_stream, read_jsonl, setup_chain, wait_state
+from tests.test_streams import Receiver, create_stream, read_jsonl, setup_chain, wait_state
 
 
 async def restart_midway(
@@ -125,3 +125,41 @@ def test_kill_9_replays_only_what_followed_the_last_checkpoint(tmp_path: Path, t
     # The looping stream continues its count (and its clock) instead of starting over at frame 0.
     assert 0 < second_loop[0] <= first_loop[-1] + 1
     assert second_loop == list(range(second_loop[0], second_loop[0] + len(second_loop)))
+
+
+@ON_BOTH_DATABASES
+async def test_what_a_finished_stream_had_spooled_is_delivered_after_a_restart(
+    aiohttp_client: Any, aiohttp_server: Any, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    receiver = Receiver()
+    receiver.down = True
+    url = await receiver.serve(aiohttp_server)
+    first = await aiohttp_client(build_app(media_settings))
+    await setup_chain(first, tf1_model)
+    stream = await create_stream(first, media_settings, sinks=[{"type": "webhook", "url": url}])
+    path = f"/v0.7/streams/{stream['id']}"
+    await wait_state(first, stream["id"], "finished")
+
+    async def all_spooled() -> bool:
+        return (await (await first.get(path)).json())["sinks"][0]["spooled"] == 30
+
+    await wait_until(all_spooled, 30)
+    await first.close()  # the file is done; its records wait in the spool for a receiver
+    receiver.down = False
+    second = await aiohttp_client(build_app(media_settings))
+
+    async def delivered() -> dict[str, Any] | None:
+        status = await (await second.get(path)).json()
+        return status if len(receiver.records) >= 30 and status["sinks"][0]["delivered"] == 30 else None
+
+    status = await wait_until(delivered, 30)
+    assert status["state"] == "finished" and status["frames"]["processed"] == 0  # nothing decoded again
+    assert [r["frame_index"] for r in receiver.records] == list(range(30))  # in order, once
+    assert {r["run"] for r in receiver.records} == {1}
+    if media_settings.database_url is not None:  # cluster mode: the lease goes once all is delivered
+
+        async def released() -> bool:
+            cluster = await (await second.get("/v0.7/cluster")).json()
+            return all(stream["id"] not in node["streams"] for node in cluster["nodes"])
+
+        await wait_until(released, 10)

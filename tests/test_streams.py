@@ -160,6 +160,30 @@ async def test_pause_resume_delete_and_chain_in_use(
     assert (await app_client.delete("/v0.7/chains/whole")).status == 204
 
 
+async def test_quick_pauses_and_resumes_are_never_undone_by_a_lease_round(
+    app_client: TestClient, media_settings: Settings, tf1_model: ModelFiles
+) -> None:
+    # Cluster mode: each change notifies, so a lease round runs while the next call is on its way; a
+    # round that read the row before a change must not apply what it read over it.
+    await setup_chain(app_client, tf1_model)
+    stream = await create_stream(
+        app_client, media_settings, source={"uri": "long.mp4", "options": {"loop": True, "realtime": True}}
+    )
+    sid = stream["id"]
+    await wait_state(app_client, sid, "running")
+    seen = []
+    for _ in range(15):
+        for verb in ("pause", "resume"):
+            response = await app_client.post(f"/v0.7/streams/{sid}/{verb}")
+            seen.append((verb, response.status, (await response.json()).get("state")))
+            await asyncio.sleep(0.02)
+    assert seen == [
+        (verb, 200, state) for _ in range(15) for verb, state in (("pause", "paused"), ("resume", "running"))
+    ]
+    await asyncio.sleep(0.5)  # a round or more later
+    assert (await (await app_client.get(f"/v0.7/streams/{sid}")).json())["state"] == "running"
+
+
 class Receiver:
     """A real HTTP receiver on 127.0.0.1 that records bodies and fails on demand."""
 

@@ -13,11 +13,14 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from streamd.store.schema import nodes, streams
+from streamd.store.schema import nodes, sink_spool, streams
 from streamd.store.streams import CHANGES_CHANNEL
 
-# Streams a node may run; finished and errored ones hold no lease.
+# Streams a node may run. Finished and errored ones hold a lease only while their webhook or MQTT sinks
+# still deliver what they spooled ("draining"), and are claimed only if their spool is not empty.
 ACTIVE = ("running", "paused")
+ENDED = ("finished", "error")
+UNDELIVERED_CLAIMS = 4  # ended streams with a spool a node takes over per round, beside its share
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +88,16 @@ def tick(
     if lost:
         existing = set(conn.execute(sa.select(streams.c.id).where(streams.c.id.in_(lost))).scalars())
         deleted = frozenset(lost - existing)
+    running = sum(1 for lease in renewed if lease.desired in ACTIVE)  # not those delivering a spool
     share = _share(conn, node)
-    surplus = max(0, len(renewed) - share)
-    claimed, failovers = _claim(conn, node, share - len(renewed), reclaim_own) if claim else ((), ())
+    surplus = max(0, running - share)
+    claimed: tuple[Lease, ...] = ()
+    failovers: tuple[float, ...] = ()
+    if claim:
+        active = streams.c.desired.in_(ACTIVE)
+        claimed, failovers = _claim(conn, node, share - running, reclaim_own, active)
+        spools, more = _claim(conn, node, UNDELIVERED_CLAIMS, reclaim_own, _undelivered())
+        claimed, failovers = claimed + spools, failovers + more
     owned = (*renewed, *claimed)
     conn.execute(nodes.update().where(nodes.c.id == node.node_id).values(streams=len(owned)))
     epochs = {lease.stream_id: lease.epoch for lease in renewed}
@@ -140,7 +150,6 @@ def _renew(conn: sa.Connection, node: NodeInfo, held: Mapping[int, int]) -> tupl
             streams.c.id.in_(list(held)),
             streams.c.owner == node.node_id,
             streams.c.lease_until > sa.func.now(),
-            streams.c.desired.in_(ACTIVE),
         )
         .values(lease_until=sa.func.now() + _ttl(node))
         .returning(streams.c.id, streams.c.epoch, streams.c.desired)
@@ -163,8 +172,15 @@ def _share(conn: sa.Connection, node: NodeInfo) -> int:
     return min(node.max_streams, fair_share(capacities, active))
 
 
+def _undelivered() -> sa.ColumnElement[bool]:
+    """An ended stream whose webhook or MQTT sinks still hold spooled records: one whose node died or
+    left is claimed to deliver them (StreamManager.drain_stored), then released. Delivering costs little,
+    so these are claimed beside the fair share (UNDELIVERED_CLAIMS a round), not within it."""
+    return sa.and_(streams.c.desired.in_(ENDED), sa.exists().where(sink_spool.c.stream_id == streams.c.id))
+
+
 def _claim(
-    conn: sa.Connection, node: NodeInfo, want: int, reclaim_own: bool
+    conn: sa.Connection, node: NodeInfo, want: int, reclaim_own: bool, which: sa.ColumnElement[bool]
 ) -> tuple[tuple[Lease, ...], tuple[float, ...]]:
     now = sa.func.now()
     if want <= 0:
@@ -176,7 +192,7 @@ def _claim(
         free_rows.append(streams.c.owner == node.node_id)
     free = (
         sa.select(streams.c.id, streams.c.owner, streams.c.lease_until)
-        .where(streams.c.desired.in_(ACTIVE), sa.or_(*free_rows))
+        .where(which, sa.or_(*free_rows))
         .order_by(streams.c.id)
         .limit(want)
         .with_for_update(skip_locked=True)

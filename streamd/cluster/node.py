@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from streamd.cluster.leases import Lease, NodeInfo, Round, cluster_view, release, tick
+from streamd.cluster.leases import ENDED, Lease, NodeInfo, Round, cluster_view, release, tick
 from streamd.settings import ClusterConfig
 from streamd.store.db import Database, postgres_url
 from streamd.store.streams import CHANGES_CHANNEL, StreamRepository
@@ -107,7 +108,7 @@ class ClusterNode:
         for adopting in self._adopting:
             adopting.cancel()  # a pipeline it would start now would outlive the manager's close
         await asyncio.gather(*self._adopting, return_exceptions=True)
-        held = dict(self._manager.held)
+        held = {**self._manager.held, **self._manager.draining}
         # The streams stop (sinks flushed, last checkpoint) under leases still renewed, never claiming.
         renewing = asyncio.create_task(self._renew_only(held), name="streamd-cluster-leaving")
         try:
@@ -186,13 +187,13 @@ class ClusterNode:
 
     async def _round(self, *, first: bool = False) -> None:
         sent = time.monotonic()
-        held = dict(self._manager.held)
+        held, draining = dict(self._manager.held), dict(self._manager.draining)
         statuses = {
             sid: orjson.dumps(self._manager.get(sid).status().to_api()).decode()
-            for sid in held
+            for sid in (*held, *draining)
             if sid in self._manager.bodies
         }
-        renew = {**held, **self._handing_over}
+        renew = {**held, **draining, **self._handing_over}
         call = functools.partial(tick, node=self.info, held=renew, statuses=statuses, reclaim_own=first)
         job = asyncio.ensure_future(self._db.run(call))
         if self._valid_until is not None:
@@ -207,12 +208,20 @@ class ClusterNode:
         self.error = None
         self.rounds += 1
         self._observe("round_ok", 1)
-        self._apply(result, held)
+        self._apply(result, held, draining, sent)
         self._observe("streams", len(self._manager.held))
 
-    def _apply(self, result: Round, held: dict[int, int]) -> None:
+    def _apply(self, result: Round, held: dict[int, int], draining: dict[int, int], sent: float) -> None:
         manager = self._manager
         renewed = {lease.stream_id: lease for lease in result.renewed}
+        for stream_id, epoch in draining.items():
+            if manager.draining.get(stream_id) != epoch:
+                continue  # delivered and released, or deleted here, while the round ran
+            if stream_id in result.deleted:
+                self._drop(stream_id, "deleted through another node", remove_spools=True)
+            elif stream_id not in renewed:
+                self._drop(stream_id, "its lease was lost while it delivered its spool", remove_spools=False)
+                self._observe("lost", 1)
         for stream_id, epoch in held.items():
             if manager.held.get(stream_id) != epoch:
                 continue  # ended or deleted here while the round ran
@@ -221,7 +230,8 @@ class ClusterNode:
             elif stream_id not in renewed:
                 self._drop(stream_id, "its lease was lost (not renewed in time)", remove_spools=False)
                 self._observe("lost", 1)
-            else:
+            elif manager.changed_s.get(stream_id, -math.inf) < sent:
+                # (A pause or resume made here after this round was sent is newer than what it read.)
                 self._follow(renewed[stream_id])
         for lease in result.claimed:
             if lease.stream_id in manager.held:
@@ -278,6 +288,16 @@ class ClusterNode:
             return
         record = records[0]
         body = StreamBody.model_validate(record.definition)
+        if record.desired in ENDED:
+            # It ended on a node that died or left before its sinks delivered what they spooled.
+            logger.info(
+                "cluster: stream %d (%s) claimed at epoch %d to deliver its spool",
+                lease.stream_id,
+                record.desired,
+                lease.epoch,
+            )
+            await self._manager.drain_stored(record, body, epoch=lease.epoch)
+            return
         logger.info("cluster: stream %d claimed at epoch %d", lease.stream_id, lease.epoch)
         if not await self._manager.start_stored(record, body, epoch=lease.epoch):
             # It cannot run here (a source this node cannot open): shown in error, its lease kept so

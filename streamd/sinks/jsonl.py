@@ -54,6 +54,10 @@ class JsonlSink:
         self._file = await asyncio.to_thread(self._open)
         self._task = supervise(self._writer, f"jsonl-sink-{self.path.name}", self._crashed)
 
+    @property
+    def idle(self) -> bool:
+        return True  # no spool: `drain` is what waits for the file
+
     def status(self) -> SinkStatus:
         return self.stats.snapshot(self.kind)
 

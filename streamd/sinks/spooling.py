@@ -86,6 +86,12 @@ class SpoolingSink:
     def spool_bytes(self) -> int:
         return self._spool.pending_bytes
 
+    @property
+    def idle(self) -> bool:
+        """Nothing left to deliver: no record in memory, on its way to the spool, or spooled (a fenced
+        sink delivers nothing more, so it is idle too)."""
+        return self._fenced or not (self._memory or self._spill or self._spool.pending)
+
     def status(self) -> SinkStatus:
         return self.stats.snapshot(self.kind, self.spool_bytes)
 
@@ -194,6 +200,8 @@ class SpoolingSink:
                 batch, from_spool = await self._next_batch()
             except SpoolWriteError as exc:
                 self._spool_unreadable(exc)
+                if self._closing:
+                    return  # what is left stays in the spool for the next start
                 await asyncio.sleep(DISK_RETRY_S)
                 continue
             if batch is None:

@@ -8,21 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
+import time
 from pathlib import Path
 
 from streamd.chains.catalogue import INLINE, ChainCatalogue
 from streamd.chains.runner import ChainRunner
 from streamd.chains.spec import ChainPlan
 from streamd.egress import EgressPolicy
-from streamd.entities import Position, StreamStatus
+from streamd.entities import Position, Sink, StreamStatus
 from streamd.errors import NotFoundError
 from streamd.metrics import Metrics
 from streamd.settings import StreamsConfig
 from streamd.store.db import Database
 from streamd.store.streams import Fence, StreamRecord, StreamRepository
 from streamd.streams.analytics import check_scene
-from streamd.streams.bodies import StreamBody
+from streamd.streams.bodies import JsonlSinkBody, StreamBody
 from streamd.streams.budget import decoder_threads, held_frames, usable_cores
 from streamd.streams.ends import StreamEnds
 from streamd.streams.pipeline import PipelineSettings, StreamPipeline
@@ -31,6 +33,8 @@ from streamd.video.buffer import DropPolicy
 from streamd.video.source import NETWORK_SCHEMES, SourceSettings
 
 logger = logging.getLogger(__name__)
+
+DRAIN_POLL_S = 0.5  # how often an ended stream's sinks are checked for what they still have to deliver
 
 
 class StreamManager:
@@ -57,6 +61,10 @@ class StreamManager:
         self.node_id: str | None = lease[0] if lease is not None else None
         self._lease_ttl_s, self.max_streams = (lease[1], lease[2]) if lease is not None else (0.0, 0)
         self.held: dict[int, int] = {}
+        # Cluster mode: ended streams whose lease this node keeps while their network sinks deliver what
+        # they spooled (stream → epoch); renewed like `held`, released once delivered.
+        self.draining: dict[int, int] = {}
+        self.changed_s: dict[int, float] = {}  # see _record_desired
         self._metrics = metrics
         self._runner = runner
         self._catalogue = catalogue
@@ -153,12 +161,7 @@ class StreamManager:
         sinks = [
             self.ends.sink(stream_id, body.name, index, sink, epoch) for index, sink in enumerate(body.sinks)
         ]
-        if self._metrics is not None:
-            for index, sink in enumerate(sinks):
-                sink.stats.observe = self._metrics.sink_observer(str(stream_id), str(index))
-                sink.stats.observe_delivery = self._metrics.sink_delivery.labels(
-                    str(stream_id), str(index)
-                ).observe
+        self._observe_sinks(stream_id, list(enumerate(sinks)))
         pipeline = StreamPipeline(
             stream_id,
             body.name,
@@ -185,6 +188,15 @@ class StreamManager:
         watcher.add_done_callback(self._watchers.discard)
         return pipeline
 
+    def _observe_sinks(self, stream_id: int, sinks: list[tuple[int, Sink]]) -> None:
+        if self._metrics is None:
+            return
+        for index, sink in sinks:
+            sink.stats.observe = self._metrics.sink_observer(str(stream_id), str(index))
+            sink.stats.observe_delivery = self._metrics.sink_delivery.labels(
+                str(stream_id), str(index)
+            ).observe
+
     async def _watch(self, pipeline: StreamPipeline) -> None:
         """Persist the end of a stream (finished or error) so a restart does not replay it."""
         await pipeline.done.wait()
@@ -193,12 +205,73 @@ class StreamManager:
         if pipeline.lease is None:
             await self._store.set_desired(pipeline.stream_id, pipeline.state.value)
             return
-        # Cluster mode: an ended stream holds no lease; only its holder at this epoch may end it.
+        # Cluster mode: only its holder at this epoch may end it. It keeps the lease while its sinks
+        # deliver what they spooled (if this node dies meanwhile, another takes that over), then releases.
         epoch, node_id = pipeline.lease
         if self.held.get(pipeline.stream_id) == epoch:
             del self.held[pipeline.stream_id]
-        fence = Fence(node_id, epoch)
-        await self._store.set_desired(pipeline.stream_id, pipeline.state.value, fence=fence, release=True)
+            self.draining[pipeline.stream_id] = epoch
+        await self._store.set_desired(pipeline.stream_id, pipeline.state.value, fence=Fence(node_id, epoch))
+        await self._release_when_delivered(pipeline, Fence(node_id, epoch))
+
+    async def _release_when_delivered(self, pipeline: StreamPipeline, fence: Fence) -> None:
+        """Cluster mode: release an ended stream's lease once its sinks are idle, unless this node lost
+        it meanwhile (deleted, claimed elsewhere, or this node leaving: that releases it)."""
+        stream_id = pipeline.stream_id
+
+        def ours() -> bool:
+            return self._pipelines.get(stream_id) is pipeline and self.draining.get(stream_id) == fence.epoch
+
+        # Polled: idleness is several sinks' queues and spools, and a few checks a second cost nothing.
+        while ours() and not all(sink.idle for sink in pipeline.sinks):  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_S)
+        if not ours():
+            return
+        del self.draining[stream_id]
+        try:
+            await self._store.set_desired(stream_id, pipeline.state.value, fence=fence, release=True)
+        except Exception as exc:  # the lease then runs out; nothing is left to deliver
+            logger.warning("stream %d: cannot release its lease after delivering: %s", stream_id, exc)
+
+    async def drain_stored(self, record: StreamRecord, body: StreamBody, epoch: int | None = None) -> None:
+        """An ended stream listed with its state, and its webhook and MQTT sinks that still hold spooled
+        records started to deliver them: after a restart, or in cluster mode when this node claimed the
+        delivery from a node that died or left. Nothing is decoded again."""
+        stream_id = record.stream_id
+        chain_name = body.chain if isinstance(body.chain, str) else INLINE
+        pipeline = self._show(stream_id, body, chain_name, StreamState(record.desired), None)
+        if epoch is not None:
+            self.held.pop(stream_id, None)
+            self.draining[stream_id] = epoch
+        candidates = [
+            (index, sink)
+            for index, sink in enumerate(body.sinks)
+            if not isinstance(sink, JsonlSinkBody)
+            and (epoch is not None or await asyncio.to_thread(self.ends.spool_dir(stream_id, index).is_dir))
+        ]
+        started: list[tuple[int, Sink]] = []
+        for index, sink_body in candidates:
+            sink = self.ends.sink(stream_id, body.name, index, sink_body, epoch)
+            try:
+                await sink.start()
+            except Exception as exc:  # supervision boundary: the spool stays for a later start
+                logger.warning("stream %d: sink %d cannot deliver its spool now: %s", stream_id, index, exc)
+                continue
+            if sink.idle:  # nothing spooled after all
+                await sink.close()
+                continue
+            started.append((index, sink))
+        self._observe_sinks(stream_id, started)
+        pipeline.sinks = [sink for _, sink in started]
+        if started:
+            logger.info("stream %d (%s): delivering what its sinks spooled", stream_id, record.desired)
+        if epoch is not None and self.node_id is not None:
+            task = asyncio.create_task(
+                self._release_when_delivered(pipeline, Fence(self.node_id, epoch)),
+                name=f"stream-{stream_id}-drain",
+            )
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
 
     def get(self, stream_id: int) -> StreamPipeline:
         pipeline = self._pipelines.get(stream_id)
@@ -217,15 +290,24 @@ class StreamManager:
         pipeline = self.get(stream_id)
         require(pipeline.state, PAUSABLE, "pause", stream_id)
         pipeline.pause()
-        await self._store.set_desired(stream_id, "paused")
+        await self._record_desired(stream_id, "paused")
         return pipeline
 
     async def resume(self, stream_id: int) -> StreamPipeline:
         pipeline = self.get(stream_id)
         require(pipeline.state, RESUMABLE, "resume", stream_id)
         pipeline.resume()
-        await self._store.set_desired(stream_id, "running")
+        await self._record_desired(stream_id, "running")
         return pipeline
+
+    async def _record_desired(self, stream_id: int, desired: str) -> None:
+        """Store a pause or resume made here. `changed_s` says when it reached the database (inf while on
+        its way): a lease round that read the row before must not undo it (ClusterNode._follow)."""
+        self.changed_s[stream_id] = math.inf
+        try:
+            await self._store.set_desired(stream_id, desired)
+        finally:
+            self.changed_s[stream_id] = time.monotonic()
 
     async def delete(self, stream_id: int) -> None:
         """Delete always deletes: a sink that cannot flush (a full disk) is logged and its loss counted,
@@ -242,16 +324,18 @@ class StreamManager:
         del self._pipelines[stream_id]
         self.bodies.pop(stream_id, None)
         self.held.pop(stream_id, None)
+        self.draining.pop(stream_id, None)
+        self.changed_s.pop(stream_id, None)
         await self._store.delete(stream_id)
 
     async def resume_all(self) -> int:
-        """Restart what was running or paused before the last stop (or crash); show what had ended."""
+        """Restart what was running or paused before the last stop (or crash); show what had ended, and
+        deliver what its sinks still had spooled."""
         resumed = 0
         for record in await self._store.all():
             body = StreamBody.model_validate(record.definition)
-            chain_name = body.chain if isinstance(body.chain, str) else INLINE
             if record.desired in ("finished", "error"):
-                self._show(record.stream_id, body, chain_name, StreamState(record.desired), None)
+                await self.drain_stored(record, body)
                 continue
             if await self.start_stored(record, body):
                 resumed += 1
@@ -289,6 +373,8 @@ class StreamManager:
         """Cluster mode: this node no longer runs the stream (lease lost or row deleted elsewhere); the
         caller stops the returned pipeline."""
         self.held.pop(stream_id, None)
+        self.draining.pop(stream_id, None)
+        self.changed_s.pop(stream_id, None)
         self.bodies.pop(stream_id, None)
         return self._pipelines.pop(stream_id, None)
 
@@ -299,7 +385,7 @@ class StreamManager:
 
     def _show(
         self, stream_id: int, body: StreamBody, chain_name: str, state: StreamState, last_error: str | None
-    ) -> None:
+    ) -> StreamPipeline:
         """A stream that ended before the restart (or cannot resume): listed with its state, not run."""
         source = SourceSettings(uri=body.source.uri, is_live=body.source.uri.startswith(NETWORK_SCHEMES))
         pipeline = StreamPipeline(
@@ -318,6 +404,7 @@ class StreamManager:
             pipeline.error.set(last_error)
         self._pipelines[stream_id] = pipeline
         self.bodies[stream_id] = body
+        return pipeline
 
     async def close(self) -> None:
         await asyncio.gather(
