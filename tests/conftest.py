@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import orjson
 import pytest
+import pytest_timeout
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
@@ -26,10 +27,32 @@ from tests.factories.pretrained import Pretrained, build_pretrained
 from tests.factories.videos import encode_h264
 
 
+def _dump_stacks_and_tasks(terminal: Any) -> None:
+    """pytest-timeout's dump of every thread's stack, then every asyncio task's: a test that hangs on
+    the loop shows where each task waits, not only the loop's select()."""
+    _dump_thread_stacks(terminal)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for task in asyncio.all_tasks(loop):
+        terminal.write(f"\n--- {task!r}\n")
+        for frame in task.get_stack():
+            terminal.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
+
+
+_dump_thread_stacks = pytest_timeout.dump_stacks
+pytest_timeout.dump_stacks = _dump_stacks_and_tasks
+
+
 @pytest.fixture(autouse=True)
 def blockbuster() -> Iterator[BlockBuster]:
     """Any blocking call made on the event loop thread fails the test."""
     with blockbuster_ctx() as bb:
+        for function in bb.functions.values():
+            # pytest-timeout prints stacks from the loop thread when a test hangs: let it.
+            function.can_block_in("pytest_timeout.py", "timeout_sigalrm")
+            function.can_block_in("conftest.py", "_dump_stacks_and_tasks")
         yield bb
 
 

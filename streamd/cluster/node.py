@@ -36,6 +36,7 @@ from streamd.streams.state import PAUSABLE, StreamState
 logger = logging.getLogger(__name__)
 
 MIN_ROUND_GAP_S = 0.1
+STOP_WAIT_S = 10.0  # at shutdown, for the lease round and the listener to end once cancelled
 
 
 def default_node_id() -> str:
@@ -67,6 +68,7 @@ class ClusterNode:
         # sink flushes land under a valid lease however long the stop takes.
         self._handing_over: dict[int, int] = {}
         self._wake = asyncio.Event()  # a stream changed through some node: run a round now
+        self._closing = False
         self._listener: asyncio.Task[None] | None = None
         # libpq's form of the URL (no SQLAlchemy driver name), for psycopg's own connection.
         self._listen_url = (
@@ -101,10 +103,15 @@ class ClusterNode:
     async def stop(self) -> None:
         """Graceful leave: stop renewing, stop the streams (their last checkpoint lands, fenced), then
         release their leases so other nodes take them at their next round."""
+        self._closing = True
         for task in (self._task, self._listener):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            if task is None:
+                continue
+            task.cancel()
+            # Bounded: a library that swallowed the cancellation must not hold the shutdown for ever.
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            if not done:
+                logger.warning("cluster: %s did not stop within %.0f s", task.get_name(), STOP_WAIT_S)
         for adopting in self._adopting:
             adopting.cancel()  # a pipeline it would start now would outlive the manager's close
         await asyncio.gather(*self._adopting, return_exceptions=True)
@@ -128,7 +135,7 @@ class ClusterNode:
         return await self._db.run(functools.partial(cluster_view, ttl_s=self.info.ttl_s))
 
     async def _forever(self) -> None:
-        while True:
+        while not self._closing:
             started = time.monotonic()
             self._wake.clear()  # a change notified from here on gets a round after this one
             try:
@@ -143,8 +150,11 @@ class ClusterNode:
             # more than one round per MIN_ROUND_GAP_S, so a burst of API calls costs one round.
             await asyncio.sleep(max(0.0, started + MIN_ROUND_GAP_S - time.monotonic()))
             remaining = max(0.0, started + self.period_s - time.monotonic())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+            # the event is set (a NOTIFY during shutdown), and stop() would then wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
 
     async def _listen(self) -> None:
         """LISTEN for stream changes made through any node (creation unowned, pause, resume, delete,
@@ -152,7 +162,7 @@ class ClusterNode:
         wake-up: the round reads the truth from the rows, so a lost notification costs one period."""
         import psycopg
 
-        while True:
+        while not self._closing:
             try:
                 # TCP keepalives: a half-open connection (a database host gone) must not block
                 # notifies() for ever; it fails within ~10 s and is opened again.
@@ -198,7 +208,8 @@ class ClusterNode:
         job = asyncio.ensure_future(self._db.run(call))
         if self._valid_until is not None:
             try:
-                result = await asyncio.wait_for(asyncio.shield(job), self._valid_until - sent)
+                async with asyncio.timeout(self._valid_until - sent):
+                    result = await asyncio.shield(job)
             except TimeoutError:
                 self._fence("no lease renewal reached the database within the lease ttl")
                 result = await job
