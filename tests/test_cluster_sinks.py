@@ -28,6 +28,7 @@ from streamd.store.schema import sink_spool
 from streamd.store.spools import SpoolFencedError, SpoolKey
 from streamd.store.streams import StreamRepository
 from tests.conftest import make_settings, wait_until
+from tests.factories.daemon import Daemon
 from tests.factories.models import ModelFiles
 from tests.factories.postgres import PostgresServer
 from tests.factories.videos import encode_h264
@@ -390,6 +391,20 @@ class _Hook:
         self.server.server_close()
 
 
+def _daemon(tmp_path: Path, name: str, url: str) -> Daemon:
+    """A node of the two-daemon tests (not started): media under tmp_path/media, the shared results
+    root tmp_path/results, a short lease."""
+    env = {
+        "STREAMD_STORAGE__DATABASE_URL": url,
+        "STREAMD_STORAGE__RESULT_ROOTS": str(tmp_path / "results"),
+        "STREAMD_STORAGE__MEDIA_ROOTS": str(tmp_path / "media"),
+        "STREAMD_CLUSTER__NODE_ID": name,
+        "STREAMD_CLUSTER__LEASE_TTL_S": str(TTL_S),
+        "STREAMD_CLUSTER__MAX_STREAMS": "4",
+    }
+    return Daemon(tmp_path / name, env=env)
+
+
 def _spooled_rows(url: str, stream_id: int) -> list[dict[str, Any]]:
     import psycopg
 
@@ -415,7 +430,7 @@ def test_a_webhook_spool_of_a_node_killed_for_good_is_delivered_by_the_next_owne
 
     import requests
 
-    from tests.factories.daemon import Daemon, register_colour_chain
+    from tests.factories.daemon import register_colour_chain
     from tests.factories.videos import encode_h264
 
     media, results = tmp_path / "media", tmp_path / "results"
@@ -423,19 +438,7 @@ def test_a_webhook_spool_of_a_node_killed_for_good_is_delivered_by_the_next_owne
     encode_h264(media / "loop.mp4", frames=30)
     hook = _Hook()
     with postgres.database() as url:
-
-        def node(name: str) -> Daemon:
-            env = {
-                "STREAMD_STORAGE__DATABASE_URL": url,
-                "STREAMD_STORAGE__RESULT_ROOTS": str(results),
-                "STREAMD_STORAGE__MEDIA_ROOTS": str(media),
-                "STREAMD_CLUSTER__NODE_ID": name,
-                "STREAMD_CLUSTER__LEASE_TTL_S": str(TTL_S),
-                "STREAMD_CLUSTER__MAX_STREAMS": "4",
-            }
-            return Daemon(tmp_path / name, env=env)
-
-        a, b = node("a"), node("b")
+        a, b = (_daemon(tmp_path, name, url) for name in ("a", "b"))
         try:
             a.start()
             register_colour_chain(a, tf1_model)
@@ -504,7 +507,7 @@ def test_what_a_finished_stream_spooled_is_delivered_by_another_node_when_its_no
 
     import requests
 
-    from tests.factories.daemon import Daemon, register_colour_chain
+    from tests.factories.daemon import register_colour_chain
     from tests.factories.videos import encode_h264
 
     media, results = tmp_path / "media", tmp_path / "results"
@@ -512,19 +515,7 @@ def test_what_a_finished_stream_spooled_is_delivered_by_another_node_when_its_no
     encode_h264(media / "clip.mp4", frames=30)
     hook = _Hook()
     with postgres.database() as url:
-
-        def node(name: str) -> Daemon:
-            env = {
-                "STREAMD_STORAGE__DATABASE_URL": url,
-                "STREAMD_STORAGE__RESULT_ROOTS": str(results),
-                "STREAMD_STORAGE__MEDIA_ROOTS": str(media),
-                "STREAMD_CLUSTER__NODE_ID": name,
-                "STREAMD_CLUSTER__LEASE_TTL_S": str(TTL_S),
-                "STREAMD_CLUSTER__MAX_STREAMS": "4",
-            }
-            return Daemon(tmp_path / name, env=env)
-
-        a, b = node("a"), node("b")
+        a, b = (_daemon(tmp_path, name, url) for name in ("a", "b"))
         try:
             a.start()
             register_colour_chain(a, tf1_model)
