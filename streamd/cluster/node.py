@@ -101,8 +101,9 @@ class ClusterNode:
         self._listener = asyncio.create_task(self._listen(), name="streamd-cluster-listen")
 
     async def stop(self) -> None:
-        """Graceful leave: stop renewing, stop the streams (their last checkpoint lands, fenced), then
-        release their leases so other nodes take them at their next round."""
+        """Graceful leave: stop the rounds, stop the streams under leases still renewed (their last
+        checkpoint lands, fenced; nothing new is claimed), then release the leases so other nodes take
+        them at their next round."""
         self._closing = True
         for task in (self._task, self._listener):
             if task is None:
