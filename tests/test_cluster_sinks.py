@@ -6,6 +6,7 @@ with two daemons and a kill -9). JSONL sinks only under a shared results root.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -405,6 +406,28 @@ def _daemon(tmp_path: Path, name: str, url: str) -> Daemon:
     return Daemon(tmp_path / name, env=env)
 
 
+@contextlib.contextmanager
+def _two_nodes(
+    tmp_path: Path, postgres: PostgresServer, clip: str
+) -> Iterator[tuple[str, Daemon, Daemon, _Hook]]:
+    """Nodes a and b (not started) on a database of their own, a 30-frame clip under tmp_path/media, the
+    results root, and a receiver that is down; the daemons and the receiver stopped afterwards."""
+    (tmp_path / "results").mkdir()
+    encode_h264(tmp_path / "media" / clip, frames=30)
+    hook = _Hook()
+    try:
+        with postgres.database() as url:
+            a, b = (_daemon(tmp_path, name, url) for name in ("a", "b"))
+            try:
+                yield url, a, b, hook
+            finally:
+                for daemon in (a, b):
+                    if daemon.process is not None and daemon.process.poll() is None:
+                        daemon.stop()
+    finally:
+        hook.close()
+
+
 def _spooled_rows(url: str, stream_id: int) -> list[dict[str, Any]]:
     import psycopg
 
@@ -431,58 +454,46 @@ def test_a_webhook_spool_of_a_node_killed_for_good_is_delivered_by_the_next_owne
     import requests
 
     from tests.factories.daemon import register_colour_chain
-    from tests.factories.videos import encode_h264
 
-    media, results = tmp_path / "media", tmp_path / "results"
-    results.mkdir()
-    encode_h264(media / "loop.mp4", frames=30)
-    hook = _Hook()
-    with postgres.database() as url:
-        a, b = (_daemon(tmp_path, name, url) for name in ("a", "b"))
-        try:
-            a.start()
-            register_colour_chain(a, tf1_model)
-            shutil.copytree(a.data_dir / "networks", b.data_dir / "networks")  # as a shared directory would
-            b.start()
-            response = requests.post(
-                f"{a.url}v0.7/streams",
-                json={
-                    "name": "gate",
-                    "source": {"uri": "loop.mp4", "options": {"loop": True, "realtime": True}},
-                    "chain": "whole",
-                    "fps": 5,
-                    "sinks": [{"type": "webhook", "url": hook.url, "batch_size": 2}],
-                },
-                timeout=30,
-            )
-            assert response.status_code == 201, response.text
-            stream_id = response.json()["id"]
-            deadline = time.monotonic() + 30
-            while a.get(f"/v0.7/streams/{stream_id}")[1]["sinks"][0]["spooled"] < 15:
-                assert time.monotonic() < deadline, a.log()[-3000:]
-                time.sleep(0.05)
-            a.kill()
-            spooled = _spooled_rows(url, stream_id)  # what a had acknowledged into its spool, for good
-            assert len(spooled) >= 15 and {(r["epoch"], r["node"]) for r in spooled} == {(1, "a")}
-            indices = [r["frame_index"] for r in spooled]
-            assert indices == list(range(indices[0], indices[0] + 6 * len(indices), 6))  # none missing
-            hook.down = False
+    with _two_nodes(tmp_path, postgres, "loop.mp4") as (url, a, b, hook):
+        a.start()
+        register_colour_chain(a, tf1_model)
+        shutil.copytree(a.data_dir / "networks", b.data_dir / "networks")  # as a shared directory would
+        b.start()
+        response = requests.post(
+            f"{a.url}v0.7/streams",
+            json={
+                "name": "gate",
+                "source": {"uri": "loop.mp4", "options": {"loop": True, "realtime": True}},
+                "chain": "whole",
+                "fps": 5,
+                "sinks": [{"type": "webhook", "url": hook.url, "batch_size": 2}],
+            },
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        stream_id = response.json()["id"]
+        deadline = time.monotonic() + 30
+        while a.get(f"/v0.7/streams/{stream_id}")[1]["sinks"][0]["spooled"] < 15:
+            assert time.monotonic() < deadline, a.log()[-3000:]
+            time.sleep(0.05)
+        a.kill()
+        spooled = _spooled_rows(url, stream_id)  # what a had acknowledged into its spool, for good
+        assert len(spooled) >= 15 and {(r["epoch"], r["node"]) for r in spooled} == {(1, "a")}
+        indices = [r["frame_index"] for r in spooled]
+        assert indices == list(range(indices[0], indices[0] + 6 * len(indices), 6))  # none missing
+        hook.down = False
 
-            def caught_up() -> bool:
-                return len(hook.received) >= len(spooled) + 10
+        def caught_up() -> bool:
+            return len(hook.received) >= len(spooled) + 10
 
-            deadline = time.monotonic() + TTL_S + TTL_S / 3 + 30
-            while not caught_up():
-                assert time.monotonic() < deadline, (len(hook.received), b.log()[-3000:])
-                time.sleep(0.05)
-            while _spooled_rows(url, stream_id):  # deleted as delivered; b's records then skip it
-                assert time.monotonic() < deadline, b.log()[-3000:]
-                time.sleep(0.1)
-        finally:
-            for daemon in (a, b):
-                if daemon.process is not None and daemon.process.poll() is None:
-                    daemon.stop()
-            hook.close()
+        deadline = time.monotonic() + TTL_S + TTL_S / 3 + 30
+        while not caught_up():
+            assert time.monotonic() < deadline, (len(hook.received), b.log()[-3000:])
+            time.sleep(0.05)
+        while _spooled_rows(url, stream_id):  # deleted as delivered; b's records then skip it
+            assert time.monotonic() < deadline, b.log()[-3000:]
+            time.sleep(0.1)
     received = hook.received
     # Every record a had spooled, in order, first; then b's own.
     assert received[: len(spooled)] == spooled
@@ -508,56 +519,44 @@ def test_what_a_finished_stream_spooled_is_delivered_by_another_node_when_its_no
     import requests
 
     from tests.factories.daemon import register_colour_chain
-    from tests.factories.videos import encode_h264
 
-    media, results = tmp_path / "media", tmp_path / "results"
-    results.mkdir()
-    encode_h264(media / "clip.mp4", frames=30)
-    hook = _Hook()
-    with postgres.database() as url:
-        a, b = (_daemon(tmp_path, name, url) for name in ("a", "b"))
-        try:
-            a.start()
-            register_colour_chain(a, tf1_model)
-            response = requests.post(
-                f"{a.url}v0.7/streams",
-                json={
-                    "name": "clip",
-                    "source": {"uri": "clip.mp4"},
-                    "chain": "whole",
-                    "sinks": [{"type": "webhook", "url": hook.url, "batch_size": 4}],
-                },
-                timeout=30,
-            )
-            assert response.status_code == 201, response.text
-            stream_id = response.json()["id"]
-            deadline = time.monotonic() + 30
-            while True:
-                status = a.get(f"/v0.7/streams/{stream_id}")[1]
-                if status["state"] == "finished" and status["sinks"][0]["spooled"] == 30:
-                    break
-                assert time.monotonic() < deadline, a.log()[-3000:]
-                time.sleep(0.05)
-            owners = {n["node"]: n["streams"] for n in a.get("/v0.7/cluster")[1]["nodes"]}
-            assert owners == {"a": [stream_id]}  # still held, for its spool
-            a.kill()
-            assert len(_spooled_rows(url, stream_id)) == 30
-            hook.down = False
-            b.start()  # fetches the network from PostgreSQL, claims the expired lease
-            deadline = time.monotonic() + TTL_S + TTL_S / 3 + 30
-            while len(hook.received) < 30 or _spooled_rows(url, stream_id):
-                assert time.monotonic() < deadline, (len(hook.received), b.log()[-3000:])
-                time.sleep(0.05)
-            status = b.get(f"/v0.7/streams/{stream_id}")[1]
-            assert "to deliver its spool" in b.log()
-            while b.get("/v0.7/cluster")[1]["nodes"][-1]["streams"]:  # released once delivered
-                assert time.monotonic() < deadline, b.log()[-3000:]
-                time.sleep(0.1)
-        finally:
-            for daemon in (a, b):
-                if daemon.process is not None and daemon.process.poll() is None:
-                    daemon.stop()
-            hook.close()
+    with _two_nodes(tmp_path, postgres, "clip.mp4") as (url, a, b, hook):
+        a.start()
+        register_colour_chain(a, tf1_model)
+        response = requests.post(
+            f"{a.url}v0.7/streams",
+            json={
+                "name": "clip",
+                "source": {"uri": "clip.mp4"},
+                "chain": "whole",
+                "sinks": [{"type": "webhook", "url": hook.url, "batch_size": 4}],
+            },
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        stream_id = response.json()["id"]
+        deadline = time.monotonic() + 30
+        while True:
+            status = a.get(f"/v0.7/streams/{stream_id}")[1]
+            if status["state"] == "finished" and status["sinks"][0]["spooled"] == 30:
+                break
+            assert time.monotonic() < deadline, a.log()[-3000:]
+            time.sleep(0.05)
+        owners = {n["node"]: n["streams"] for n in a.get("/v0.7/cluster")[1]["nodes"]}
+        assert owners == {"a": [stream_id]}  # still held, for its spool
+        a.kill()
+        assert len(_spooled_rows(url, stream_id)) == 30
+        hook.down = False
+        b.start()  # fetches the network from PostgreSQL, claims the expired lease
+        deadline = time.monotonic() + TTL_S + TTL_S / 3 + 30
+        while len(hook.received) < 30 or _spooled_rows(url, stream_id):
+            assert time.monotonic() < deadline, (len(hook.received), b.log()[-3000:])
+            time.sleep(0.05)
+        status = b.get(f"/v0.7/streams/{stream_id}")[1]
+        assert "to deliver its spool" in b.log()
+        while b.get("/v0.7/cluster")[1]["nodes"][-1]["streams"]:  # released once delivered
+            assert time.monotonic() < deadline, b.log()[-3000:]
+            time.sleep(0.1)
     assert [r["frame_index"] for r in hook.received] == list(range(30))  # a's records, in order, once
     assert {(r["epoch"], r["node"]) for r in hook.received} == {(1, "a")}
     assert status["state"] == "finished" and status["node"] == "b" and status["frames"]["processed"] == 0
