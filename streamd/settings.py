@@ -170,6 +170,12 @@ class InferenceConfig(_Section):
         description="Run each network's served outputs through a copy of its graph with the variables "
         "folded into constants, when it gives the same outputs (~28 % less CPU on Keras exports).",
     )
+    fuse_graphs: bool = Field(
+        True,
+        description="Fold each frozen graph's batch norms into its convolutions and give them biases, so "
+        "oneDNN runs convolution, bias and activation as one op, when it gives the same outputs "
+        "(networks/fusing.py).",
+    )
     allow_url_sources: bool = Field(
         False, description="Allow http(s) URLs as inference image sources (off: the daemon fetches nothing)."
     )

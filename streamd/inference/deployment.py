@@ -49,10 +49,11 @@ def validate_network(
     intra_op_threads: int,
     inter_op_threads: int,
     freeze_graph: bool = False,
+    fuse_graph: bool = True,
 ) -> tuple[LoadedModel, list[np.ndarray | None], dict[str, Any]]:
     """Load the SavedModel, check it and run it; blocking, runs on the deploy thread."""
     model, means = load_network_files(
-        export_dir, preprocessing, intra_op_threads, inter_op_threads, freeze_graph
+        export_dir, preprocessing, intra_op_threads, inter_op_threads, freeze_graph, fuse_graph
     )
     try:
         inputs = check_against_preprocessing(model, export_dir, preprocessing)
@@ -65,6 +66,7 @@ def validate_network(
         "tags": list(model.tags),
         "runtime": model.kind,
         "frozen_graph": isinstance(model, FrozenSessionModel),
+        "fused_graph": isinstance(model, FrozenSessionModel) and model.fused is not None,
         "load_time_s": round(model.load_time_s, 3),
         **warmed.report(),
     }
@@ -154,7 +156,7 @@ class Deployer:
                 network.preprocessing,
                 self._runtime.policy(network).max_batch_size,
                 *self._runtime.tf_threads(network),
-                self._runtime.freeze_graphs,
+                *self._runtime.graph_optimisation,
             )
             model, means, report = await asyncio.wait_for(job, self._config.deploy_timeout_s)
         except StreamdError as exc:

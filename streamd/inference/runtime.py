@@ -92,9 +92,10 @@ class InferenceRuntime:
         )
 
     @property
-    def freeze_graphs(self) -> bool:
-        """Whether loaded Session models run through frozen copies of their graphs ([inference])."""
-        return self._config.freeze_graphs
+    def graph_optimisation(self) -> tuple[bool, bool]:
+        """Whether loaded Session models run through frozen copies of their graphs, and whether those
+        are fused ([inference] freeze_graphs, fuse_graphs)."""
+        return self._config.freeze_graphs, self._config.fuse_graphs
 
     def tf_threads(self, record: NetworkConfig) -> tuple[int, int]:
         """(intra-op, inter-op) TensorFlow threads: the network's metadata.streamd, else [inference]."""
@@ -148,7 +149,7 @@ class InferenceRuntime:
             directory,
             config.preprocessing,
             *self.tf_threads(config),
-            self.freeze_graphs,
+            *self.graph_optimisation,
         )
         if key in self._loaded:  # adopted meanwhile
             model.close()

@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from streamd.networks.fusing import Fused, fuse, session_options
 from streamd.networks.preprocessing import preprocess
 from streamd.networks.spec import ImagePreprocessing, Preprocessing, graph_tensor_name
 from streamd.networks.tfmodel import SessionModel
@@ -43,13 +45,19 @@ class FrozenSessionModel(SessionModel):
     checks and error messages are unchanged."""
 
     def __init__(
-        self, original: SessionModel, session: object, fetchable: frozenset[str], feedable: frozenset[str]
+        self,
+        original: SessionModel,
+        session: object,
+        fetchable: frozenset[str],
+        feedable: frozenset[str],
+        fused: Fused | None = None,
     ) -> None:
         super().__init__(original.graph, original.session, original.tags, original.signatures)
         self.load_time_s = original.load_time_s
         self._frozen = session
         self._fetchable = fetchable
         self._feedable = feedable
+        self.fused = fused  # what networks/fusing.py rewrote, None if the graph runs as frozen
 
     def run(self, fetches: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if self._fetchable.issuperset(fetches) and self._feedable.issuperset(feeds):
@@ -68,11 +76,12 @@ def freeze(
     means: list[np.ndarray | None],
     intra_op_threads: int,
     inter_op_threads: int,
+    fuse_graph: bool = True,
 ) -> SessionModel:
     """`model` with its probed outputs frozen, or `model` itself when freezing is not possible or not
     worth it (logged with the reason; a network never fails to load because of this)."""
     try:
-        return _freeze(model, preprocessing, means, intra_op_threads, inter_op_threads)
+        return _freeze(model, preprocessing, means, intra_op_threads, inter_op_threads, fuse_graph)
     except Exception:  # an optimisation failing in a way not foreseen below: the model as loaded
         logger.exception("graph not frozen, kept as loaded: unexpected error")
         return model
@@ -84,6 +93,7 @@ def _freeze(
     means: list[np.ndarray | None],
     intra_op_threads: int,
     inter_op_threads: int,
+    fuse_graph: bool,
 ) -> SessionModel:
     import tensorflow as tf
 
@@ -104,39 +114,88 @@ def _freeze(
             graph_def = tf.compat.v1.graph_util.convert_variables_to_constants(
                 model.session, model.graph.as_graph_def(), sorted({name.split(":")[0] for name in outputs})
             )
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.compat.v1.import_graph_def(graph_def, name="")
-        config = tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads
-        )
-        session = tf.compat.v1.Session(graph=graph, config=config)
     except Exception as exc:  # TensorFlow's errors, any type: the model stays as it was loaded
         logger.warning("graph not frozen, kept as loaded: %s: %s", type(exc).__name__, exc)
         return model
+    probe = {
+        graph_tensor_name(item.tensor_name): _random_batch(item.image, mean)
+        for item, mean in zip(preprocessing.inputs, means, strict=True)
+    }
     try:
-        probe = {
-            graph_tensor_name(item.tensor_name): _random_batch(item.image, mean)
-            for item, mean in zip(preprocessing.inputs, means, strict=True)
-        }
-        mismatch = differences(model.run(outputs, probe), session.run(outputs, feed_dict=probe), outputs)
-    except Exception as exc:
-        mismatch = f"{type(exc).__name__}: {exc}"
-    if mismatch:
-        session.close()
-        logger.warning("graph not frozen, kept as loaded: the frozen copy differs (%s)", mismatch)
+        want = model.run(outputs, probe)
+    except Exception as exc:  # the deployment's own checks explain a model that cannot run
+        logger.warning("graph not frozen, kept as loaded: %s: %s", type(exc).__name__, exc)
         return model
+    threads = (intra_op_threads, inter_op_threads)
+    candidates: list[tuple[Any, Fused | None]] = [(graph_def, None)]
+    if fuse_graph:
+        candidates = _candidates(graph_def, feeds, outputs)
+    chosen = _first_answering(candidates, want, probe, outputs, threads)
+    if chosen is None:
+        return model
+    session, fused = chosen
     logger.info(
-        "graph frozen for %d output(s): %.1f MB of variables folded into constants in %.2f s",
+        "graph frozen for %d output(s): %.1f MB of variables folded into constants%s in %.2f s",
         len(outputs),
         weights / 1024**2,
+        "" if fused is None else f", then fused ({fused.describe()})",
         time.monotonic() - started,
     )
     try:
-        return FrozenSessionModel(model, session, frozenset(outputs), frozenset(feeds))
+        return FrozenSessionModel(model, session, frozenset(outputs), frozenset(feeds), fused)
     except BaseException:
         session.close()
         raise
+
+
+def _candidates(graph_def: Any, feeds: list[str], outputs: list[str]) -> list[tuple[Any, Fused | None]]:
+    """The frozen graph fused (networks/fusing.py) when that changed anything, then as it is."""
+    try:
+        fused_def, fused = fuse(graph_def, feeds, outputs)
+    except Exception as exc:  # an optimisation: the frozen graph as it is
+        logger.warning("frozen graph not fused: %s: %s", type(exc).__name__, exc)
+        return [(graph_def, None)]
+    return [(fused_def, fused), (graph_def, None)] if fused.changed else [(graph_def, None)]
+
+
+def _first_answering(
+    candidates: list[tuple[Any, Fused | None]],
+    want: list[np.ndarray],
+    probe: dict[str, np.ndarray],
+    outputs: list[str],
+    threads: tuple[int, int],
+) -> tuple[Any, Fused | None] | None:
+    """A session of the first candidate graph whose outputs on the probe are the original's."""
+    for graph_def, fused in candidates:
+        session = None
+        try:
+            session = _session(graph_def, fused, *threads)
+            mismatch = differences(want, session.run(outputs, feed_dict=probe), outputs)
+        except Exception as exc:  # TensorFlow's errors, any type
+            mismatch = f"{type(exc).__name__}: {exc}"
+        if not mismatch:
+            return session, fused
+        if session is not None:
+            session.close()
+        if fused is not None:
+            logger.warning("frozen graph not fused: the fused copy differs (%s)", mismatch)
+        else:
+            logger.warning("graph not frozen, kept as loaded: the frozen copy differs (%s)", mismatch)
+    return None
+
+
+def _session(graph_def: object, fused: Fused | None, intra_op_threads: int, inter_op_threads: int) -> Any:
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads
+    )
+    if fused is not None:
+        session_options(config)
+    return tf.compat.v1.Session(graph=graph, config=config)
 
 
 def variable_bytes(graph: object) -> int:

@@ -71,10 +71,11 @@ def load_network_files(
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
     freeze_graph: bool = False,
+    fuse_graph: bool = True,
 ) -> tuple[LoadedModel, list[np.ndarray | None]]:
     """Blocking: the SavedModel and each input's mean, in its layout; with `freeze_graph`, a Session
-    model's served outputs run through a frozen copy of its graph when that gives the same results
-    (networks/freezing.py)."""
+    model's served outputs run through a frozen copy of its graph (fused too with `fuse_graph`) when
+    that gives the same results (networks/freezing.py, networks/fusing.py)."""
     model = load_savedmodel(directory, intra_op_threads, inter_op_threads)
     try:
         means = [
@@ -87,7 +88,7 @@ def load_network_files(
         model.close()
         raise
     if freeze_graph and isinstance(model, SessionModel):
-        model = freeze(model, preprocessing, means, intra_op_threads, inter_op_threads)
+        model = freeze(model, preprocessing, means, intra_op_threads, inter_op_threads, fuse_graph)
     return model, means
 
 

@@ -1,0 +1,150 @@
+"""Fused inference graphs (networks/fusing.py): batch norms folded into the convolutions that precede
+them, offsets as BiasAdd, so that the session runs each convolution with its bias, activation and
+residual add as one oneDNN op; outputs as the model's own; fetched values never rewritten."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamd.networks.freezing import FrozenSessionModel
+from streamd.networks.fusing import fuse
+from streamd.networks.savedmodel import load_network_files
+from streamd.networks.spec import Preprocessing
+from tests.conftest import preprocessing_for
+from tests.factories.models import ModelFiles, _save, serving_signature_names
+
+
+def build_keras_blocks(export_dir: Path) -> ModelFiles:
+    """MobileNetV2's building blocks in Keras 3, exported with `model.export()`: convolution and
+    depthwise convolution, each with batch normalisation (non-trivial statistics, so scales and
+    offsets are not 1 and 0), ReLU6, a linear bottleneck and a residual add."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.ReLU(6.0)(y)
+    y = keras.layers.Conv2D(8, 1, use_bias=False)(y)
+    y = keras.layers.BatchNormalization()(y)  # linear bottleneck: no activation
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(7)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, mean, variance (> 0)
+            weights = [rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in weights]
+        else:
+            weights = [rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in weights]
+        layer.set_weights(weights)
+    model.export(str(export_dir), verbose=False)
+    return ModelFiles.read(export_dir, *serving_signature_names(export_dir))
+
+
+@pytest.fixture(scope="module")
+def keras_blocks(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    return build_keras_blocks(tmp_path_factory.mktemp("keras-blocks"))
+
+
+def _executed_ops(session: object, fetch: str, feeds: dict[str, np.ndarray]) -> collections.Counter[str]:
+    """The ops the session really runs (after its own optimiser), from the partition graphs."""
+    import tensorflow as tf
+
+    options = tf.compat.v1.RunOptions(output_partition_graphs=True)
+    metadata = tf.compat.v1.RunMetadata()
+    session.run(fetch, feeds, options=options, run_metadata=metadata)  # type: ignore[attr-defined]
+    return collections.Counter(
+        node.op for graph in metadata.partition_graphs for node in graph.node if node.op != "Const"
+    )
+
+
+def test_a_keras_export_runs_fused_with_the_same_outputs(keras_blocks: ModelFiles) -> None:
+    preprocessing = Preprocessing.model_validate(
+        preprocessing_for(keras_blocks, target_size="16x16", pixel_scaling=1.0)
+    )
+    fused, _ = load_network_files(keras_blocks.directory, preprocessing, 1, 1, freeze_graph=True)
+    loaded, _ = load_network_files(keras_blocks.directory, preprocessing, 1, 1, freeze_graph=False)
+    try:
+        assert isinstance(fused, FrozenSessionModel)
+        assert fused.fused is not None and (fused.fused.scales, fused.fused.biases) == (1, 3)
+        feeds = {keras_blocks.input_tensor: np.random.default_rng(0).random((4, 16, 16, 3), np.float32)}
+        ops = _executed_ops(fused._frozen, keras_blocks.output_tensor, feeds)
+        # Every convolution carries its bias and activation; nothing of a batch norm runs on its own
+        # (frozen only: Conv2D, DepthwiseConv2dNative, Mul, 2 Relu6 and 3 AddV2, one of them the residual
+        # add, which stays: oneDNN's fusion of a residual add is not offered for this pattern).
+        convolutions = {op: count for op, count in ops.items() if "Conv" in op}
+        assert convolutions and all("Fused" in op for op in convolutions), ops
+        assert sum(convolutions.values()) == 3
+        assert not {"Mul", "Relu6", "Add", "BiasAdd"} & set(ops), ops
+        assert ops["AddV2"] == 1
+        for seed in range(3):
+            images = np.random.default_rng(seed).random((4, 16, 16, 3), np.float32)
+            batch = {keras_blocks.input_tensor: images}
+            [want] = loaded.run([keras_blocks.output_tensor], batch)
+            [got] = fused.run([keras_blocks.output_tensor], batch)
+            assert want.shape == got.shape == (4, 4)
+            assert np.ptp(want, axis=0).max() > 1e-4  # the inputs give different answers: a real comparison
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    finally:
+        fused.close()
+        loaded.close()
+
+
+def _tf1_conv_scaled(export_dir: Path) -> tuple[object, dict[str, np.ndarray]]:
+    """depthwise conv → times a scale → plus an offset → relu, every weight a constant, as a frozen
+    GraphDef; and a feed. (Depthwise: grappler itself already pushes a scale into a `Conv2D`'s weights.)"""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 6, 6, 2], name="input")
+        weights = rng.normal(size=(3, 3, 2, 2)).astype(np.float32)  # 2 channels x 2: 4 out
+        conv = tf.nn.depthwise_conv2d(images, weights, [1, 1, 1, 1], "SAME", name="conv")
+        scaled = tf.multiply(conv, rng.uniform(0.5, 2, 4).astype(np.float32), name="scaled")
+        shifted = tf.add(scaled, rng.normal(size=(1, 1, 1, 4)).astype(np.float32), name="shifted")
+        tf.nn.relu(shifted, name="out")
+        halved = tf.multiply(conv, np.float32(0.5), name="halved")  # a scalar: not one value per channel
+        tf.identity(halved, name="other")
+        _save(graph, export_dir)
+    return graph.as_graph_def(), {"input:0": rng.random((2, 6, 6, 2), np.float32)}
+
+
+def _run(graph_def: object, fetches: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=graph) as session:
+        result: list[np.ndarray] = session.run(fetches, feeds)
+        return result
+
+
+def test_a_fetched_or_shared_value_is_never_rewritten(tmp_path: Path) -> None:
+    graph_def, feeds = _tf1_conv_scaled(tmp_path / "m")
+    want = _run(graph_def, ["out:0", "conv:0"], feeds)
+    # The conv's value is fetched: it is left as it is.
+    fused, done = fuse(graph_def, ["input:0"], ["out:0", "conv:0"])
+    assert not done.changed
+    np.testing.assert_allclose(_run(fused, ["out:0", "conv:0"], feeds), want, rtol=1e-6)
+    # Read twice (by `scaled` and by `halved`): the scale cannot go into the weights either.
+    fused, done = fuse(graph_def, ["input:0"], ["out:0", "other:0"])
+    assert (done.scales, done.biases) == (0, 0)
+    np.testing.assert_allclose(
+        _run(fused, ["out:0", "other:0"], feeds), _run(graph_def, ["out:0", "other:0"], feeds), rtol=1e-6
+    )
+    # Only `out` served: the scale and the offset go into the conv.
+    fused, done = fuse(graph_def, ["input:0"], ["out:0"])
+    assert (done.scales, done.biases, done.zero_biases) == (1, 1, 0)
+    ops = collections.Counter(node.op for node in fused.node)
+    assert ops["Mul"] == 0 and ops["BiasAdd"] == 1 and ops["DepthwiseConv2dNative"] == 1
+    np.testing.assert_allclose(_run(fused, ["out:0"], feeds), want[:1], rtol=1e-5, atol=1e-6)
