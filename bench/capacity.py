@@ -60,6 +60,7 @@ class Snapshot:
     machine_busy_s: float
     rss_bytes: int
     dropped: int
+    batched: tuple[float, float]  # (items, batches) of all networks so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class Step:
     other_cores: float  # what other processes of the machine used meanwhile
     rss_per_camera_mb: float
     stages_p95_s: dict[str, float]
+    mean_batch: float
 
 
 def proc_text(path: str) -> str:
@@ -123,7 +125,18 @@ async def snapshot(http: aiohttp.ClientSession) -> Snapshot:
     decoder = await asyncio.to_thread(decoder_cpu_s)
     busy = await asyncio.to_thread(machine_busy_s)
     rss = await asyncio.to_thread(rss_bytes)
-    return Snapshot(time.time(), time.process_time(), decoder, busy, rss, dropped)
+    batched = batch_totals(await (await http.get("/metrics")).text())
+    return Snapshot(time.time(), time.process_time(), decoder, busy, rss, dropped, batched)
+
+
+def batch_totals(metrics: str) -> tuple[float, float]:
+    """(items, batches) summed over networks, from the batch size histogram's sum and count."""
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for line in metrics.splitlines():
+        for suffix in totals:
+            if line.startswith(f"streamd_inference_batch_size{suffix}{{"):
+                totals[suffix] += float(line.rsplit(" ", 1)[1])
+    return totals["_sum"], totals["_count"]
 
 
 def window_records(
@@ -216,6 +229,7 @@ async def measure_step(
         (after.machine_busy_s - before.machine_busy_s) / seconds - cores,
         (after.rss_bytes - base_rss) / cameras / 1024**2,
         stages,
+        (after.batched[0] - before.batched[0]) / max(1.0, after.batched[1] - before.batched[1]),
     )
 
 
@@ -239,7 +253,8 @@ def show(step: Step, cost_ms: float) -> None:
         f"(decoding late p95 {step.late_p95_s:.2f} s); "
         f"{step.cores:.2f} cores = {per_camera:.1f} core-ms/s per camera (decode {decode:.1f}, "
         f"inference and the rest {per_camera - decode:.1f}); RSS +{step.rss_per_camera_mb:.1f} MB per "
-        f"camera; stage p95 (s) {stages}; other processes {step.other_cores:.2f} cores, so the cores "
+        f"camera; batches of {step.mean_batch:.1f} frames on average; stage p95 (s) {stages}; "
+        f"other processes {step.other_cores:.2f} cores, so the cores "
         f"left hold {left_limit(step, cost_ms):.1f} cameras at the costs measured alone",
         flush=True,
     )
@@ -307,16 +322,25 @@ async def costs(root: Path, video: Path, args: argparse.Namespace) -> tuple[Path
         model_dir = Path(args.model)
         tensors = await asyncio.to_thread(model_tensors, model_dir)
     decode_ms = await asyncio.to_thread(decode_cost_ms, video, args.fps)
-    loaded_ms = await asyncio.to_thread(inference_cost_ms, model_dir, *tensors, args.size)
-    frozen = "inference.freeze_graphs=false" not in [a.replace(" ", "") for a in args.set]
-    infer_ms = loaded_ms
+    settings = [a.replace(" ", "") for a in args.set]
+    frozen = "inference.freeze_graphs=false" not in settings
+    fused = frozen and "inference.fuse_graphs=false" not in settings
+    measured = {"as loaded": await asyncio.to_thread(inference_cost_ms, model_dir, *tensors, args.size)}
     if frozen:
-        infer_ms = await asyncio.to_thread(inference_cost_ms, model_dir, *tensors, args.size, frozen=True)
+        measured["frozen"] = await asyncio.to_thread(
+            inference_cost_ms, model_dir, *tensors, args.size, frozen=True, fused=False
+        )
+    if fused:
+        measured["fused"] = await asyncio.to_thread(
+            inference_cost_ms, model_dir, *tensors, args.size, frozen=True, fused=True
+        )
+    (used, infer_ms), *others = reversed(measured.items())  # the daemon runs the last one
     limit = 2000 / (decode_ms + infer_ms * args.fps)
+    alternatives = "".join(f"; {ms:.2f} {how}" for how, ms in others)
     print(
         f"{args.height}p30 at {args.fps:g} fps, each measured alone: decoding {decode_ms:.1f} core-ms per "
         f"camera-second, inference {infer_ms:.2f} core-ms per frame (raw session.run, batch 8, two "
-        f"threads{f', frozen graph; {loaded_ms:.2f} as loaded' if frozen else ''}): 2-core limit "
+        f"threads, {used}{alternatives}): 2-core limit "
         f"2000 / ({decode_ms:.1f} + {infer_ms:.2f} x {args.fps:g}) = {limit:.1f}",
         flush=True,
     )

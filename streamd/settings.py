@@ -211,6 +211,15 @@ class StreamsConfig(_Section):
             "fps has at most one second of its frames in flight (at least 2)."
         ),
     )
+    live_batch_wait_s: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "How long a live stream's frame (a camera, or a file played in realtime) may wait for "
+            "others to share its network's batch; at least the network's max_wait_s."
+        ),
+    )
     stall_timeout_s: float = Field(
         10.0, gt=0, le=600, description="A network source silent this long is reconnected (FFmpeg timeout)."
     )

@@ -16,41 +16,47 @@ POLICY = BatchPolicy(max_batch_size=4, max_wait_s=0.5, max_inflight=1)
 
 
 def test_policy_is_idle_without_items() -> None:
-    assert POLICY.next_action(queued=0, oldest_arrival_s=None, inflight=0, now_s=10.0) == Idle()
+    assert POLICY.next_action(queued=0, deadline_s=None, inflight=0, now_s=10.0) == Idle()
 
 
 def test_policy_dispatches_a_full_batch_at_once() -> None:
-    assert POLICY.next_action(queued=4, oldest_arrival_s=10.0, inflight=0, now_s=10.0) == Dispatch(4)
-    assert POLICY.next_action(queued=9, oldest_arrival_s=10.0, inflight=0, now_s=10.0) == Dispatch(4)
+    assert POLICY.next_action(queued=4, deadline_s=10.5, inflight=0, now_s=10.0) == Dispatch(4)
+    assert POLICY.next_action(queued=9, deadline_s=10.5, inflight=0, now_s=10.0) == Dispatch(4)
 
 
-def test_policy_waits_for_max_wait_after_the_first_arrival() -> None:
-    assert POLICY.next_action(queued=2, oldest_arrival_s=10.0, inflight=0, now_s=10.1) == WaitUntil(10.5)
+def test_policy_waits_until_the_first_deadline() -> None:
+    assert POLICY.next_action(queued=2, deadline_s=10.5, inflight=0, now_s=10.1) == WaitUntil(10.5)
+
+
+def test_an_item_waits_max_wait_or_its_lanes_longer_wait() -> None:
+    from streamd.inference.batching import API_LANE, LIVE, Lane
+
+    assert POLICY.deadline(10.0, API_LANE) == 10.5
+    assert POLICY.deadline(10.0, Lane(LIVE, "stream-1", max_wait_s=2.0)) == 12.0
+    assert POLICY.deadline(10.0, Lane(LIVE, "stream-1", max_wait_s=0.1)) == 10.5  # never shorter
 
 
 def test_policy_dispatches_a_partial_batch_after_max_wait() -> None:
-    assert POLICY.next_action(queued=2, oldest_arrival_s=10.0, inflight=0, now_s=10.5) == Dispatch(2)
+    assert POLICY.next_action(queued=2, deadline_s=10.5, inflight=0, now_s=10.5) == Dispatch(2)
 
 
 def test_policy_holds_items_while_the_executor_is_busy() -> None:
-    assert POLICY.next_action(queued=4, oldest_arrival_s=10.0, inflight=1, now_s=11.0) == Idle()
+    assert POLICY.next_action(queued=4, deadline_s=10.5, inflight=1, now_s=11.0) == Idle()
     wider = BatchPolicy(max_batch_size=4, max_wait_s=0.5, max_inflight=2)
-    assert wider.next_action(queued=4, oldest_arrival_s=10.0, inflight=1, now_s=10.0) == Dispatch(4)
+    assert wider.next_action(queued=4, deadline_s=10.5, inflight=1, now_s=10.0) == Dispatch(4)
 
 
 def test_policy_cuts_as_soon_as_the_previous_batch_size_is_reached() -> None:
-    assert POLICY.next_action(
-        queued=3, oldest_arrival_s=10.0, inflight=0, now_s=10.0, expected=3
-    ) == Dispatch(3)
-    assert POLICY.next_action(
-        queued=2, oldest_arrival_s=10.0, inflight=0, now_s=10.0, expected=3
-    ) == WaitUntil(10.5)
-    assert POLICY.next_action(queued=3, oldest_arrival_s=10.0, inflight=1, now_s=10.0, expected=3) == Idle()
+    assert POLICY.next_action(queued=3, deadline_s=10.5, inflight=0, now_s=10.0, expected=3) == Dispatch(3)
+    assert POLICY.next_action(queued=2, deadline_s=10.5, inflight=0, now_s=10.0, expected=3) == WaitUntil(
+        10.5
+    )
+    assert POLICY.next_action(queued=3, deadline_s=10.5, inflight=1, now_s=10.0, expected=3) == Idle()
 
 
 def test_policy_with_batches_of_one_never_waits() -> None:
     single = BatchPolicy(max_batch_size=1, max_wait_s=0.5)
-    assert single.next_action(queued=3, oldest_arrival_s=10.0, inflight=0, now_s=10.0) == Dispatch(1)
+    assert single.next_action(queued=3, deadline_s=10.5, inflight=0, now_s=10.0) == Dispatch(1)
 
 
 class Runner:
@@ -96,6 +102,28 @@ async def test_callers_coming_back_together_skip_the_timer() -> None:
     # Two items again: the previous batch held two, so they go at once instead of after 30 s.
     assert await asyncio.wait_for(asyncio.gather(batcher.submit(3), batcher.submit(4)), 5.0) == [30, 40]
     assert runner.batches == [[1, 2], [3, 4]]
+
+
+async def test_a_live_cameras_frames_wait_their_lanes_time_for_company() -> None:
+    """Cameras out of phase: frames arrive one by one. Each waits its lane's time for others, even
+    right after a batch of one (whose size would otherwise cut the next batch at one item at once)."""
+    from streamd.inference.batching import LANE, LIVE, Lane
+
+    runner = Runner()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(8, max_wait_s=0.0))
+    assert await batcher.submit(0) == 0  # an API request alone: a batch of one, at once
+
+    async def frame(camera: int, item: int) -> int:
+        LANE.set(Lane(LIVE, f"stream-{camera}", max_wait_s=1.0))
+        return await batcher.submit(item)
+
+    started = asyncio.get_running_loop().time()
+    first = asyncio.ensure_future(frame(1, 1))
+    await asyncio.sleep(0.05)  # the next camera's frame comes later
+    assert not first.done() and runner.batches == [[0]]
+    assert await asyncio.gather(first, frame(2, 2)) == [10, 20]
+    assert runner.batches == [[0], [1, 2]]
+    assert 0.9 <= asyncio.get_running_loop().time() - started < 5.0  # the first frame's deadline
 
 
 async def test_items_submitted_in_one_loop_iteration_leave_together() -> None:

@@ -38,6 +38,10 @@ LIVE, FILE = 0, 1  # lane priorities: a lower one is served first in each round
 class Lane:
     priority: int
     key: str
+    # How long an item of this lane may wait for others, when longer than the network's max_wait_s: a
+    # live camera's frames (streams.live_batch_wait_s), which come at the camera's pace whatever the
+    # daemon does, so waiting costs them latency only and fills batches (DeepStream's muxer waits too).
+    max_wait_s: float = 0.0
 
 
 API_LANE = Lane(LIVE, "api")
@@ -84,26 +88,35 @@ Action = Dispatch | WaitUntil | Idle
 class BatchPolicy:
     """When to cut a batch.
 
-    A batch is cut when `max_batch_size` items wait, or `max_wait_s` after the oldest waiting item
-    arrived, or as soon as as many items wait as the previous batch held (`expected`): callers that
-    come back together (streams in step, a chain's crops, a closed loop of clients) then pay no timer
-    at all. At most `max_inflight` batches run at once: while the executor is busy, items keep
-    queueing, so batches grow with load instead of piling up in the executor's queue.
+    A batch is cut when `max_batch_size` items wait, or at the first waiting item's deadline (its
+    arrival plus `max_wait_s`, or its lane's longer wait: `deadline`), or as soon as as many items wait
+    as the previous batch held (`expected`): callers that come back together (file streams, a chain's
+    crops, a closed loop of clients) then pay no timer at all. Not when a live camera's frame waits:
+    cameras out of phase arrive one by one, and that shortcut would shrink every batch to the smallest
+    one seen, down to one frame (measured: batch-1 inference costs about twice batch 8's per frame).
+    At most `max_inflight` batches run at once: while the executor is busy, items keep queueing, so
+    batches grow with load instead of piling up in the executor's queue.
     """
 
     max_batch_size: int
     max_wait_s: float
     max_inflight: int = 1
 
+    def deadline(self, arrival_s: float, lane: Lane) -> float:
+        """When an item that arrived at `arrival_s` in `lane` has waited long enough."""
+        return arrival_s + max(self.max_wait_s, lane.max_wait_s)
+
     def next_action(
         self,
         queued: int,
-        oldest_arrival_s: float | None,
+        deadline_s: float | None,
         inflight: int,
         now_s: float,
         expected: int | None = None,
     ) -> Action:
-        if queued == 0 or oldest_arrival_s is None:
+        """`deadline_s`: the earliest deadline of the waiting items; `expected`: the previous batch's
+        size, None when the shortcut does not apply."""
+        if queued == 0 or deadline_s is None:
             return Idle()
         if inflight >= self.max_inflight:
             return Idle()  # re-asked when a running batch finishes
@@ -111,10 +124,9 @@ class BatchPolicy:
             return Dispatch(self.max_batch_size)
         if expected is not None and queued >= expected:
             return Dispatch(queued)
-        deadline = oldest_arrival_s + self.max_wait_s
-        if now_s >= deadline:
+        if now_s >= deadline_s:
             return Dispatch(queued)
-        return WaitUntil(deadline)
+        return WaitUntil(deadline_s)
 
 
 @dataclass(slots=True)
@@ -135,6 +147,7 @@ class _Waiting(Generic[ItemT, ResultT]):
     item: ItemT
     future: asyncio.Future[ResultT]
     arrival_s: float
+    deadline_s: float
     lane: Lane = API_LANE
 
 
@@ -170,7 +183,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             raise UnavailableError(f"{self.name} is unloading; retry once it is deployed again")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ResultT] = loop.create_future()
-        waiting = _Waiting(item, future, time.monotonic(), LANE.get())
+        now, lane = time.monotonic(), LANE.get()
+        waiting = _Waiting(item, future, now, self.policy.deadline(now, lane), lane)
         self._queue.append(waiting)
         if not self._step_scheduled:
             # Decide at the end of this loop iteration, once every item submitted in it is queued: the
@@ -186,9 +200,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
 
     def _step(self) -> None:
         self._drop_cancelled()
-        oldest = self._queue[0].arrival_s if self._queue else None
+        deadline = min((w.deadline_s for w in self._queue), default=None)
+        expected = None if any(w.lane.max_wait_s for w in self._queue) else self._last_batch_size
         action = self.policy.next_action(
-            len(self._queue), oldest, len(self._inflight), time.monotonic(), self._last_batch_size
+            len(self._queue), deadline, len(self._inflight), time.monotonic(), expected
         )
         if isinstance(action, Dispatch):
             self._cancel_timer()

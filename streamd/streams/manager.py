@@ -141,6 +141,7 @@ class StreamManager:
             policy,
             config.checkpoint_interval_s,
             body.scene,
+            config.live_batch_wait_s,
         )
 
     async def _launch(

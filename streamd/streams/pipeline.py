@@ -65,6 +65,7 @@ class PipelineSettings:
     drop_policy: DropPolicy
     checkpoint_interval_s: float = 1.0
     scene: SceneConfig | None = None  # zones and lines (streams/analytics.py)
+    live_batch_wait_s: float = 0.0  # how long a live frame may wait for a fuller batch (batching.Lane)
 
 
 class StreamPipeline:
@@ -223,8 +224,14 @@ class StreamPipeline:
         """Every frame already buffered goes into the chain together, so they share the networks' batches
         (as DeepStream's muxer batches frames) instead of trickling in one by one."""
         assert self._buffer is not None
-        # The chain tasks created below inherit this context: their items queue in this stream's lane.
-        LANE.set(Lane(LIVE if self._source_settings.is_live else FILE, f"stream-{self.stream_id}"))
+        # The chain tasks created below inherit this context: their items queue in this stream's lane. A
+        # file played in realtime is a camera replayed: its frames come at the camera's pace too.
+        source = self._source_settings
+        if source.is_live or source.realtime:
+            lane = Lane(LIVE, f"stream-{self.stream_id}", self._settings.live_batch_wait_s)
+        else:
+            lane = Lane(FILE, f"stream-{self.stream_id}")
+        LANE.set(lane)
         limit = self._settings.frames_in_flight
         while True:
             await self._resume.wait()
