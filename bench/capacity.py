@@ -321,8 +321,9 @@ async def costs(root: Path, video: Path, args: argparse.Namespace) -> tuple[Path
     else:
         model_dir = Path(args.model)
         tensors = await asyncio.to_thread(model_tensors, model_dir)
-    decode_ms = await asyncio.to_thread(decode_cost_ms, video, args.fps)
-    settings = [a.replace(" ", "") for a in args.set]
+    settings = [a.replace(" ", "").lower() for a in args.set]
+    skip_loop_filter = "streams.skip_loop_filter=true" in settings
+    decode_ms = await asyncio.to_thread(decode_cost_ms, video, args.fps, 3, skip_loop_filter)
     frozen = "inference.freeze_graphs=false" not in settings
     fused = frozen and "inference.fuse_graphs=false" not in settings
     measured = {"as loaded": await asyncio.to_thread(inference_cost_ms, model_dir, *tensors, args.size)}

@@ -81,7 +81,7 @@ class _TimingBuffer:
         return len(self.cpu_s) <= self.limit
 
 
-def decode_cost_ms(video: Path, fps: float, plays: int = 3) -> float:
+def decode_cost_ms(video: Path, fps: float, plays: int = 3, skip_loop_filter: bool = False) -> float:
     """Core-ms of decoding per second of camera, as a stream capped at `fps` decodes it among many
     (streams/budget.py's thread rule): the clip looped `plays` times, the first play left out (the
     keyframe gate measures the GOP during it, as a camera does once)."""
@@ -90,7 +90,12 @@ def decode_cost_ms(video: Path, fps: float, plays: int = 3) -> float:
         duration_s = float(stream.frames / stream.average_rate)
     kept = math.ceil(duration_s * fps - 1e-9)  # frames the cap keeps per play
     settings = SourceSettings(
-        str(video), is_live=False, fps_cap=fps, loop=True, decoder_threads=decoder_threads(64, 2, True)
+        str(video),
+        is_live=False,
+        fps_cap=fps,
+        loop=True,
+        decoder_threads=decoder_threads(64, 2, True),
+        skip_loop_filter=skip_loop_filter,
     )
     buffer = _TimingBuffer(kept * plays)
     source = PyAVSource("cost", settings, buffer, lambda event: None)  # type: ignore[arg-type]

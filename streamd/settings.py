@@ -230,6 +230,13 @@ class StreamsConfig(_Section):
             "packets); off: every frame is decoded."
         ),
     )
+    skip_loop_filter: bool = Field(
+        False,
+        description=(
+            "Decode without the deblocking filter but on keyframes (FFmpeg's skip_loop_filter=nokey): "
+            "less decoding CPU for slightly blockier frames (docs/design.md, Streams)."
+        ),
+    )
     reconnect_max_s: float = Field(
         30.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
     )

@@ -129,6 +129,7 @@ class StreamManager:
             start=start,
             egress=self.ends.egress,
             keyframe_only=config.keyframe_only_decoding,
+            skip_loop_filter=config.skip_loop_filter,
             decoder_threads=decoder_threads(
                 len(self._pipelines) + 1, usable_cores(), bool(body.fps and config.keyframe_only_decoding)
             ),

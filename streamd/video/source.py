@@ -59,6 +59,7 @@ class SourceSettings:
     egress: EgressPolicy | None = None  # where a network source may connect (checked at each open)
     keyframe_only: bool = True  # decode keyframes only while they meet the fps cap (KeyframeGate)
     decoder_threads: int = 0  # FFmpeg threads (frame and slice) of this stream's decoder; 0: FFmpeg's choice
+    skip_loop_filter: bool = False  # no deblocking but on keyframes (FFmpeg's skip_loop_filter=nokey)
     motion: MotionConfig | None = None  # gate inference on motion (analytics/motion.py), after the fps cap
 
 
@@ -184,11 +185,14 @@ class PyAVSource:
             if self._settings.uri.startswith("rtsp"):
                 options["rtsp_transport"] = self._settings.rtsp_transport
         container = av.open(self._settings.uri, options=options, timeout=self._settings.stall_timeout_s)
-        if self._settings.decoder_threads and container.streams.video:
-            # Before the first decode: FFmpeg fixes its threads when the codec opens (streams/budget.py).
+        if container.streams.video:
+            # Before the first decode: FFmpeg reads these when the codec opens (streams/budget.py).
             codec = container.streams.video[0].codec_context
-            codec.thread_type = "AUTO" if self._settings.decoder_threads > 1 else "SLICE"
-            codec.thread_count = self._settings.decoder_threads
+            if self._settings.decoder_threads:
+                codec.thread_type = "AUTO" if self._settings.decoder_threads > 1 else "SLICE"
+                codec.thread_count = self._settings.decoder_threads
+            if self._settings.skip_loop_filter:
+                codec.options = {**codec.options, "skip_loop_filter": "nokey"}
         return container
 
     def _play_once(self, cap: FpsCap, gate: KeyframeGate) -> int:
