@@ -114,7 +114,7 @@ async def test_a_live_cameras_frames_wait_their_lanes_time_for_company() -> None
     assert await batcher.submit(0) == 0  # an API request alone: a batch of one, at once
 
     async def frame(camera: int, item: int) -> int:
-        LANE.set(Lane(LIVE, f"stream-{camera}", max_wait_s=1.0))
+        LANE.set(Lane(LIVE, f"stream-{camera}", max_wait_s=0.5))
         return await batcher.submit(item)
 
     started = asyncio.get_running_loop().time()
@@ -123,7 +123,41 @@ async def test_a_live_cameras_frames_wait_their_lanes_time_for_company() -> None
     assert not first.done() and runner.batches == [[0]]
     assert await asyncio.gather(first, frame(2, 2)) == [10, 20]
     assert runner.batches == [[0], [1, 2]]
-    assert 0.9 <= asyncio.get_running_loop().time() - started < 5.0  # the first frame's deadline
+    assert 0.45 <= asyncio.get_running_loop().time() - started < 5.0  # the first frame's deadline
+
+
+async def test_a_request_behind_a_waiting_live_frame_leaves_at_its_own_deadline() -> None:
+    """The timer armed for a live frame's long wait is re-armed for a request's short one; the frame
+    goes along with it."""
+    from streamd.inference.batching import LANE, LIVE, Lane
+
+    runner = Runner()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher("t", runner, BatchPolicy(8, max_wait_s=0.01))
+
+    async def frame() -> int:
+        LANE.set(Lane(LIVE, "stream-1", max_wait_s=30.0))
+        return await batcher.submit(1)
+
+    waiting = asyncio.ensure_future(frame())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # the frame waits for company
+    assert await asyncio.wait_for(asyncio.gather(batcher.submit(2), waiting), 5.0) == [20, 10]
+    assert runner.batches == [[1, 2]]
+
+
+def test_a_streams_lane_waits_when_frames_come_at_a_cameras_pace() -> None:
+    from streamd.inference.batching import FILE, LIVE, Lane
+    from streamd.streams.pipeline import lane_of
+    from streamd.video.source import SourceSettings
+
+    camera = SourceSettings("rtsp://cam/1", is_live=True)
+    replay = SourceSettings("cam.mp4", is_live=False, realtime=True)
+    file = SourceSettings("cam.mp4", is_live=False)
+    assert lane_of(7, camera, 0.05) == Lane(LIVE, "stream-7", 0.05)
+    # A file played in realtime waits like a camera but keeps the files' priority: it may fall behind
+    # and catch up at full speed, and must not then take batches from cameras.
+    assert lane_of(8, replay, 0.05) == Lane(FILE, "stream-8", 0.05)
+    assert lane_of(9, file, 0.05) == Lane(FILE, "stream-9", 0.0)
 
 
 async def test_items_submitted_in_one_loop_iteration_leave_together() -> None:

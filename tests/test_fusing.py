@@ -148,3 +148,77 @@ def test_a_fetched_or_shared_value_is_never_rewritten(tmp_path: Path) -> None:
     ops = collections.Counter(node.op for node in fused.node)
     assert ops["Mul"] == 0 and ops["BiasAdd"] == 1 and ops["DepthwiseConv2dNative"] == 1
     np.testing.assert_allclose(_run(fused, ["out:0"], feeds), want[:1], rtol=1e-5, atol=1e-6)
+
+
+def build_tf1_fused_batchnorm(export_dir: Path) -> ModelFiles:
+    """A TF1 graph as tf.keras 2 and TF1 slim export them: conv → FusedBatchNormV3 (inference) → Relu6,
+    a pattern TensorFlow fuses into one op by itself."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3], name="input")
+        weights = tf.compat.v1.get_variable("w", initializer=rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+        conv = tf.nn.conv2d(images, weights, 1, "SAME")
+        gamma, beta, mean = (rng.uniform(0.5, 1.5, 4).astype(np.float32) for _ in range(3))
+        variance = rng.uniform(0.5, 1.5, 4).astype(np.float32)
+        normed, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            conv, gamma, beta, mean, variance, is_training=False, name="bn"
+        )
+        prob = tf.nn.softmax(tf.reduce_mean(tf.nn.relu6(normed), axis=[1, 2]), name="prob")
+        # A signature names the output: the batch norm's unused statistics are no output of the model.
+        signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def(
+            {"input": images}, {"prob": prob}
+        )
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(export_dir))
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature}
+            )
+            builder.save()
+    return ModelFiles.read(export_dir, "input:0", "prob:0")
+
+
+def test_a_conv_that_tensorflow_fuses_with_its_batch_norm_keeps_that_fusion(tmp_path: Path) -> None:
+    files = build_tf1_fused_batchnorm(tmp_path / "tf1-bn")
+    preprocessing = Preprocessing.model_validate(preprocessing_for(files, pixel_scaling=1.0))
+    model, _ = load_network_files(files.directory, preprocessing, 1, 1, freeze_graph=True)
+    try:
+        assert isinstance(model, FrozenSessionModel)
+        # No zero bias went between the conv and its batch norm: nothing changed, so the frozen graph
+        # runs as it is, and TensorFlow fuses conv, batch norm and ReLU6 into one op there.
+        assert model.fused is None
+        feeds = {files.input_tensor: np.random.default_rng(1).random((2, 8, 8, 3), np.float32)}
+        ops = _executed_ops(model._frozen, files.output_tensor, feeds)
+        assert not {"FusedBatchNormV3", "Relu6", "BiasAdd"} & set(ops), ops
+        assert sum(count for op, count in ops.items() if "FusedConv2D" in op) == 1, ops
+    finally:
+        model.close()
+
+
+def test_a_fused_graph_that_answers_differently_falls_back_to_the_frozen_one(
+    keras_blocks: ModelFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamd.networks import freezing
+
+    verdicts = iter(["prob:0: largest difference 0.5", ""])  # the fused copy first, then the frozen one
+    monkeypatch.setattr(freezing, "differences", lambda want, got, names: next(verdicts))
+    preprocessing = Preprocessing.model_validate(
+        preprocessing_for(keras_blocks, target_size="16x16", pixel_scaling=1.0)
+    )
+    model, _ = load_network_files(keras_blocks.directory, preprocessing, 1, 1, freeze_graph=True)
+    try:
+        assert isinstance(model, FrozenSessionModel) and model.fused is None
+        assert (
+            "frozen graph not fused: the fused copy differs (prob:0: largest difference 0.5)" in caplog.text
+        )
+        feeds = {keras_blocks.input_tensor: np.random.default_rng(0).random((2, 16, 16, 3), np.float32)}
+        ops = _executed_ops(model._frozen, keras_blocks.output_tensor, feeds)
+        # The frozen graph as it is: the depthwise conv runs unfused and its batch norm's scale as a Mul
+        # (the fused graph has no Mul and only Fused* convolutions).
+        assert ops["Mul"] == 1 and ops["Relu6"] == 1
+        assert [op for op in ops if "Depthwise" in op] == ["_MklNativeDepthwiseConv2dNative"], ops
+    finally:
+        model.close()

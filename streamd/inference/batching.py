@@ -1,16 +1,19 @@
 """Dynamic batching: single items from any caller (streams, chain branches, crops, API requests) are
 grouped into batches for one network.
 
-`BatchPolicy` is the decision, a plain object with no clock and no I/O: given what is queued, when the
-oldest item arrived and how many batches are running, it says dispatch N now, wait until T, or idle.
-`DynamicBatcher` is the asyncio plumbing on the event loop: one future per item, a timer armed at the
-first arrival, each batch handed to a runner (the network's executor), results or the batch's error
-fanned back out, cancelled items skipped.
+`BatchPolicy` is the decision, a plain object with no clock and no I/O: given what is queued, the
+earliest deadline among the waiting items and how many batches are running, it says dispatch N now,
+wait until T, or idle. `DynamicBatcher` is the asyncio plumbing on the event loop: one future per item,
+a timer armed for the earliest deadline (re-armed when an item with a shorter wait arrives), each batch
+handed to a runner (the network's executor), results or the batch's error fanned back out, cancelled
+items skipped.
 
 Fairness: every item carries the lane of its caller (`LANE`, a context variable the stream pipelines
 set: one lane per stream, live cameras before files; API requests share a lane with the cameras'
 priority). A batch is filled round-robin across lanes in priority order, each lane first in, first out,
 so a file decoding at full speed or one busy camera cannot fill whole batches while live cameras wait.
+A lane may also carry a longer wait (`Lane.max_wait_s`: frames of cameras and of files played in
+realtime, which come at their own pace whatever the daemon does).
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ LIVE, FILE = 0, 1  # lane priorities: a lower one is served first in each round
 class Lane:
     priority: int
     key: str
-    # How long an item of this lane may wait for others, when longer than the network's max_wait_s: a
-    # live camera's frames (streams.live_batch_wait_s), which come at the camera's pace whatever the
-    # daemon does, so waiting costs them latency only and fills batches (DeepStream's muxer waits too).
+    # How long an item of this lane may wait for others, when longer than the network's max_wait_s:
+    # frames that come at a camera's pace whatever the daemon does (streams.live_batch_wait_s), for
+    # which waiting costs latency only and fills batches (DeepStream's muxer waits too).
     max_wait_s: float = 0.0
 
 
@@ -147,7 +150,6 @@ class _Waiting(Generic[ItemT, ResultT]):
     item: ItemT
     future: asyncio.Future[ResultT]
     arrival_s: float
-    deadline_s: float
     lane: Lane = API_LANE
 
 
@@ -174,6 +176,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._queue: deque[_Waiting[ItemT, ResultT]] = deque()
         self._inflight: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the deadline the timer is armed for (monotonic)
         self._closed = False
         self._last_batch_size: int | None = None
         self._step_scheduled = False
@@ -183,8 +186,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             raise UnavailableError(f"{self.name} is unloading; retry once it is deployed again")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ResultT] = loop.create_future()
-        now, lane = time.monotonic(), LANE.get()
-        waiting = _Waiting(item, future, now, self.policy.deadline(now, lane), lane)
+        waiting = _Waiting(item, future, time.monotonic(), LANE.get())
         self._queue.append(waiting)
         if not self._step_scheduled:
             # Decide at the end of this loop iteration, once every item submitted in it is queued: the
@@ -200,7 +202,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
 
     def _step(self) -> None:
         self._drop_cancelled()
-        deadline = min((w.deadline_s for w in self._queue), default=None)
+        # From the policy in force now: a retuned max_wait_s applies to items already queued.
+        deadline = min((self.policy.deadline(w.arrival_s, w.lane) for w in self._queue), default=None)
         expected = None if any(w.lane.max_wait_s for w in self._queue) else self._last_batch_size
         action = self.policy.next_action(
             len(self._queue), deadline, len(self._inflight), time.monotonic(), expected
@@ -214,7 +217,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             task.add_done_callback(self._batch_done)
             if self._queue:
                 self._step()
-        elif isinstance(action, WaitUntil) and self._timer is None:
+        elif isinstance(action, WaitUntil) and (self._timer is None or action.deadline_s < self._timer_at):
+            # An item with a shorter wait (a request) behind a live frame's longer one re-arms it sooner.
+            self._cancel_timer()
+            self._timer_at = action.deadline_s
             self._timer = asyncio.get_running_loop().call_at(
                 self._loop_time(action.deadline_s), self._on_timer
             )

@@ -117,11 +117,11 @@ def _freeze(
     except Exception as exc:  # TensorFlow's errors, any type: the model stays as it was loaded
         logger.warning("graph not frozen, kept as loaded: %s: %s", type(exc).__name__, exc)
         return model
-    probe = {
-        graph_tensor_name(item.tensor_name): _random_batch(item.image, mean)
-        for item, mean in zip(preprocessing.inputs, means, strict=True)
-    }
     try:
+        probe = {
+            graph_tensor_name(item.tensor_name): _random_batch(item.image, mean)
+            for item, mean in zip(preprocessing.inputs, means, strict=True)
+        }
         want = model.run(outputs, probe)
     except Exception as exc:  # the deployment's own checks explain a model that cannot run
         logger.warning("graph not frozen, kept as loaded: %s: %s", type(exc).__name__, exc)

@@ -17,8 +17,10 @@ removed an offset of zeros), so all 35 `Relu6` run as separate Eigen passes. Her
    what follows; the session then runs without constant folding and arithmetic simplification, which
    already ran in step 1 and would only remove those zeros again (`session_options`).
 
-Only NHWC float32 convolutions whose output feeds nothing else are rewritten, and a node keeps its name
-and its value whenever anything outside the rewrite may read it (fetched tensors are never rewritten).
+Only NHWC float32 convolutions are touched; a scale or an offset is folded only into one whose value
+nothing else reads, a zero bias goes between a convolution and all its readers (never before a
+BiasAdd or a FusedBatchNorm, which TensorFlow fuses by itself), and a node keeps its name and its
+value whenever anything outside the rewrite may read it (fed and fetched tensors are never rewritten).
 The caller uses the result only if it answers like the original graph (networks/freezing.py).
 
 Blocking (TensorFlow): the deploy and load threads only.
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 CONVOLUTIONS = frozenset({"Conv2D", "DepthwiseConv2dNative"})
 _ADDS = frozenset({"Add", "AddV2"})
 _PASSING = frozenset({"Identity"})  # nodes a value goes through unchanged
+# What the remapper fuses into a convolution by itself: a zero bias in between would stop it (a TF1
+# model's conv → FusedBatchNormV3 → Relu becomes one _FusedConv2D as it is).
+_FUSED_ALREADY = frozenset({"BiasAdd", "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
 OFFLINE_OPTIMIZERS = ("function", "constfold", "arithmetic")  # grappler's, run once before the rewrite
 
 
@@ -64,7 +69,7 @@ class Fused:
 def fuse(graph_def: Any, feeds: Sequence[str], fetches: Sequence[str]) -> tuple[Any, Fused]:
     """A flattened, fused copy of `graph_def` (a frozen GraphDef) computing `fetches` from `feeds`
     (tensor names). Raises ValueError when the optimised graph lost a feed or a fetch."""
-    flat = _optimise_offline(graph_def, fetches)
+    flat = _optimise_offline(graph_def, feeds, fetches)
     names = {node.name for node in flat.node}
     missing = [name for name in (*feeds, *fetches) if name.split(":")[0] not in names]
     if missing:
@@ -82,8 +87,8 @@ def session_options(config: Any) -> None:
     rewrite.arithmetic_optimization = rewriter_config_pb2.RewriterConfig.OFF
 
 
-def _optimise_offline(graph_def: Any, fetches: Sequence[str]) -> Any:
-    """Grappler's function inlining and constant folding, as a GraphDef (the fetches are preserved)."""
+def _optimise_offline(graph_def: Any, feeds: Sequence[str], fetches: Sequence[str]) -> Any:
+    """Grappler's function inlining and constant folding, as a GraphDef (feeds and fetches preserved)."""
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
     from tensorflow.python.grappler import tf_optimizer  # type: ignore[attr-defined]
@@ -93,7 +98,7 @@ def _optimise_offline(graph_def: Any, fetches: Sequence[str]) -> Any:
         tf.compat.v1.import_graph_def(graph_def, name="")
     meta_graph = tf.compat.v1.train.export_meta_graph(graph=graph, graph_def=graph.as_graph_def())
     preserved = meta_graph_pb2.CollectionDef()
-    preserved.node_list.value.extend(fetches)
+    preserved.node_list.value.extend([*fetches, *feeds])
     meta_graph.collection_def["train_op"].CopyFrom(preserved)  # grappler keeps what this collection names
     config = config_pb2.ConfigProto()
     config.graph_options.rewrite_options.optimizers.extend(OFFLINE_OPTIMIZERS)
@@ -147,6 +152,7 @@ class _Rewrite:
             scaled = filter_value * scale.reshape(filter_value.shape[2], filter_value.shape[3])
         conv.input[1] = self._constant_node(f"{conv.name}/fused_filter", scaled)
         _become_identity(mul, conv.name)
+        self._readers[conv.name] = [mul]  # the Identity nodes skipped read nothing that is read
         return True
 
     def _to_bias(self, conv: Any, channels: int) -> bool:
@@ -170,11 +176,11 @@ class _Rewrite:
     def _zero_bias(self, conv: Any, channels: int) -> bool:
         """A BiasAdd of zeros between the conv and everything that reads it."""
         following, _ = self._next(conv)
-        if not self._readers[conv.name] or (following is not None and following.op == "BiasAdd"):
+        if not self._readers[conv.name] or (following is not None and following.op in _FUSED_ALREADY):
             return False
         import tensorflow as tf
 
-        bias = tf.compat.v1.NodeDef(name=f"{conv.name}/fused_zero_bias", op="BiasAdd")
+        bias = tf.compat.v1.NodeDef(name=self._unused(f"{conv.name}/fused_zero_bias"), op="BiasAdd")
         bias.input.extend(
             [conv.name, self._constant_node(f"{conv.name}/fused_zeros", np.zeros(channels, np.float32))]
         )
@@ -202,14 +208,14 @@ class _Rewrite:
             data = [name for name in reader.input if _node_name(name) == current.name]
             if len(data) != 1 or data[0].startswith("^") or reader.name in self._kept:
                 return None, ""
-            if reader.op not in _PASSING:
+            if not self._passes(reader):
                 return reader, data[0]
             current = reader
 
     def _per_channel(self, node: Any, source: str, channels: int) -> np.ndarray | None:
         """The constant other operand of a binary `node`, flattened, when it is one value per channel
         (shape [C] or [1, ..., 1, C]) of float32."""
-        if len(node.input) != 2 or node.attr["T"].type != _FLOAT:
+        if len(node.input) != 2 or not _has_type(node, _FLOAT):
             return None
         other = node.input[1] if node.input[0] == source else node.input[0]
         value = self._constant(other)
@@ -224,7 +230,7 @@ class _Rewrite:
         if name.startswith("^"):
             return None
         node = self._nodes.get(_node_name(name))
-        while node is not None and node.op in _PASSING and node.input:
+        while node is not None and self._passes(node):
             node = self._nodes.get(_node_name(node.input[0]))
         if node is None or node.op != "Const":
             return None
@@ -233,9 +239,29 @@ class _Rewrite:
         value: np.ndarray = tf.make_ndarray(node.attr["value"].tensor)
         return value
 
+    def _passes(self, node: Any) -> bool:
+        """An Identity with one data input whose control inputs, if any, are constants (as function
+        inlining leaves them, `x + 0` after a folded offset): its value is its input's, and skipping it
+        skips nothing that runs (an Assert or a CheckNumerics behind it stops the rewrite)."""
+        if node.op not in _PASSING:
+            return False
+        data = [name for name in node.input if not name.startswith("^")]
+        controls = [self._nodes.get(_node_name(name)) for name in node.input if name.startswith("^")]
+        return len(data) == 1 and all(c is not None and c.op == "Const" for c in controls)
+
+    def _unused(self, name: str) -> str:
+        """`name`, or `name_2`, `name_3`... if the graph already has a node of that name."""
+        candidate, suffix = name, 1
+        while candidate in self._nodes:
+            suffix += 1
+            candidate = f"{name}_{suffix}"
+        self._nodes[candidate] = None
+        return candidate
+
     def _constant_node(self, name: str, value: np.ndarray) -> str:
         import tensorflow as tf
 
+        name = self._unused(name)
         node = tf.compat.v1.NodeDef(name=name, op="Const")
         node.attr["dtype"].type = _FLOAT
         node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value.astype(np.float32)))
@@ -250,10 +276,15 @@ _FLOAT = 1  # DT_FLOAT in TensorFlow's types.proto
 def _rewritable(node: Any) -> bool:
     return (
         node.op in CONVOLUTIONS
-        and node.attr["T"].type == _FLOAT
-        and node.attr["data_format"].s in (b"", b"NHWC")
+        and _has_type(node, _FLOAT)
+        and ("data_format" not in node.attr or node.attr["data_format"].s in (b"", b"NHWC"))
         and len(node.input) == 2
     )
+
+
+def _has_type(node: Any, dtype: int) -> bool:
+    """Whether the node's `T` is `dtype` (without adding an empty `T` to a node that has none)."""
+    return "T" in node.attr and node.attr["T"].type == dtype
 
 
 def _out_channels(op: str, filter_shape: tuple[int, ...]) -> int:

@@ -68,6 +68,15 @@ class PipelineSettings:
     live_batch_wait_s: float = 0.0  # how long a live frame may wait for a fuller batch (batching.Lane)
 
 
+def lane_of(stream_id: int, source: SourceSettings, live_batch_wait_s: float) -> Lane:
+    """A stream's lane in its networks' batchers: cameras before files; frames that come at a camera's
+    pace (a camera, or a file played in realtime) wait for company, a file at decoding speed does not.
+    A realtime file keeps the files' priority: its `wait` drop policy lets it fall behind and catch up
+    at full speed, which must not take batches from cameras that drop what they cannot hold."""
+    wait = live_batch_wait_s if source.is_live or source.realtime else 0.0
+    return Lane(LIVE if source.is_live else FILE, f"stream-{stream_id}", wait)
+
+
 class StreamPipeline:
     """One stream: decoder → buffer → chain → analytics → record → sinks, in order, with its state."""
 
@@ -224,14 +233,8 @@ class StreamPipeline:
         """Every frame already buffered goes into the chain together, so they share the networks' batches
         (as DeepStream's muxer batches frames) instead of trickling in one by one."""
         assert self._buffer is not None
-        # The chain tasks created below inherit this context: their items queue in this stream's lane. A
-        # file played in realtime is a camera replayed: its frames come at the camera's pace too.
-        source = self._source_settings
-        if source.is_live or source.realtime:
-            lane = Lane(LIVE, f"stream-{self.stream_id}", self._settings.live_batch_wait_s)
-        else:
-            lane = Lane(FILE, f"stream-{self.stream_id}")
-        LANE.set(lane)
+        # The chain tasks created below inherit this context: their items queue in this stream's lane.
+        LANE.set(lane_of(self.stream_id, self._source_settings, self._settings.live_batch_wait_s))
         limit = self._settings.frames_in_flight
         while True:
             await self._resume.wait()
