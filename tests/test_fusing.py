@@ -18,10 +18,12 @@ from tests.conftest import preprocessing_for
 from tests.factories.models import ModelFiles, _save, serving_signature_names
 
 
-def build_keras_blocks(export_dir: Path) -> ModelFiles:
+def build_keras_blocks(export_dir: Path, *, offsets: bool = True) -> ModelFiles:
     """MobileNetV2's building blocks in Keras 3, exported with `model.export()`: convolution and
-    depthwise convolution, each with batch normalisation (non-trivial statistics, so scales and
-    offsets are not 1 and 0), ReLU6, a linear bottleneck and a residual add."""
+    depthwise convolution, each with batch normalisation (non-trivial statistics, so scales are not 1),
+    ReLU6, a linear bottleneck and a residual add. Without `offsets`, every batch norm's offset is 0
+    (beta and moving mean 0, as in a model with random weights): grappler then folds the offsets away
+    and the convolutions need zero biases to fuse."""
     import keras
 
     inputs = keras.Input((16, 16, 3))
@@ -42,6 +44,8 @@ def build_keras_blocks(export_dir: Path) -> ModelFiles:
         weights = layer.get_weights()
         if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, mean, variance (> 0)
             weights = [rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in weights]
+            if not offsets:
+                weights[1][:] = weights[2][:] = 0.0
         else:
             weights = [rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in weights]
         layer.set_weights(weights)
@@ -96,6 +100,26 @@ def test_a_keras_export_runs_fused_with_the_same_outputs(keras_blocks: ModelFile
     finally:
         fused.close()
         loaded.close()
+
+
+def test_convolutions_whose_offsets_fold_away_still_fuse_their_activation(tmp_path: Path) -> None:
+    files = build_keras_blocks(tmp_path / "no-offsets", offsets=False)
+    preprocessing = Preprocessing.model_validate(
+        preprocessing_for(files, target_size="16x16", pixel_scaling=1.0)
+    )
+    fused, _ = load_network_files(files.directory, preprocessing, 1, 1, freeze_graph=True)
+    try:
+        assert isinstance(fused, FrozenSessionModel)
+        assert fused.fused is not None and fused.fused.biases == 0 and fused.fused.zero_biases == 3
+        feeds = {files.input_tensor: np.random.default_rng(0).random((4, 16, 16, 3), np.float32)}
+        ops = _executed_ops(fused._frozen, files.output_tensor, feeds)
+        # The zero biases sit right before the activations, past the Identity nodes that inlining
+        # leaves where an offset was: ReLU6 runs inside the convolutions (the residual add stays, as
+        # in the test above).
+        assert not {"Mul", "Relu6", "BiasAdd"} & set(ops) and ops["AddV2"] == 1, ops
+        assert sum(count for op, count in ops.items() if "Fused" in op and "Conv" in op) == 3, ops
+    finally:
+        fused.close()
 
 
 def _tf1_conv_scaled(export_dir: Path) -> tuple[object, dict[str, np.ndarray]]:

@@ -174,8 +174,10 @@ class _Rewrite:
         return True
 
     def _zero_bias(self, conv: Any, channels: int) -> bool:
-        """A BiasAdd of zeros between the conv and everything that reads it."""
-        following, _ = self._next(conv)
+        """A BiasAdd of zeros right before the one node that reads the conv's value (past the Identity
+        nodes in between, which would keep the remapper from fusing it), or between the conv and
+        everything that reads it."""
+        following, source = self._next(conv)
         if not self._readers[conv.name] or (following is not None and following.op in _FUSED_ALREADY):
             return False
         import tensorflow as tf
@@ -186,11 +188,15 @@ class _Rewrite:
         )
         bias.attr["T"].type = conv.attr["T"].type
         bias.attr["data_format"].s = b"NHWC"
-        for reader in self._readers[conv.name]:
-            for index, name in enumerate(reader.input):
-                if not name.startswith("^") and _node_name(name) == conv.name:
-                    reader.input[index] = bias.name
-        self._readers[bias.name] = self._readers.pop(conv.name)
+        if following is not None:
+            following.input[list(following.input).index(source)] = bias.name
+            self._readers[bias.name] = [following]
+        else:
+            for reader in self._readers[conv.name]:
+                for index, name in enumerate(reader.input):
+                    if not name.startswith("^") and _node_name(name) == conv.name:
+                        reader.input[index] = bias.name
+            self._readers[bias.name] = self._readers.pop(conv.name)
         self._readers[conv.name] = [bias]
         self._added.append(bias)
         return True
