@@ -18,7 +18,8 @@ removed an offset of zeros), so all 35 `Relu6` run as separate Eigen passes. Her
    already ran in step 1 and would only remove those zeros again (`session_options`).
 
 Only NHWC float32 convolutions are touched; a scale or an offset is folded only into one whose value
-nothing else reads, a zero bias goes between a convolution and all its readers (never before a
+nothing else reads, a zero bias goes right before the one node that reads a convolution (past the
+Identity nodes inlining leaves), or between it and all its readers when it has several (never before a
 BiasAdd or a FusedBatchNorm, which TensorFlow fuses by itself), and a node keeps its name and its
 value whenever anything outside the rewrite may read it (fed and fetched tensors are never rewritten).
 The caller uses the result only if it answers like the original graph (networks/freezing.py).
@@ -28,15 +29,12 @@ Blocking (TensorFlow): the deploy and load threads only.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 CONVOLUTIONS = frozenset({"Conv2D", "DepthwiseConv2dNative"})
 _ADDS = frozenset({"Add", "AddV2"})
@@ -151,7 +149,7 @@ class _Rewrite:
         else:  # depthwise filter [h, w, in, multiplier]: output channel = in * multiplier + m
             scaled = filter_value * scale.reshape(filter_value.shape[2], filter_value.shape[3])
         conv.input[1] = self._constant_node(f"{conv.name}/fused_filter", scaled)
-        _become_identity(mul, conv.name)
+        _become(mul, "Identity", [conv.name])
         self._readers[conv.name] = [mul]  # the Identity nodes skipped read nothing that is read
         return True
 
@@ -163,12 +161,7 @@ class _Rewrite:
         bias = self._per_channel(add, source, channels)
         if bias is None:
             return False
-        dtype = add.attr["T"].type
-        del add.input[:]
-        add.input.extend([conv.name, self._constant_node(f"{conv.name}/fused_bias", bias)])
-        add.op = "BiasAdd"
-        add.attr.clear()
-        add.attr["T"].type = dtype
+        _become(add, "BiasAdd", [conv.name, self._constant_node(f"{conv.name}/fused_bias", bias)])
         add.attr["data_format"].s = b"NHWC"
         self._readers[conv.name] = [add]  # the Identity nodes skipped read nothing that is read
         return True
@@ -297,11 +290,12 @@ def _out_channels(op: str, filter_shape: tuple[int, ...]) -> int:
     return filter_shape[3] if op == "Conv2D" else filter_shape[2] * filter_shape[3]
 
 
-def _become_identity(node: Any, source: str) -> None:
+def _become(node: Any, op: str, inputs: list[str]) -> None:
+    """Turn `node` into an `op` of these inputs, under its own name and with its own type."""
     dtype = node.attr["T"].type
     del node.input[:]
-    node.input.append(source)
-    node.op = "Identity"
+    node.input.extend(inputs)
+    node.op = op
     node.attr.clear()
     node.attr["T"].type = dtype
 
