@@ -131,12 +131,14 @@ async def snapshot(http: aiohttp.ClientSession) -> Snapshot:
 
 def batch_totals(metrics: str) -> tuple[float, float]:
     """(items, batches) summed over networks, from the batch size histogram's sum and count."""
-    totals = {"_sum": 0.0, "_count": 0.0}
-    for line in metrics.splitlines():
-        for suffix in totals:
-            if line.startswith(f"streamd_inference_batch_size{suffix}{{"):
-                totals[suffix] += float(line.rsplit(" ", 1)[1])
-    return totals["_sum"], totals["_count"]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"streamd_inference_batch_size_sum": 0.0, "streamd_inference_batch_size_count": 0.0}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals["streamd_inference_batch_size_sum"], totals["streamd_inference_batch_size_count"]
 
 
 def window_records(
