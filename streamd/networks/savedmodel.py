@@ -12,7 +12,9 @@ thread, never from the event loop. TensorFlow is imported lazily because it cost
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,21 @@ def tensorflow_version() -> str | None:
     return None
 
 
+@functools.cache
+def log_kernels() -> None:
+    """Once: whether TensorFlow runs oneDNN's kernels or Eigen's (streamd/__init__.py asks for oneDNN;
+    the environment may say otherwise), since every inference figure depends on it."""
+    from tensorflow.python.util import _pywrap_util_port  # type: ignore[attr-defined]
+
+    logger.info(
+        "TensorFlow runs %s CPU kernels (TF_ENABLE_ONEDNN_OPTS=%s)",
+        "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen",
+        os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+    )
+
+
 def load_savedmodel(export_dir: Path, intra_op_threads: int = 0, inter_op_threads: int = 0) -> LoadedModel:
+    log_kernels()
     started = time.monotonic()
     meta = _read_metagraph(export_dir)
     tags, signatures = tuple(meta.meta_info_def.tags), _signatures(meta)
