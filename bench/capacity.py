@@ -107,6 +107,25 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_line() -> str:
+    """The CPU and the kernels TensorFlow runs: figures from different machines only compare as ratios,
+    and an AVX2 CPU without oneDNN runs MobileNetV2 1.5 x slower (streamd/__init__.py)."""
+    import os
+
+    from tensorflow.python.util import _pywrap_util_port
+
+    info = proc_text("/proc/cpuinfo")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
+    )
+    flags = next(
+        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
+    )
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    kernels = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
+    return f"machine: {os.cpu_count()} x {model} ({isa}), TensorFlow {kernels} kernels"
+
+
 def rss_bytes() -> int:
     for line in proc_text("/proc/self/status").splitlines():
         if line.startswith("VmRSS:"):
@@ -337,6 +356,10 @@ async def costs(root: Path, video: Path, args: argparse.Namespace) -> tuple[Path
         measured["fused"] = await asyncio.to_thread(
             inference_cost_ms, model_dir, *tensors, args.size, frozen=True, fused=True
         )
+    if frozen and "inference.lite_graphs=true" in settings:
+        measured["lite"] = await asyncio.to_thread(
+            inference_cost_ms, model_dir, *tensors, args.size, frozen=True, fused=fused, lite=True
+        )
     (used, infer_ms), *others = reversed(measured.items())  # the daemon runs the last one
     limit = 2000 / (decode_ms + infer_ms * args.fps)
     alternatives = "".join(f"; {ms:.2f} {how}" for how, ms in others)
@@ -355,6 +378,7 @@ async def run(root: Path, args: argparse.Namespace) -> None:
     width = 1920 if args.height == 1080 else 1280
     await asyncio.to_thread(encode_camera, video, CLIP_S, 30, GOP_S, args.bitrate, width, args.height)
     model_dir, tensors, limit = await costs(root, video, args)
+    print(machine_line(), flush=True)
     frame_mb = width * args.height * 1.5 / 1024**2
     held = held_frames(8, args.fps) + held_frames(24, args.fps)
     print(

@@ -121,24 +121,41 @@ def inference_cost_ms(
     seconds: float = 6.0,
     frozen: bool = False,
     fused: bool = False,
+    lite: bool = False,
 ) -> float:
     """Core-ms per image of raw `session.run` at batch 8 from two threads (as the daemon runs two
     batches at once), loaded the way streamd loads networks (`frozen`: with the graph frozen, as
-    `inference.freeze_graphs` does, `fused` too as `inference.fuse_graphs` does); preprocessing not
-    included."""
+    `inference.freeze_graphs` does, `fused` too as `inference.fuse_graphs` does, `lite`: run by
+    TensorFlow Lite as `inference.lite_graphs` does); preprocessing not included."""
     from streamd.networks.freezing import FrozenSessionModel
     from streamd.networks.savedmodel import load_network_files
 
     preprocessing = Preprocessing.model_validate(
         {"inputs": [{"tensor_name": input_name, "image": {"target_size": f"{size}x{size}"}}]}
     )
-    model, _ = load_network_files(directory, preprocessing, freeze_graph=frozen, fuse_graph=fused)
+    model, _ = load_network_files(
+        directory, preprocessing, freeze_graph=frozen or lite, fuse_graph=fused, lite_graph=lite
+    )
     if frozen and not isinstance(model, FrozenSessionModel):
         raise RuntimeError("the model could not be frozen (see the log)")
     if fused and not (isinstance(model, FrozenSessionModel) and model.fused is not None):
         raise RuntimeError("the model could not be fused (see the log)")
     session: Any = model._frozen if isinstance(model, FrozenSessionModel) else model.session
+    if lite:
+        if not (isinstance(model, FrozenSessionModel) and model.lite is not None):
+            raise RuntimeError("the model could not be run by TensorFlow Lite (see the log)")
+        session = _OneFetch(model)
     started_cpu, started = time.process_time(), time.monotonic()
     rate = raw_rate(session, input_name, output_name, 8, seconds, callers=2, size=size)
     images = rate * (time.monotonic() - started)
     return (time.process_time() - started_cpu) * 1000 / images
+
+
+class _OneFetch:
+    """`session.run(name, feeds)` on a model's own `run`, which takes a list of fetches."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def run(self, fetch: str, feeds: dict[str, Any]) -> Any:
+        return self._model.run([fetch], feeds)[0]

@@ -176,6 +176,11 @@ class InferenceConfig(_Section):
         "oneDNN runs convolution, bias and activation as one op, when it gives the same outputs "
         "(networks/fusing.py).",
     )
+    lite_graphs: bool = Field(
+        False,
+        description="Run each frozen graph's served outputs through TensorFlow Lite's interpreter (XNNPACK, "
+        "one image at a time), when it converts and gives the same outputs (networks/lite.py).",
+    )
     allow_url_sources: bool = Field(
         False, description="Allow http(s) URLs as inference image sources (off: the daemon fetches nothing)."
     )

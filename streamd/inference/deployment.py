@@ -50,10 +50,11 @@ def validate_network(
     inter_op_threads: int,
     freeze_graph: bool = False,
     fuse_graph: bool = True,
+    lite_graph: bool = False,
 ) -> tuple[LoadedModel, list[np.ndarray | None], dict[str, Any]]:
     """Load the SavedModel, check it and run it; blocking, runs on the deploy thread."""
     model, means = load_network_files(
-        export_dir, preprocessing, intra_op_threads, inter_op_threads, freeze_graph, fuse_graph
+        export_dir, preprocessing, intra_op_threads, inter_op_threads, freeze_graph, fuse_graph, lite_graph
     )
     try:
         inputs = check_against_preprocessing(model, export_dir, preprocessing)
@@ -67,6 +68,7 @@ def validate_network(
         "runtime": model.kind,
         "frozen_graph": isinstance(model, FrozenSessionModel),
         "fused_graph": isinstance(model, FrozenSessionModel) and model.fused is not None,
+        "lite_graph": isinstance(model, FrozenSessionModel) and model.lite is not None,
         "load_time_s": round(model.load_time_s, 3),
         **warmed.report(),
     }

@@ -92,10 +92,10 @@ class InferenceRuntime:
         )
 
     @property
-    def graph_optimisation(self) -> tuple[bool, bool]:
-        """Whether loaded Session models run through frozen copies of their graphs, and whether those
-        are fused ([inference] freeze_graphs, fuse_graphs)."""
-        return self._config.freeze_graphs, self._config.fuse_graphs
+    def graph_optimisation(self) -> tuple[bool, bool, bool]:
+        """Whether loaded Session models run through frozen copies of their graphs, whether those are
+        fused, and run by TensorFlow Lite ([inference] freeze_graphs, fuse_graphs, lite_graphs)."""
+        return self._config.freeze_graphs, self._config.fuse_graphs, self._config.lite_graphs
 
     def tf_threads(self, record: NetworkConfig) -> tuple[int, int]:
         """(intra-op, inter-op) TensorFlow threads: the network's metadata.streamd, else [inference]."""

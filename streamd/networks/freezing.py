@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from streamd.networks.fusing import Fused, fuse, session_options
+from streamd.networks.lite import LiteRunner, convert
 from streamd.networks.preprocessing import preprocess
 from streamd.networks.spec import ImagePreprocessing, Preprocessing, graph_tensor_name
 from streamd.networks.tfmodel import SessionModel
@@ -58,8 +59,11 @@ class FrozenSessionModel(SessionModel):
         self._fetchable = fetchable
         self._feedable = feedable
         self.fused = fused  # what networks/fusing.py rewrote, None if the graph runs as frozen
+        self.lite: LiteRunner | None = None  # networks/lite.py, when the graph runs there
 
     def run(self, fetches: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if self.lite is not None and self.lite.serves(fetches, feeds):
+            return self.lite.run(fetches, feeds)
         if self._fetchable.issuperset(fetches) and self._feedable.issuperset(feeds):
             outputs: list[np.ndarray] = self._frozen.run(list(fetches), feed_dict=dict(feeds))  # type: ignore[attr-defined]
             return outputs
@@ -77,11 +81,15 @@ def freeze(
     intra_op_threads: int,
     inter_op_threads: int,
     fuse_graph: bool = True,
+    lite_graph: bool = False,
 ) -> SessionModel:
-    """`model` with its probed outputs frozen, or `model` itself when freezing is not possible or not
-    worth it (logged with the reason; a network never fails to load because of this)."""
+    """`model` with its probed outputs frozen (fused, run by TensorFlow Lite: networks/fusing.py,
+    networks/lite.py), or `model` itself when freezing is not possible or not worth it (logged with the
+    reason; a network never fails to load because of this)."""
     try:
-        return _freeze(model, preprocessing, means, intra_op_threads, inter_op_threads, fuse_graph)
+        return _freeze(
+            model, preprocessing, means, intra_op_threads, inter_op_threads, fuse_graph, lite_graph
+        )
     except Exception:  # an optimisation failing in a way not foreseen below: the model as loaded
         logger.exception("graph not frozen, kept as loaded: unexpected error")
         return model
@@ -94,6 +102,7 @@ def _freeze(
     intra_op_threads: int,
     inter_op_threads: int,
     fuse_graph: bool,
+    lite_graph: bool,
 ) -> SessionModel:
     import tensorflow as tf
 
@@ -142,10 +151,36 @@ def _freeze(
         time.monotonic() - started,
     )
     try:
-        return FrozenSessionModel(model, session, frozenset(outputs), frozenset(feeds), fused)
+        frozen = FrozenSessionModel(model, session, frozenset(outputs), frozenset(feeds), fused)
     except BaseException:
         session.close()
         raise
+    if lite_graph:
+        frozen.lite = _lite(session, feeds, outputs, probe, want)
+    return frozen
+
+
+def _lite(
+    session: Any, feeds: list[str], outputs: list[str], probe: dict[str, np.ndarray], want: list[np.ndarray]
+) -> LiteRunner | None:
+    """The frozen graph converted to TensorFlow Lite if it answers like the original on the probe."""
+    started = time.monotonic()
+    try:
+        runner = convert(session, feeds, outputs)
+        mismatch = differences(want, runner.run(outputs, probe), outputs)
+    except Exception as exc:  # the converter's and the interpreter's errors, any type
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        logger.warning("graph not run by TensorFlow Lite: %s: %s", type(exc).__name__, first_line)
+        return None
+    if mismatch:
+        logger.warning("graph not run by TensorFlow Lite: the converted copy differs (%s)", mismatch)
+        return None
+    logger.info(
+        "graph converted to TensorFlow Lite (%.1f MB) in %.2f s",
+        runner.model_bytes / 1024**2,
+        time.monotonic() - started,
+    )
+    return runner
 
 
 def _candidates(graph_def: Any, feeds: list[str], outputs: list[str]) -> list[tuple[Any, Fused | None]]:

@@ -88,10 +88,12 @@ def load_network_files(
     inter_op_threads: int = 0,
     freeze_graph: bool = False,
     fuse_graph: bool = True,
+    lite_graph: bool = False,
 ) -> tuple[LoadedModel, list[np.ndarray | None]]:
     """Blocking: the SavedModel and each input's mean, in its layout; with `freeze_graph`, a Session
     model's served outputs run through a frozen copy of its graph (fused too with `fuse_graph`) when
-    that gives the same results (networks/freezing.py, networks/fusing.py)."""
+    that gives the same results, run by TensorFlow Lite with `lite_graph` (networks/freezing.py,
+    networks/fusing.py, networks/lite.py)."""
     model = load_savedmodel(directory, intra_op_threads, inter_op_threads)
     try:
         means = [
@@ -104,7 +106,9 @@ def load_network_files(
         model.close()
         raise
     if freeze_graph and isinstance(model, SessionModel):
-        model = freeze(model, preprocessing, means, intra_op_threads, inter_op_threads, fuse_graph)
+        model = freeze(
+            model, preprocessing, means, intra_op_threads, inter_op_threads, fuse_graph, lite_graph
+        )
     return model, means
 
 

@@ -1,0 +1,118 @@
+"""Lite graphs (networks/lite.py, `inference.lite_graphs`): a frozen graph's served outputs run by
+TensorFlow Lite's interpreter one image at a time, with the outputs of the model as loaded; anything
+else, and any graph that does not convert, runs on TensorFlow as before."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamd.networks.freezing import FrozenSessionModel
+from streamd.networks.savedmodel import load_network_files
+from streamd.networks.spec import Preprocessing
+from tests.conftest import preprocessing_for
+from tests.factories.models import ModelFiles, _save, build_tf1_detector
+from tests.test_fusing import build_keras_blocks
+
+
+class _Refuses:
+    """Stands in for the frozen TensorFlow session, to prove a run did not reach it."""
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("ran on the TensorFlow session")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def keras_blocks(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    return build_keras_blocks(tmp_path_factory.mktemp("keras-blocks"))
+
+
+def test_a_keras_export_runs_by_tensorflow_lite_with_the_same_outputs(keras_blocks: ModelFiles) -> None:
+    preprocessing = Preprocessing.model_validate(
+        preprocessing_for(keras_blocks, target_size="16x16", pixel_scaling=1.0)
+    )
+    lite, _ = load_network_files(
+        keras_blocks.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True
+    )
+    loaded, _ = load_network_files(keras_blocks.directory, preprocessing, 1, 1, freeze_graph=False)
+    try:
+        assert isinstance(lite, FrozenSessionModel) and lite.lite is not None and lite.fused is not None
+        frozen_session, lite._frozen = lite._frozen, _Refuses()
+        for seed, images in enumerate((1, 3, 5)):
+            batch = {
+                keras_blocks.input_tensor: np.random.default_rng(seed).random((images, 16, 16, 3), np.float32)
+            }
+            [want] = loaded.run([keras_blocks.output_tensor], batch)
+            [got] = lite.run([keras_blocks.output_tensor], batch)
+            assert got.shape == want.shape == (images, 4) and got.dtype == np.float32
+            if images > 1:
+                assert np.ptp(want, axis=0).max() > 1e-4  # the images give different answers
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        # An empty batch is not one image at a time: TensorFlow answers it.
+        empty = {keras_blocks.input_tensor: np.zeros((0, 16, 16, 3), np.float32)}
+        with pytest.raises(AssertionError, match="ran on the TensorFlow session"):
+            lite.run([keras_blocks.output_tensor], empty)
+        lite._frozen = frozen_session
+    finally:
+        lite.close()
+        loaded.close()
+
+
+def test_a_detector_runs_every_output_by_tensorflow_lite_and_other_tensors_on_tensorflow(
+    tmp_path: Path,
+) -> None:
+    files = build_tf1_detector(tmp_path / "detector")
+    preprocessing = Preprocessing.model_validate(preprocessing_for(files, pixel_scaling=1.0))
+    lite, _ = load_network_files(files.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True)
+    loaded, _ = load_network_files(files.directory, preprocessing, 1, 1, freeze_graph=False)
+    outputs = ["detection_boxes:0", "detection_scores:0", "detection_classes:0"]
+    try:
+        assert isinstance(lite, FrozenSessionModel) and lite.lite is not None
+        batch = {"input:0": np.random.default_rng(2).random((3, 8, 8, 3), np.float32)}
+        want = loaded.run(outputs, batch)
+        frozen_session, lite._frozen = lite._frozen, _Refuses()
+        got = lite.run(outputs, batch)
+        assert [g.shape for g in got] == [w.shape for w in want] == [(3, 3, 4), (3, 3), (3, 3)]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+        # A tensor the converted graph does not serve runs on the original session, unchanged.
+        [pooled] = lite.run(["Mean:0"], batch)
+        np.testing.assert_allclose(pooled, batch["input:0"].mean(axis=(1, 2)), rtol=1e-5)
+        lite._frozen = frozen_session
+    finally:
+        lite.close()
+        loaded.close()
+
+
+def test_a_graph_that_does_not_convert_runs_frozen_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():  # any image size: TensorFlow Lite takes only the batch dimension unknown
+        images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3], name="input")
+        scale = tf.compat.v1.get_variable("scale", initializer=tf.constant([1.0, 2.0, 3.0]))
+        tf.identity(tf.reduce_mean(images, axis=[1, 2]) * scale, name="scores")
+        _save(graph, tmp_path / "any-size")
+    files = ModelFiles.read(tmp_path / "any-size", "input:0", "scores:0")
+    preprocessing = Preprocessing.model_validate(preprocessing_for(files, pixel_scaling=1.0))
+    with caplog.at_level(logging.WARNING, logger="streamd.networks.freezing"):
+        model, _ = load_network_files(
+            files.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True
+        )
+    try:
+        assert isinstance(model, FrozenSessionModel) and model.lite is None
+        assert any(r.getMessage().startswith("graph not run by TensorFlow Lite: ") for r in caplog.records)
+        batch = {"input:0": np.random.default_rng(4).random((2, 8, 8, 3), np.float32)}
+        [scores] = model.run(["scores:0"], batch)
+        np.testing.assert_allclose(scores, batch["input:0"].mean(axis=(1, 2)) * [1.0, 2.0, 3.0], rtol=1e-5)
+    finally:
+        model.close()
