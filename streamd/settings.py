@@ -177,7 +177,7 @@ class InferenceConfig(_Section):
         "(networks/fusing.py).",
     )
     lite_graphs: bool = Field(
-        False,
+        True,
         description="Run each frozen graph's served outputs through TensorFlow Lite's interpreter (XNNPACK, "
         "one image at a time), when it converts and gives the same outputs (networks/lite.py).",
     )

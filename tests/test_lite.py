@@ -15,7 +15,7 @@ from streamd.networks.freezing import FrozenSessionModel
 from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import Preprocessing
 from tests.conftest import preprocessing_for
-from tests.factories.models import ModelFiles, _save, build_tf1_detector
+from tests.factories.models import ModelFiles, _save, build_tf1_detector, build_tf1_fragile
 from tests.test_fusing import build_keras_blocks
 
 
@@ -114,5 +114,29 @@ def test_a_graph_that_does_not_convert_runs_frozen_and_says_why(
         batch = {"input:0": np.random.default_rng(4).random((2, 8, 8, 3), np.float32)}
         [scores] = model.run(["scores:0"], batch)
         np.testing.assert_allclose(scores, batch["input:0"].mean(axis=(1, 2)) * [1.0, 2.0, 3.0], rtol=1e-5)
+    finally:
+        model.close()
+
+
+def test_a_graph_that_checks_its_values_stays_on_tensorflow_which_still_refuses_bad_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TensorFlow Lite's converter drops `check_numerics`: converted, the fragile model would answer a
+    black image (with NaNs) where TensorFlow fails the run."""
+    files = build_tf1_fragile(tmp_path / "fragile")
+    preprocessing = Preprocessing.model_validate(preprocessing_for(files, pixel_scaling=1.0))
+    with caplog.at_level(logging.WARNING, logger="streamd.networks.freezing"):
+        model, _ = load_network_files(
+            files.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True
+        )
+    try:
+        assert isinstance(model, FrozenSessionModel) and model.lite is None
+        reasons = [r.getMessage() for r in caplog.records]
+        assert (
+            "graph not run by TensorFlow Lite: ValueError: the graph checks its values (CheckNumerics), "
+            "which TensorFlow Lite drops" in reasons
+        ), reasons
+        with pytest.raises(Exception, match="black image : Tensor had Inf values"):
+            model.run(["prob:0"], {"input:0": np.zeros((1, 8, 8, 3), np.float32)})
     finally:
         model.close()

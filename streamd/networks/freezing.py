@@ -70,6 +70,7 @@ class FrozenSessionModel(SessionModel):
         return super().run(fetches, feeds)
 
     def close(self) -> None:
+        self.lite = None  # its interpreters go with their last reference
         self._frozen.close()  # type: ignore[attr-defined]
         super().close()
 

@@ -1,9 +1,8 @@
 """Lite graphs: a frozen graph's served outputs run by TensorFlow Lite's interpreter (XNNPACK kernels).
 
-TensorFlow's graph runtime pays per-op overheads that a small convolutional network feels: MobileNetV2
-224 on a 2-core AMD EPYC (AVX2) took 21-26 core-ms per image through the fused frozen graph on oneDNN,
-12-16 through TensorFlow Lite's interpreter with its default XNNPACK delegate on one thread (bench
-figures in docs/design.md, "Lite graphs"). XNNPACK is fastest per image at batch 1, and an interpreter
+MobileNetV2 224 on a 2-core AMD EPYC (AVX2) took 20-23 core-ms per image through the fused frozen
+graph on oneDNN, 12-16 through TensorFlow Lite's interpreter with its default XNNPACK delegate on one
+thread (docs/design.md, "Lite graphs"). XNNPACK is fastest per image at batch 1, and an interpreter
 resized to another batch size re-plans its tensors, so each interpreter keeps batch 1 and a batch is
 run one image at a time; an interpreter is not thread-safe, so each concurrent batch takes one from a
 pool (two batches of a network run at once by default, so two interpreters, each with its own copy of
@@ -13,7 +12,9 @@ The frozen (or fused) session is converted as it stands, by tensor name, so the 
 fetches need no mapping. The copy is used only when every probed output matches the frozen graph's on
 the probe batch (same check as freezing: shapes, types, allclose 1e-4/1e-5); a graph that does not
 convert (ops TensorFlow Lite lacks, string inputs, more than the batch dimension unknown) keeps running
-as it was. Anything but exactly the converted feeds and a subset of its outputs runs on the session.
+as it was, and so does a graph that checks its values (`check_numerics`, `Assert`: the converter
+drops them, see CHECKING_OPS). Anything but exactly the converted feeds and a subset of its outputs
+runs on the session.
 
 Blocking (TensorFlow): the deploy and load threads; `LiteRunner.run` on the inference threads.
 """
@@ -26,6 +27,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+# Ops whose only effect is to fail the run (or print) on bad values: TensorFlow Lite's converter drops
+# them, so a graph holding one would answer where TensorFlow refuses (a black image through a
+# `check_numerics` on its log) and stays on TensorFlow.
+CHECKING_OPS = frozenset({"CheckNumerics", "CheckNumericsV2", "Assert", "Print", "PrintV2"})
 
 
 class LiteRunner:
@@ -85,6 +91,9 @@ def convert(session: Any, feeds: Sequence[str], outputs: Sequence[str]) -> LiteR
     import tensorflow as tf
 
     graph = session.graph
+    checks = sorted({op.type for op in graph.get_operations()} & CHECKING_OPS)
+    if checks:
+        raise ValueError(f"the graph checks its values ({', '.join(checks)}), which TensorFlow Lite drops")
     converter = tf.compat.v1.lite.TFLiteConverter.from_session(
         session,
         [graph.get_tensor_by_name(name) for name in feeds],
