@@ -356,7 +356,7 @@ async def costs(root: Path, video: Path, args: argparse.Namespace) -> tuple[Path
         measured["fused"] = await asyncio.to_thread(
             inference_cost_ms, model_dir, *tensors, args.size, frozen=True, fused=True
         )
-    if frozen and "inference.lite_graphs=true" in settings:
+    if frozen and "inference.lite_graphs=false" not in settings:
         measured["lite"] = await asyncio.to_thread(
             inference_cost_ms, model_dir, *tensors, args.size, frozen=True, fused=fused, lite=True
         )
