@@ -91,6 +91,20 @@ def test_a_detector_runs_every_output_by_tensorflow_lite_and_other_tensors_on_te
         loaded.close()
 
 
+def _frozen_without_lite(
+    files: ModelFiles, caplog: pytest.LogCaptureFixture
+) -> tuple[FrozenSessionModel, list[str]]:
+    """The model loaded with lite graphs on, which must have stayed frozen on TensorFlow, and the
+    warnings of its load."""
+    preprocessing = Preprocessing.model_validate(preprocessing_for(files, pixel_scaling=1.0))
+    with caplog.at_level(logging.WARNING, logger="streamd.networks.freezing"):
+        model, _ = load_network_files(
+            files.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True
+        )
+    assert isinstance(model, FrozenSessionModel) and model.lite is None
+    return model, [record.getMessage() for record in caplog.records]
+
+
 def test_a_graph_that_does_not_convert_runs_frozen_and_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -102,15 +116,11 @@ def test_a_graph_that_does_not_convert_runs_frozen_and_says_why(
         scale = tf.compat.v1.get_variable("scale", initializer=tf.constant([1.0, 2.0, 3.0]))
         tf.identity(tf.reduce_mean(images, axis=[1, 2]) * scale, name="scores")
         _save(graph, tmp_path / "any-size")
-    files = ModelFiles.read(tmp_path / "any-size", "input:0", "scores:0")
-    preprocessing = Preprocessing.model_validate(preprocessing_for(files, pixel_scaling=1.0))
-    with caplog.at_level(logging.WARNING, logger="streamd.networks.freezing"):
-        model, _ = load_network_files(
-            files.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True
-        )
+    model, reasons = _frozen_without_lite(
+        ModelFiles.read(tmp_path / "any-size", "input:0", "scores:0"), caplog
+    )
     try:
-        assert isinstance(model, FrozenSessionModel) and model.lite is None
-        assert any(r.getMessage().startswith("graph not run by TensorFlow Lite: ") for r in caplog.records)
+        assert any(reason.startswith("graph not run by TensorFlow Lite: ") for reason in reasons), reasons
         batch = {"input:0": np.random.default_rng(4).random((2, 8, 8, 3), np.float32)}
         [scores] = model.run(["scores:0"], batch)
         np.testing.assert_allclose(scores, batch["input:0"].mean(axis=(1, 2)) * [1.0, 2.0, 3.0], rtol=1e-5)
@@ -123,15 +133,8 @@ def test_a_graph_that_checks_its_values_stays_on_tensorflow_which_still_refuses_
 ) -> None:
     """TensorFlow Lite's converter drops `check_numerics`: converted, the fragile model would answer a
     black image (with NaNs) where TensorFlow fails the run."""
-    files = build_tf1_fragile(tmp_path / "fragile")
-    preprocessing = Preprocessing.model_validate(preprocessing_for(files, pixel_scaling=1.0))
-    with caplog.at_level(logging.WARNING, logger="streamd.networks.freezing"):
-        model, _ = load_network_files(
-            files.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True
-        )
+    model, reasons = _frozen_without_lite(build_tf1_fragile(tmp_path / "fragile"), caplog)
     try:
-        assert isinstance(model, FrozenSessionModel) and model.lite is None
-        reasons = [r.getMessage() for r in caplog.records]
         assert (
             "graph not run by TensorFlow Lite: ValueError: the graph checks its values (CheckNumerics), "
             "which TensorFlow Lite drops" in reasons

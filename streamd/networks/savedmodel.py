@@ -50,11 +50,15 @@ def tensorflow_version() -> str | None:
 def log_kernels() -> None:
     """Once: whether TensorFlow runs oneDNN's kernels or Eigen's (streamd/__init__.py asks for oneDNN;
     the environment may say otherwise), since every inference figure depends on it."""
-    from tensorflow.python.util import _pywrap_util_port  # type: ignore[attr-defined]
+    try:  # a private module: a TensorFlow without it only makes the line vaguer
+        from tensorflow.python.util import _pywrap_util_port  # type: ignore[attr-defined]
 
+        kernels = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
+    except (ImportError, AttributeError):
+        kernels = "unknown"
     logger.info(
         "TensorFlow runs %s CPU kernels (TF_ENABLE_ONEDNN_OPTS=%s)",
-        "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen",
+        kernels,
         os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
     )
 
