@@ -112,7 +112,7 @@ def machine_line() -> str:
     and an AVX2 CPU without oneDNN runs MobileNetV2 1.5 x slower (streamd/__init__.py)."""
     import os
 
-    from tensorflow.python.util import _pywrap_util_port
+    from streamd.networks.savedmodel import kernels
 
     info = proc_text("/proc/cpuinfo")
     model = next(
@@ -122,8 +122,7 @@ def machine_line() -> str:
         (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
     )
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    kernels = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
-    return f"machine: {os.cpu_count()} x {model} ({isa}), TensorFlow {kernels} kernels"
+    return f"machine: {os.cpu_count()} x {model} ({isa}), TensorFlow {kernels()} kernels"
 
 
 def rss_bytes() -> int:

@@ -20,7 +20,13 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from streamd.api.context import SERVICES
 from streamd.app import build_app
 from streamd.settings import Settings, load
-from tests.factories.models import ModelFiles, build_tf1_classifier, build_tf1_detector, build_tf2_classifier
+from tests.factories.models import (
+    ModelFiles,
+    build_keras_blocks,
+    build_tf1_classifier,
+    build_tf1_detector,
+    build_tf2_classifier,
+)
 from tests.factories.mosquitto import Mosquitto
 from tests.factories.postgres import PostgresServer, postgres_server
 from tests.factories.pretrained import Pretrained, build_pretrained
@@ -132,6 +138,12 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def wide_detector(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     """An 80x40 detector (tests/factories/models.py: fixed boxes, scores from the colours)."""
     return build_tf1_detector(tmp_path_factory.mktemp("models") / "wide-detector", height=40, width=80)
+
+
+@pytest.fixture(scope="session")
+def keras_blocks(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """MobileNetV2's building blocks in Keras 3 (tests/factories/models.py), for fusing and lite graphs."""
+    return build_keras_blocks(tmp_path_factory.mktemp("models") / "keras-blocks")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import Preprocessing
 from tests.conftest import preprocessing_for
 from tests.factories.models import ModelFiles, _save, build_tf1_detector, build_tf1_fragile
-from tests.test_fusing import build_keras_blocks
 
 
 class _Refuses:
@@ -27,11 +26,6 @@ class _Refuses:
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def keras_blocks(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    return build_keras_blocks(tmp_path_factory.mktemp("keras-blocks"))
 
 
 def test_a_keras_export_runs_by_tensorflow_lite_with_the_same_outputs(keras_blocks: ModelFiles) -> None:

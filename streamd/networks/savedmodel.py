@@ -46,19 +46,23 @@ def tensorflow_version() -> str | None:
     return None
 
 
-@functools.cache
-def log_kernels() -> None:
-    """Once: whether TensorFlow runs oneDNN's kernels or Eigen's (streamd/__init__.py asks for oneDNN;
-    the environment may say otherwise), since every inference figure depends on it."""
-    try:  # a private module: a TensorFlow without it only makes the line vaguer
+def kernels() -> str:
+    """Which CPU kernels TensorFlow runs: "oneDNN" or "Eigen" (streamd/__init__.py asks for oneDNN; the
+    environment may say otherwise), "unknown" for a TensorFlow without the private module that tells."""
+    try:
         from tensorflow.python.util import _pywrap_util_port  # type: ignore[attr-defined]
 
-        kernels = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
+        return "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
     except (ImportError, AttributeError):
-        kernels = "unknown"
+        return "unknown"
+
+
+@functools.cache
+def log_kernels() -> None:
+    """Once, since every inference figure depends on it: which kernels run, and why."""
     logger.info(
         "TensorFlow runs %s CPU kernels (TF_ENABLE_ONEDNN_OPTS=%s)",
-        kernels,
+        kernels(),
         os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
     )
 

@@ -243,3 +243,38 @@ def build_tf1_painter(export_dir: Path, *, size: int = 8) -> ModelFiles:
         tf.identity((1.0 - images) * scale, name="painted")
         _save(graph, export_dir)
     return ModelFiles.read(export_dir, "input:0", "painted:0")
+
+
+def build_keras_blocks(export_dir: Path, *, offsets: bool = True) -> ModelFiles:
+    """MobileNetV2's building blocks in Keras 3, exported with `model.export()`: convolution and
+    depthwise convolution, each with batch normalisation (non-trivial statistics, so scales are not 1),
+    ReLU6, a linear bottleneck and a residual add. Without `offsets`, every batch norm's offset is 0
+    (beta and moving mean 0, as in a model with random weights): grappler then folds the offsets away
+    and the convolutions need zero biases to fuse."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.ReLU(6.0)(y)
+    y = keras.layers.Conv2D(8, 1, use_bias=False)(y)
+    y = keras.layers.BatchNormalization()(y)  # linear bottleneck: no activation
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(7)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, mean, variance (> 0)
+            weights = [rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in weights]
+            if not offsets:
+                weights[1][:] = weights[2][:] = 0.0
+        else:
+            weights = [rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in weights]
+        layer.set_weights(weights)
+    model.export(str(export_dir), verbose=False)
+    return ModelFiles.read(export_dir, *serving_signature_names(export_dir))
