@@ -56,3 +56,28 @@ async def test_pending_deployment_resumes_and_leftovers_are_swept(
     assert await asyncio.to_thread(exists, networks.network_dir(record.network_id) / "saved_model.pb")
     info = await (await client.get("/info")).json()
     assert info["counts"]["networks"] == 1 and info["counts"]["pending_tasks"] == 0
+
+
+@ON_BOTH_DATABASES
+async def test_a_deployment_task_whose_network_was_removed_does_not_stay_pending(
+    aiohttp_client: Any, settings: Settings, tf1_model: ModelFiles
+) -> None:
+    # A daemon that stopped after removing a network whose deployment failed, before ending its task.
+    db = Database(settings.database_path, settings.database_url)
+    await db.open()
+    networks = NetworkRepository(db, settings.storage.data_dir)
+    staged = await asyncio.to_thread(networks.new_staging_dir)
+    files = await asyncio.to_thread(stage, staged, tf1_model)
+    spec = NetworkSpec.model_validate(
+        {"name": "removed", "framework": "tensorflow-1.x", "preprocessing": preprocessing_for(tf1_model)}
+    )
+    record = await networks.create(spec, files, staged)
+    await networks.delete(record.network_id)
+    await db.close()
+
+    client = await aiohttp_client(build_app(settings))
+    task = await (await client.get(f"/v0.7/tasks/{record.task_id}")).json()
+    assert task["status"] == "error", task
+    assert task["error"] == "the network was removed while its deployment was ending (the daemon stopped)"
+    info = await (await client.get("/info")).json()
+    assert info["counts"]["networks"] == 0 and info["counts"]["pending_tasks"] == 0

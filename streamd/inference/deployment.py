@@ -16,7 +16,6 @@ and ran them. Other nodes fetch and load the network on first use (docs/design.m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +33,7 @@ from streamd.networks.spec import Preprocessing
 from streamd.networks.tfmodel import LoadedModel
 from streamd.networks.warmup import warm_up
 from streamd.settings import NetworksConfig
-from streamd.store.networks import NetworkRecord, NetworkRepository
+from streamd.store.networks import DEPLOY_TASK, NetworkRecord, NetworkRepository
 from streamd.store.tasks import TaskRepository
 
 logger = logging.getLogger(__name__)
@@ -131,6 +130,11 @@ class Deployer:
 
         Cluster mode (`live_ttl_s` given, after this node's first heartbeat): only this node's, and
         those of nodes that have not heartbeated for `live_ttl_s` (NetworkRepository.claim_undeployed)."""
+        unowned = await self._tasks.fail_unowned_deployments(
+            DEPLOY_TASK, "the network was removed while its deployment was ending (the daemon stopped)"
+        )
+        if unowned:
+            logger.info("%d deployment task(s) of removed networks marked as failed", unowned)
         if live_ttl_s is None:
             pending = await self._networks.undeployed()
         else:
@@ -189,8 +193,10 @@ class Deployer:
                 self._metrics.deployments.labels("success").inc()
 
     async def _fail(self, network: NetworkRecord, reason: str) -> None:
+        # Remove before ending the task: a client that reads "has been removed" must find no row and
+        # no file left (ending it first let a fast client see the files still being deleted).
         try:
-            await self._networks.get(network.network_id)
+            await self._networks.delete(network.network_id)
         except NotFoundError:
             # Deleted while it loaded: the delete removes the row before the files, so a load that
             # failed on the vanishing files lands here, and the delete's own message must end the task.
@@ -201,5 +207,3 @@ class Deployer:
         if self._metrics is not None:
             self._metrics.deployments.labels("error").inc()
         await self._tasks.finish(network.task_id, "error", error=message)
-        with contextlib.suppress(NotFoundError):  # deleted by the user while it loaded
-            await self._networks.delete(network.network_id)

@@ -133,6 +133,23 @@ class TaskRepository:
 
         return await self._db.run(fail)
 
+    async def fail_unowned_deployments(self, kind: str, error: str) -> int:
+        """Fail the pending deployment tasks (`kind`) that no network row names any more: a crash
+        between a failed deployment's removal and the end of its task left them pending forever."""
+
+        def fail(conn: sa.Connection) -> int:
+            return conn.execute(
+                tasks.update()
+                .where(
+                    tasks.c.kind == kind,
+                    tasks.c.status == "pending",
+                    tasks.c.id.not_in(sa.select(networks.c.task_id)),
+                )
+                .values(status="error", error=error, date_updated=utc_now_iso())
+            ).rowcount
+
+        return await self._db.run(fail)
+
     async def prune(self, older_than: str) -> int:
         """Delete finished tasks last updated before `older_than` (ISO, as stored: it sorts as text),
         except a network's deployment task, which its network row still names."""
