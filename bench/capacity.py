@@ -1,5 +1,6 @@
-"""Cameras per machine: adds real-time cameras to one daemon until one falls behind, and prints the
-largest number held beside the limit computed from measured decode and inference costs.
+"""Cameras per machine: adds real-time cameras to one daemon until one falls behind, then halves the gap
+to the last step held (deleting cameras or adding them back) down to one camera, and prints the largest
+number held beside the limit computed from measured decode and inference costs.
 
 Each camera is a 720p30 H.264 clip (~1.6 Mbit/s, 2 s GOP, no B-frames; `--height 1080` for 1080p)
 played at its frame rate in a loop (`options.realtime` + `loop`), capped at `--fps`, through the model
@@ -11,6 +12,7 @@ was decoded against its stream time (the smallest `captured_ts - pts_s` of the c
 "on time"), so a decoder that falls behind during the window shows. New cameras of a step are spread
 over one GOP, as real cameras are not in phase. The decode/inference split comes from the decoder
 threads' own CPU time (/proc). Other processes' CPU is printed with the limit on the cores they left.
+Stage p95s come from the stage histograms' growth during the window, over every camera.
 
     .venv/bin/python -m bench.capacity [--fps 5] [--start 4] [--step 4] [--max-cameras 40] [--seconds 30]
     .venv/bin/python -m bench.capacity --fps 0.5 --start 32 --step 16 --max-cameras 96
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class Snapshot:
     rss_bytes: int
     dropped: int
     batched: tuple[float, float]  # (items, batches) of all networks so far
+    stages: dict[str, dict[float, float]]  # stage -> upper bound -> frames so far, all streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,20 +145,45 @@ async def snapshot(http: aiohttp.ClientSession) -> Snapshot:
     decoder = await asyncio.to_thread(decoder_cpu_s)
     busy = await asyncio.to_thread(machine_busy_s)
     rss = await asyncio.to_thread(rss_bytes)
-    batched = batch_totals(await (await http.get("/metrics")).text())
-    return Snapshot(time.time(), time.process_time(), decoder, busy, rss, dropped, batched)
+    batched, stages = histogram_totals(await (await http.get("/metrics")).text())
+    return Snapshot(time.time(), time.process_time(), decoder, busy, rss, dropped, batched, stages)
 
 
-def batch_totals(metrics: str) -> tuple[float, float]:
-    """(items, batches) summed over networks, from the batch size histogram's sum and count."""
+def histogram_totals(metrics: str) -> tuple[tuple[float, float], dict[str, dict[float, float]]]:
+    """(items, batches) summed over networks, from the batch size histogram's sum and count; and the
+    stage histograms' cumulative buckets summed over streams."""
     from prometheus_client.parser import text_string_to_metric_families
 
     totals = {"streamd_inference_batch_size_sum": 0.0, "streamd_inference_batch_size_count": 0.0}
+    stages: dict[str, dict[float, float]] = {stage: {} for stage in STAGES}
     for family in text_string_to_metric_families(metrics):
         for sample in family.samples:
             if sample.name in totals:
                 totals[sample.name] += sample.value
-    return totals["streamd_inference_batch_size_sum"], totals["streamd_inference_batch_size_count"]
+            elif sample.name == "streamd_stream_stage_seconds_bucket":
+                buckets = stages.setdefault(sample.labels["stage"], {})
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    batched = totals["streamd_inference_batch_size_sum"], totals["streamd_inference_batch_size_count"]
+    return batched, stages
+
+
+def window_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-quantile of what a cumulative histogram gained between two snapshots, interpolated in its
+    bucket as Prometheus's histogram_quantile does (nan when nothing was observed)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return math.nan
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if math.isinf(bound):
+                return lower  # beyond the last finite bucket: its bound is all the histogram says
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = bound, count
+    return lower
 
 
 def window_records(
@@ -184,50 +211,66 @@ def window_records(
     return len(window), [lateness + r["latency_s"] for lateness, r in zip(late, window, strict=True)], late
 
 
-async def add_cameras(
-    http: aiohttp.ClientSession, first: int, last: int, fps: float, video: str, rtsp: tuple[int, str]
+@dataclass(frozen=True, slots=True)
+class Camera:
+    stream_id: int
+    results: str  # its JSONL file, under the daemon's results directory
+    live: bool  # through the RTSP server
+
+
+async def set_cameras(
+    http: aiohttp.ClientSession,
+    cameras: list[Camera],
+    count: int,
+    fps: float,
+    video: str,
+    rtsp: tuple[int, str],
 ) -> None:
-    """Cameras `first` to `last - 1`; the first `rtsp[0]` of all come from the RTSP URL `rtsp[1]`."""
-    for index in range(first, last):
+    """Add cameras (or delete the newest) until `count` run; the first `rtsp[0]` of all come from the
+    RTSP URL `rtsp[1]`. A camera added again gets a new stream and file (names stay unique)."""
+    while len(cameras) > count:
+        response = await http.delete(f"/v0.7/streams/{cameras.pop().stream_id}")
+        assert response.status == 204, await response.text()
+    first = len(cameras)
+    for index in range(first, count):
         live = index < rtsp[0]
-        uri = rtsp[1] if live else video
+        name = f"cam-{index}-{time.monotonic_ns()}"
         body = {
-            "name": f"cam-{index}",
-            "source": {"uri": uri, "options": {} if live else {"loop": True, "realtime": True}},
+            "name": name,
+            "source": {
+                "uri": rtsp[1] if live else video,
+                "options": {} if live else {"loop": True, "realtime": True},
+            },
             "chain": "classify",
             "fps": fps,
-            "sinks": [{"type": "jsonl", "path": f"cam-{index}.jsonl"}],
+            "sinks": [{"type": "jsonl", "path": f"{name}.jsonl"}],
         }
         response = await http.post("/v0.7/streams", json=body)
         assert response.status == 201, await response.text()
-        await asyncio.sleep(GOP_S / max(1, last - first))  # out of phase, as real cameras are
-
-
-async def stages_p95(http: aiohttp.ClientSession) -> dict[str, float]:
-    listed = (await (await http.get("/v0.7/streams")).json())["results"]
-    return {
-        stage: statistics.median(
-            s["latency_s"]["stages"][stage]["p95"] or 0.0 for s in listed if s["latency_s"]["stages"]
-        )
-        for stage in STAGES
-    }
+        cameras.append(Camera((await response.json())["id"], f"{name}.jsonl", live))
+        await asyncio.sleep(GOP_S / max(1, count - first))  # out of phase, as real cameras are
 
 
 async def measure_step(
-    http: aiohttp.ClientSession, results: Path, cameras: int, args: argparse.Namespace, base_rss: int
+    http: aiohttp.ClientSession, results: Path, cameras: list[Camera], args: argparse.Namespace, base_rss: int
 ) -> Step:
     await asyncio.sleep(args.warmup_s)
     before = await snapshot(http)
     await asyncio.sleep(args.seconds)
     after = await snapshot(http)
-    stages = await stages_p95(http)
+    stages = {  # over the window and every camera (the status's p95 covers each stream's last frames)
+        stage: window_quantile(before.stages.get(stage, {}), after.stages.get(stage, {}), 0.95)
+        for stage in STAGES
+    }
     await asyncio.sleep(min(args.latency_bound_s * 4, 5.0))  # let frames captured in the window arrive
     counts, latencies, lateness = [], [], []
-    for index in range(cameras):
-        path = results / f"cam-{index}.jsonl"
-        play_s = None if index < args.rtsp else CLIP_S
+    for running in cameras:
         count, camera, late = await asyncio.to_thread(
-            window_records, path, before.wall_ts, after.wall_ts, play_s
+            window_records,
+            results / running.results,
+            before.wall_ts,
+            after.wall_ts,
+            None if running.live else CLIP_S,
         )
         counts.append(count)
         latencies.extend(camera)
@@ -238,7 +281,7 @@ async def measure_step(
     held = min(counts) >= 0.95 * args.fps * seconds - 1 and dropped == 0 and p[1] <= args.latency_bound_s
     cores = (after.process_cpu_s - before.process_cpu_s) / seconds
     return Step(
-        cameras,
+        len(cameras),
         held,
         min(counts) / seconds,
         dropped,
@@ -247,7 +290,7 @@ async def measure_step(
         cores,
         (after.decoder_cpu_s - before.decoder_cpu_s) / seconds,
         (after.machine_busy_s - before.machine_busy_s) / seconds - cores,
-        (after.rss_bytes - base_rss) / cameras / 1024**2,
+        (after.rss_bytes - base_rss) / len(cameras) / 1024**2,
         stages,
         (after.batched[0] - before.batched[0]) / max(1.0, after.batched[1] - before.batched[1]),
     )
@@ -273,7 +316,7 @@ def show(step: Step, cost_ms: float) -> None:
         f"(decoding late p95 {step.late_p95_s:.2f} s); "
         f"{step.cores:.2f} cores = {per_camera:.1f} core-ms/s per camera (decode {decode:.1f}, "
         f"inference and the rest {per_camera - decode:.1f}); RSS +{step.rss_per_camera_mb:.1f} MB per "
-        f"camera; batches of {step.mean_batch:.1f} frames on average; stage p95 (s) {stages}; "
+        f"camera; batches of {step.mean_batch:.1f} frames on average; stage p95 in the window (s) {stages}; "
         f"other processes {step.other_cores:.2f} cores, so the cores "
         f"left hold {left_limit(step, cost_ms):.1f} cameras at the costs measured alone",
         flush=True,
@@ -288,19 +331,31 @@ async def ramp(
     rtsp: tuple[int, str],
     args: argparse.Namespace,
 ) -> list[Step]:
+    """Steps of `--step` cameras until one falls behind, then halving the gap between the last held
+    and the first that fell behind (cameras deleted or added back) down to one camera."""
     base_rss = await asyncio.to_thread(rss_bytes)
     steps: list[Step] = []
-    running = 0
-    target = args.start
-    while target <= args.max_cameras:
-        await add_cameras(http, running, target, args.fps, str(video), rtsp)
-        running = target
-        step = await measure_step(http, results, running, args, base_rss)
+    cameras: list[Camera] = []
+
+    async def measure(count: int) -> bool:
+        await set_cameras(http, cameras, count, args.fps, str(video), rtsp)
+        step = await measure_step(http, results, cameras, args, base_rss)
         show(step, cost_ms)
         steps.append(step)
-        if not step.held:
-            break
-        target += args.step
+        return step.held
+
+    held, target = 0, args.start
+    while target <= args.max_cameras and await measure(target):
+        held, target = target, target + args.step
+    if target > args.max_cameras or not args.refine:
+        return steps
+    fell = target
+    while fell - held > 1:  # from 0 when the first step fell behind
+        middle = (held + fell) // 2
+        if await measure(middle):
+            held = middle
+        else:
+            fell = middle
     return steps
 
 
@@ -387,7 +442,7 @@ async def run(root: Path, args: argparse.Namespace) -> None:
     server = None
     if args.rtsp:
         long_video = root / "rtsp" / "cam.mp4"
-        steps_max = (args.max_cameras - args.start) / args.step + 1
+        steps_max = (args.max_cameras - args.start) / args.step + 1 + math.log2(max(2, args.step))
         repeats = math.ceil(steps_max * (args.seconds + args.warmup_s + 15) / CLIP_S) + 1
         await asyncio.to_thread(remux_repeated, video, long_video, repeats)
         server = RtspServer(free_port(), rtsp_launch(long_video))
@@ -415,7 +470,7 @@ def summarize(steps: list[Step], limit: float) -> None:
     if not held:
         print(f"no step held; computed limit {limit:.1f}")
         return
-    best = held[-1]
+    best = max(held, key=lambda step: step.cameras)
     ceiling = (
         "" if len(held) < len(steps) else " (the ramp stopped at --max-cameras before any camera fell behind)"
     )
@@ -438,6 +493,12 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=4, help="cameras of the first step")
     parser.add_argument("--step", type=int, default=4, help="cameras added per step")
     parser.add_argument("--max-cameras", type=int, default=40)
+    parser.add_argument(
+        "--no-refine",
+        dest="refine",
+        action="store_false",
+        help="stop at the first step that falls behind (default: halve the gap to the last held)",
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window of each step")
     parser.add_argument("--warmup-s", type=float, default=8.0, help="after adding cameras, before measuring")
     parser.add_argument("--latency-bound-s", type=float, default=0.5, help="p95 capture->sink bound")
