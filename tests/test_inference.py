@@ -297,13 +297,14 @@ async def test_two_batches_of_a_network_run_at_once(client: TestClient, tf1_mode
 async def test_patching_tuning_retunes_the_loaded_batcher(client: TestClient, tf1_model: ModelFiles) -> None:
     network = await deploy(client, tf1_model)
     batcher = client.app[SERVICES].runtime.loaded[network["id"]].batcher
-    assert (batcher.policy.max_batch_size, batcher.policy.max_wait_s) == (32, 0.005)
+    # Run by TensorFlow Lite: batches of at most LITE_BATCH_SIZE, not inference.max_batch_size (32).
+    assert (batcher.policy.max_batch_size, batcher.policy.max_wait_s) == (4, 0.005)
     response = await client.patch(
         f"/v0.7/networks/{network['id']}",
-        json={"metadata": {"streamd": {"max_batch_size": 4, "max_wait_s": 0.02}}},
+        json={"metadata": {"streamd": {"max_batch_size": 12, "max_wait_s": 0.02}}},
     )
     assert response.status == 200
-    assert (batcher.policy.max_batch_size, batcher.policy.max_wait_s) == (4, 0.02)
+    assert (batcher.policy.max_batch_size, batcher.policy.max_wait_s) == (12, 0.02)
     response = await client.patch(
         f"/v0.7/networks/{network['id']}", json={"metadata": {"streamd": {"max_batch_size": 0}}}
     )

@@ -4,16 +4,22 @@ else, and any graph that does not convert, runs on TensorFlow as before."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from streamd.inference.executor import InferenceItem
+from streamd.inference.runtime import InferenceRuntime
 from streamd.networks.freezing import FrozenSessionModel
+from streamd.networks.lite import LITE_BATCH_SIZE
 from streamd.networks.savedmodel import load_network_files
-from streamd.networks.spec import Preprocessing
+from streamd.networks.spec import TUNING_KEY, Preprocessing
+from streamd.settings import InferenceConfig
 from tests.conftest import preprocessing_for
 from tests.factories.models import ModelFiles, _save, build_tf1_detector, build_tf1_fragile
 
@@ -137,3 +143,48 @@ def test_a_graph_that_checks_its_values_stays_on_tensorflow_which_still_refuses_
             model.run(["prob:0"], {"input:0": np.zeros((1, 8, 8, 3), np.float32)})
     finally:
         model.close()
+
+
+@dataclass(frozen=True)
+class _Record:
+    network_id: int
+    metadata: dict[str, Any]
+    preprocessing: Preprocessing
+
+
+async def test_batches_of_a_lite_network_hold_at_most_a_few_images_unless_its_metadata_says(
+    keras_blocks: ModelFiles,
+) -> None:
+    preprocessing = Preprocessing.model_validate(
+        preprocessing_for(keras_blocks, target_size="16x16", pixel_scaling=1.0)
+    )
+    lite, _ = await asyncio.to_thread(
+        load_network_files, keras_blocks.directory, preprocessing, 1, 1, freeze_graph=True, lite_graph=True
+    )
+    loaded, _ = await asyncio.to_thread(
+        load_network_files, keras_blocks.directory, preprocessing, 1, 1, freeze_graph=False
+    )
+    runtime = InferenceRuntime(None, InferenceConfig())  # type: ignore[arg-type]  # no store needed
+    plain = _Record(1, {}, preprocessing)
+    tuned = _Record(2, {TUNING_KEY: {"max_batch_size": 16}}, preprocessing)
+    try:
+        assert InferenceConfig().max_batch_size == 32
+        assert runtime.policy(plain).max_batch_size == 32  # before the model is loaded
+        assert runtime.policy(plain, loaded).max_batch_size == 32  # TensorFlow: batches grow with load
+        assert runtime.policy(plain, lite).max_batch_size == LITE_BATCH_SIZE == 4
+        assert runtime.policy(tuned, lite).max_batch_size == 16  # the network's own setting wins
+        runtime.adopt(plain, lite, [None])  # type: ignore[arg-type]
+        assert runtime.loaded[1].batcher.policy.max_batch_size == 4
+        runtime.retune(plain)  # type: ignore[arg-type]  # a PATCH keeps the cap
+        assert runtime.loaded[1].batcher.policy.max_batch_size == 4
+        # Twelve images queued at once go in batches of four, all answered.
+        items = [
+            InferenceItem((np.full((16, 16, 3), i * 20, np.uint8),), (keras_blocks.output_tensor,))
+            for i in range(12)
+        ]
+        outputs = await asyncio.gather(*(runtime.loaded[1].infer(item) for item in items))
+        assert len(outputs) == 12
+        assert runtime.loaded[1].batcher.stats.batch_sizes == {4: 3}
+    finally:
+        await runtime.close()
+        await asyncio.to_thread(loaded.close)

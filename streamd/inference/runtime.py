@@ -22,6 +22,8 @@ import numpy as np
 from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
 from streamd.metrics import Metrics
+from streamd.networks.freezing import FrozenSessionModel
+from streamd.networks.lite import LITE_BATCH_SIZE
 from streamd.networks.public import PublicNetwork
 from streamd.networks.savedmodel import load_network_files
 from streamd.networks.spec import NetworkTuning, Preprocessing
@@ -80,9 +82,12 @@ class InferenceRuntime:
     def tuning(self, record: NetworkConfig) -> NetworkTuning:
         return NetworkTuning.from_metadata(record.metadata)
 
-    def policy(self, record: NetworkConfig) -> BatchPolicy:
+    def policy(self, record: NetworkConfig, model: LoadedModel | None = None) -> BatchPolicy:
+        """How `record`'s batches are cut; `model`, once loaded, may cap their size (LITE_BATCH_SIZE)."""
         tuning = self.tuning(record)
         max_batch = tuning.max_batch_size or self._config.max_batch_size
+        if tuning.max_batch_size is None and isinstance(model, FrozenSessionModel) and model.lite is not None:
+            max_batch = min(max_batch, LITE_BATCH_SIZE)
         if not record.preprocessing.batched_output:
             max_batch = 1  # the network cannot take a batch: one image at a time
         return BatchPolicy(
@@ -168,7 +173,7 @@ class InferenceRuntime:
             on_timing, on_batch = _observers(self._metrics, label)
         executor = TFExecutor(name, model, config.preprocessing, means, on_timing)
         batcher: DynamicBatcher[InferenceItem, ItemOutput] = DynamicBatcher(
-            name, executor.run, self.policy(config), on_batch
+            name, executor.run, self.policy(config, model), on_batch
         )
         return LoadedNetwork(key, config.preprocessing, executor, batcher)
 
@@ -176,7 +181,7 @@ class InferenceRuntime:
         """Apply changed batching settings (PATCHed metadata) to a loaded network at once."""
         loaded = self._loaded.get(record.network_id)
         if loaded is not None:
-            loaded.batcher.policy = self.policy(record)
+            loaded.batcher.policy = self.policy(record, loaded.executor.model)
 
     async def unload(self, network_id: NetworkKey) -> None:
         """Close a network's batcher (queued items fail) and then its TF threads; no-op if not loaded."""

@@ -28,6 +28,14 @@ from typing import Any
 
 import numpy as np
 
+# Most images a batch of a network run here holds, unless the network's own metadata sets its size.
+# A batch runs one image after another on one thread, so a bigger batch costs no less per image: it
+# only makes its first images wait for its last and leaves the other batch slot idle at its end. Under
+# load the batcher's batches grow (that pays on TensorFlow, where batch 8 costs half of batch 1 per
+# image); here 9 cameras just past an overload stayed behind with batches of 22-27 and 2-3 s latency,
+# while with batches of 4 they recovered (docs/design.md, "Lite batches").
+LITE_BATCH_SIZE = 4
+
 # Ops whose only effect is to fail the run (or print) on bad values: TensorFlow Lite's converter drops
 # them, so a graph holding one would answer where TensorFlow refuses (a black image through a
 # `check_numerics` on its log) and stays on TensorFlow.
