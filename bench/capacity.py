@@ -12,7 +12,8 @@ was decoded against its stream time (the smallest `captured_ts - pts_s` of the c
 "on time"), so a decoder that falls behind during the window shows. New cameras of a step are spread
 over one GOP, as real cameras are not in phase. The decode/inference split comes from the decoder
 threads' own CPU time (/proc). Other processes' CPU is printed with the limit on the cores they left.
-Stage p95s come from the stage histograms' growth during the window, over every camera.
+Stage p95s are the buckets that hold them in the stage histograms' growth during the window, over every
+camera.
 
     .venv/bin/python -m bench.capacity [--fps 5] [--start 4] [--step 4] [--max-cameras 40] [--seconds 30]
     .venv/bin/python -m bench.capacity --fps 0.5 --start 32 --step 16 --max-cameras 96
@@ -77,7 +78,7 @@ class Step:
     decode_cores: float
     other_cores: float  # what other processes of the machine used meanwhile
     rss_per_camera_mb: float
-    stages_p95_s: dict[str, float]
+    stages_p95_s: dict[str, tuple[float, float] | None]  # the histogram bucket holding each p95
     mean_batch: float
 
 
@@ -168,22 +169,22 @@ def histogram_totals(metrics: str) -> tuple[tuple[float, float], dict[str, dict[
     return batched, stages
 
 
-def window_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """The q-quantile of what a cumulative histogram gained between two snapshots, interpolated in its
-    bucket as Prometheus's histogram_quantile does (nan when nothing was observed)."""
+def window_quantile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> tuple[float, float] | None:
+    """The bucket (lower, upper bound) holding the q-quantile of what a cumulative histogram gained
+    between two snapshots; None when nothing was observed. Only the bucket: interpolating in it, as
+    Prometheus's histogram_quantile does, read 0.22 s for a stage whose records said 0.13 s."""
     bounds = sorted(after)
     counts = [after[b] - before.get(b, 0.0) for b in bounds]
     if not counts or counts[-1] <= 0:
-        return math.nan
-    rank = q * counts[-1]
-    lower, below = 0.0, 0.0
+        return None
+    lower = 0.0
     for bound, count in zip(bounds, counts, strict=True):
-        if count >= rank:
-            if math.isinf(bound):
-                return lower  # beyond the last finite bucket: its bound is all the histogram says
-            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
-        lower, below = bound, count
-    return lower
+        if count >= q * counts[-1]:
+            return lower, bound
+        lower = bound
+    return lower, math.inf
 
 
 def window_records(
@@ -309,7 +310,10 @@ def show(step: Step, cost_ms: float) -> None:
     p50, p95, p99 = step.latency_s
     per_camera = 1000 * step.cores / step.cameras
     decode = 1000 * step.decode_cores / step.cameras
-    stages = " ".join(f"{stage} {seconds:.3f}" for stage, seconds in step.stages_p95_s.items())
+    stages = " ".join(
+        f"{stage} {'-' if bucket is None else f'{bucket[0]:g}-{bucket[1]:g}'}"
+        for stage, bucket in step.stages_p95_s.items()
+    )
     print(
         f"N={step.cameras:3} {'held' if step.held else 'FELL BEHIND'}: min fps out {step.min_fps_out:.2f}, "
         f"dropped {step.dropped}, capture->sink p50/p95/p99 {p50:.2f}/{p95:.2f}/{p99:.2f} s "
