@@ -10,7 +10,7 @@ from streamd.app import build_app
 from streamd.networks.spec import NetworkSpec
 from streamd.settings import Settings
 from streamd.store.db import Database
-from streamd.store.networks import NetworkRepository
+from streamd.store.networks import NetworkRecord, NetworkRepository
 from tests.conftest import ON_BOTH_DATABASES, preprocessing_for, wait_task
 from tests.factories.models import ModelFiles
 
@@ -23,20 +23,28 @@ def stage(directory: Path, model: ModelFiles) -> list[str]:
     return list(model.contents)
 
 
+async def accepted_upload(
+    settings: Settings, model: ModelFiles, name: str
+) -> tuple[Database, NetworkRepository, NetworkRecord]:
+    """A network created as an upload creates it (row, files, pending task), with no daemon running;
+    the database stays open for the caller to close."""
+    db = Database(settings.database_path, settings.database_url)
+    await db.open()
+    networks = NetworkRepository(db, settings.storage.data_dir)
+    staged = await asyncio.to_thread(networks.new_staging_dir)
+    files = await asyncio.to_thread(stage, staged, model)
+    spec = NetworkSpec.model_validate(
+        {"name": name, "framework": "tensorflow-1.x", "preprocessing": preprocessing_for(model)}
+    )
+    return db, networks, await networks.create(spec, files, staged)
+
+
 @ON_BOTH_DATABASES
 async def test_pending_deployment_resumes_and_leftovers_are_swept(
     aiohttp_client: Any, settings: Settings, tf1_model: ModelFiles
 ) -> None:
     # A daemon that stopped right after accepting an upload: row and files in place, task pending.
-    db = Database(settings.database_path, settings.database_url)
-    await db.open()
-    networks = NetworkRepository(db, settings.storage.data_dir)
-    staged = await asyncio.to_thread(networks.new_staging_dir)
-    files = await asyncio.to_thread(stage, staged, tf1_model)
-    spec = NetworkSpec.model_validate(
-        {"name": "interrupted", "framework": "tensorflow-1.x", "preprocessing": preprocessing_for(tf1_model)}
-    )
-    record = await networks.create(spec, files, staged)
+    db, networks, record = await accepted_upload(settings, tf1_model, "interrupted")
     assert not record.deployed
     leftover_upload = await asyncio.to_thread(networks.new_staging_dir)
     orphan = networks.network_dir(record.network_id + 100)
@@ -63,15 +71,7 @@ async def test_a_deployment_task_whose_network_was_removed_does_not_stay_pending
     aiohttp_client: Any, settings: Settings, tf1_model: ModelFiles
 ) -> None:
     # A daemon that stopped after removing a network whose deployment failed, before ending its task.
-    db = Database(settings.database_path, settings.database_url)
-    await db.open()
-    networks = NetworkRepository(db, settings.storage.data_dir)
-    staged = await asyncio.to_thread(networks.new_staging_dir)
-    files = await asyncio.to_thread(stage, staged, tf1_model)
-    spec = NetworkSpec.model_validate(
-        {"name": "removed", "framework": "tensorflow-1.x", "preprocessing": preprocessing_for(tf1_model)}
-    )
-    record = await networks.create(spec, files, staged)
+    db, networks, record = await accepted_upload(settings, tf1_model, "removed")
     await networks.delete(record.network_id)
     await db.close()
 
