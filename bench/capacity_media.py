@@ -127,7 +127,7 @@ def inference_cost_ms(
     batches at once), loaded the way streamd loads networks (`frozen`: with the graph frozen, as
     `inference.freeze_graphs` does, `fused` too as `inference.fuse_graphs` does, `lite`: run by
     TensorFlow Lite as `inference.lite_graphs` does); preprocessing not included."""
-    from streamd.networks.freezing import FrozenSessionModel
+    from streamd.networks.freezing import FrozenSessionModel, runs_lite
     from streamd.networks.savedmodel import load_network_files
 
     preprocessing = Preprocessing.model_validate(
@@ -142,7 +142,7 @@ def inference_cost_ms(
         raise RuntimeError("the model could not be fused (see the log)")
     session: Any = model._frozen if isinstance(model, FrozenSessionModel) else model.session
     if lite:
-        if not (isinstance(model, FrozenSessionModel) and model.lite is not None):
+        if not runs_lite(model):
             raise RuntimeError("the model could not be run by TensorFlow Lite (see the log)")
         session = _OneFetch(model)
     started_cpu, started = time.process_time(), time.monotonic()

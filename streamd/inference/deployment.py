@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from streamd.errors import InsufficientStorageError, NotFoundError, StreamdError, UnavailableError
 from streamd.inference.runtime import InferenceRuntime
 from streamd.metrics import Metrics
-from streamd.networks.freezing import FrozenSessionModel
+from streamd.networks.freezing import FrozenSessionModel, runs_lite
 from streamd.networks.savedmodel import check_against_preprocessing, load_network_files
 from streamd.networks.spec import Preprocessing
 from streamd.networks.tfmodel import LoadedModel
@@ -67,7 +67,7 @@ def validate_network(
         "runtime": model.kind,
         "frozen_graph": isinstance(model, FrozenSessionModel),
         "fused_graph": isinstance(model, FrozenSessionModel) and model.fused is not None,
-        "lite_graph": isinstance(model, FrozenSessionModel) and model.lite is not None,
+        "lite_graph": runs_lite(model),
         "load_time_s": round(model.load_time_s, 3),
         **warmed.report(),
     }

@@ -22,7 +22,7 @@ import numpy as np
 from streamd.inference.batching import BatchPolicy, DynamicBatcher
 from streamd.inference.executor import InferenceItem, ItemOutput, TFExecutor
 from streamd.metrics import Metrics
-from streamd.networks.freezing import FrozenSessionModel
+from streamd.networks.freezing import runs_lite
 from streamd.networks.lite import LITE_BATCH_SIZE
 from streamd.networks.public import PublicNetwork
 from streamd.networks.savedmodel import load_network_files
@@ -86,7 +86,7 @@ class InferenceRuntime:
         """How `record`'s batches are cut; `model`, once loaded, may cap their size (LITE_BATCH_SIZE)."""
         tuning = self.tuning(record)
         max_batch = tuning.max_batch_size or self._config.max_batch_size
-        if tuning.max_batch_size is None and isinstance(model, FrozenSessionModel) and model.lite is not None:
+        if tuning.max_batch_size is None and model is not None and runs_lite(model):
             max_batch = min(max_batch, LITE_BATCH_SIZE)
         if not record.preprocessing.batched_output:
             max_batch = 1  # the network cannot take a batch: one image at a time

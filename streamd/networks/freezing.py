@@ -29,7 +29,7 @@ from streamd.networks.fusing import Fused, fuse, session_options
 from streamd.networks.lite import LiteRunner, convert
 from streamd.networks.preprocessing import preprocess
 from streamd.networks.spec import ImagePreprocessing, Preprocessing, graph_tensor_name
-from streamd.networks.tfmodel import SessionModel
+from streamd.networks.tfmodel import LoadedModel, SessionModel
 from streamd.networks.warmup import probe_outputs
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,11 @@ class FrozenSessionModel(SessionModel):
         self.lite = None  # its interpreters go with their last reference
         self._frozen.close()  # type: ignore[attr-defined]
         super().close()
+
+
+def runs_lite(model: LoadedModel) -> bool:
+    """Whether a loaded model's served outputs run on TensorFlow Lite (networks/lite.py)."""
+    return isinstance(model, FrozenSessionModel) and model.lite is not None
 
 
 def freeze(
