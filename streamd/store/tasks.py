@@ -122,33 +122,20 @@ class TaskRepository:
     async def fail_pending(self, kind: str, error: str) -> int:
         """Fail the pending tasks of `kind` that a stop interrupted: in cluster mode only this node's (a
         node's restart must not fail the inferences another node is running)."""
-
-        def fail(conn: sa.Connection) -> int:
-            query = tasks.update().where(tasks.c.kind == kind, tasks.c.status == "pending")
-            if self._node is not None:
-                query = query.where(tasks.c.node == self._node)
-            return conn.execute(
-                query.values(status="error", error=error, date_updated=utc_now_iso())
-            ).rowcount
-
-        return await self._db.run(fail)
+        mine = [] if self._node is None else [tasks.c.node == self._node]
+        return await self._fail_pending(error, tasks.c.kind == kind, *mine)
 
     async def fail_unowned_deployments(self, kind: str, error: str) -> int:
         """Fail the pending deployment tasks (`kind`) that no network row names any more: a crash
         between a failed deployment's removal and the end of its task left them pending forever."""
+        return await self._fail_pending(
+            error, tasks.c.kind == kind, tasks.c.id.not_in(sa.select(networks.c.task_id))
+        )
 
-        def fail(conn: sa.Connection) -> int:
-            return conn.execute(
-                tasks.update()
-                .where(
-                    tasks.c.kind == kind,
-                    tasks.c.status == "pending",
-                    tasks.c.id.not_in(sa.select(networks.c.task_id)),
-                )
-                .values(status="error", error=error, date_updated=utc_now_iso())
-            ).rowcount
-
-        return await self._db.run(fail)
+    async def _fail_pending(self, error: str, *where: sa.ColumnElement[bool]) -> int:
+        query = tasks.update().where(tasks.c.status == "pending", *where)
+        values = query.values(status="error", error=error, date_updated=utc_now_iso())
+        return await self._db.run(lambda conn: conn.execute(values).rowcount)
 
     async def prune(self, older_than: str) -> int:
         """Delete finished tasks last updated before `older_than` (ISO, as stored: it sorts as text),
