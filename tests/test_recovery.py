@@ -11,7 +11,7 @@ from streamd.networks.spec import NetworkSpec
 from streamd.settings import Settings
 from streamd.store.db import Database
 from streamd.store.networks import NetworkRecord, NetworkRepository
-from tests.conftest import ON_BOTH_DATABASES, preprocessing_for, wait_task
+from tests.conftest import ON_BOTH_DATABASES, metric_sample, preprocessing_for, wait_task
 from tests.factories.models import ModelFiles
 
 
@@ -81,3 +81,4 @@ async def test_a_deployment_task_whose_network_was_removed_does_not_stay_pending
     assert task["error"] == "the network was removed while its deployment was ending (the daemon stopped)"
     info = await (await client.get("/info")).json()
     assert info["counts"]["networks"] == 0 and info["counts"]["pending_tasks"] == 0
+    assert await metric_sample(client, "streamd_network_deployments_total", outcome="error") == 1.0

@@ -135,6 +135,8 @@ class Deployer:
         )
         if unowned:
             logger.info("%d deployment task(s) of removed networks marked as failed", unowned)
+            if self._metrics is not None:
+                self._metrics.deployments.labels("error").inc(unowned)
         if live_ttl_s is None:
             pending = await self._networks.undeployed()
         else:
